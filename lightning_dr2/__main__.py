@@ -1,0 +1,5 @@
+import sys
+
+from lightning_dr2.cli import main
+
+sys.exit(main())

@@ -1,0 +1,217 @@
+"""Experiment configuration: a typed schema, one YAML per recipe, `key=value` overrides.
+
+The schema (dataclasses below) is the single list of every setting and its default. A run's config is
+`OmegaConf.structured(schema)` merged with `experiments/<name>.yaml`, then with command-line
+`key=value` pairs (the form W&B sweeps emit). Struct mode makes unknown keys and wrong types fail at
+load time; `load_config` re-raises them with the key and the file or argument they came from.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"
+
+
+@dataclass
+class NetConfig:
+    """ADM UNet flags, with guided-diffusion's names and value formats (see `UNet.from_flags`)."""
+
+    image_size: int = 64
+    num_channels: int = 64
+    num_res_blocks: int = 1
+    channel_mult: str = ""
+    attention_resolutions: str = "16"
+    num_heads: int = 4
+    num_head_channels: int = 32
+    num_heads_upsample: int = -1
+    use_scale_shift_norm: bool = True
+    resblock_updown: bool = True
+    learn_sigma: bool = True
+    dropout: float = 0.0
+    use_new_attention_order: bool = False
+    class_cond: bool = False
+    use_fp16: bool = False
+    use_checkpoint: bool = False
+
+
+@dataclass
+class DiffusionConfig:
+    steps: int = 1000
+    schedule: str = "linear"  # linear | cosine
+    predict: str = "eps"
+    loss: str = "hybrid"  # mse | hybrid (mse + variational bound for the learned variance)
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/synthetic"
+    image_size: int = 64
+    batch_size: int = 16  # per device
+    num_workers: int = 2
+    val_fraction: float = 0.05
+    val_max: int = 64
+    flip: bool = True
+    # When > 0 and `root` holds no images, generate this many synthetic faces there first.
+    synthetic_n: int = 0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+
+
+@dataclass
+class EMAConfig:
+    decay: float = 0.9999
+    # Use min(decay, (1 + n) / (10 + n)) after n updates, so early EMA weights are not stuck at init.
+    warmup: bool = True
+
+
+@dataclass
+class SamplingConfig:
+    """Fixed-seed sample grids from the EMA weights during and after training."""
+
+    every_n_steps: int = 5000
+    num_samples: int = 16
+    method: str = "ddim"  # ddim | ddpm
+    steps: int = 50
+    eta: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class CheckpointConfig:
+    every_n_steps: int = 5000
+    save_top_k: int = -1  # -1 keeps every periodic checkpoint
+
+
+@dataclass
+class WandbConfig:
+    # auto: online when credentials are configured (WANDB_API_KEY or a netrc entry), else offline.
+    mode: str = "auto"  # auto | online | offline | disabled
+    project: str = "lightning_dr2"
+    entity: str | None = None
+    group: str | None = None  # defaults to the experiment name
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 1000
+    accelerator: str = "auto"
+    devices: Any = "auto"  # int, list of ids, or "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"  # ddp is chosen by Lightning for several devices
+    precision: str = "auto"  # auto: bf16-mixed on GPU, 32-true on CPU
+    accumulate_grad_batches: int = 1
+    log_every_n_steps: int = 10
+    val_check_interval: int = 1000  # in training steps
+    limit_val_batches: float = 1.0
+    compile: bool = False
+    channels_last: bool = False
+    progress_bar: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    experiment: str = "ddpm_tiny"
+    run: str | None = None  # default: $DR2_RUN, $SLURM_JOB_ID, or a timestamp chosen once
+    runs_dir: str = "runs"
+    seed: int = 0
+    # auto: resume from the run's last.ckpt if it exists (SLURM requeue); true: require it; false; or a path.
+    resume: str = "auto"
+    net: NetConfig = field(default_factory=NetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key and where it came from."""
+
+
+def experiment_path(name_or_path: str | Path) -> Path:
+    """Resolve `ddpm_tiny`, `experiments/ddpm_tiny.yaml` or any YAML path to an existing file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        return candidate
+    named = EXPERIMENTS_DIR / f"{name_or_path}.yaml"
+    if named.is_file():
+        return named
+    known = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+    raise ConfigError(f"experiment '{name_or_path}' not found: no file {candidate} or {named}. Known experiments: {known}")
+
+
+def load_config(experiment: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Schema defaults <- experiments/<name>.yaml <- `key=value` overrides, validated at each step."""
+    cfg = OmegaConf.structured(ExperimentConfig)
+    path = experiment_path(experiment)
+    cfg = _merge(cfg, OmegaConf.load(path), f"{path}")
+    if "experiment" not in OmegaConf.load(path):
+        cfg.experiment = path.stem
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. trainer.max_steps=100)")
+        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"command-line override '{item}'")
+    return cfg
+
+
+def _merge(cfg: DictConfig, other: DictConfig, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(cfg, other)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        raise ConfigError(f"invalid config from {source}: key '{key}': {err.msg if hasattr(err, 'msg') else err}") from err
+
+
+def resolve_run_name(cfg: DictConfig) -> str:
+    """The run id, chosen once: explicit > $DR2_RUN > $SLURM_JOB_ID > timestamp.
+
+    It is exported as $DR2_RUN so processes Lightning launches for DDP (which re-run the command)
+    agree on it, and a SLURM requeue (same job id) lands in the same run directory and W&B run.
+    """
+    run = cfg.run or os.environ.get("DR2_RUN") or os.environ.get("SLURM_JOB_ID") or time.strftime("%Y%m%d-%H%M%S")
+    os.environ["DR2_RUN"] = str(run)
+    return str(run)
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.runs_dir) / cfg.experiment / str(cfg.run)
+
+
+def save_config(cfg: DictConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, path, resolve=True)
+
+
+def flat_dict(cfg: DictConfig) -> dict[str, Any]:
+    """`{"net.num_channels": 128, ...}`: the form W&B shows and sweeps write back as overrides."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            out[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out

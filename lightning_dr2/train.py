@@ -1,0 +1,191 @@
+"""Build and run a DDPM training job from a resolved config: data, module, callbacks, loggers, Trainer."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
+
+from lightning_dr2.callbacks.curves import LossCurve
+from lightning_dr2.callbacks.ema import EMA
+from lightning_dr2.callbacks.samples import SampleGrid
+from lightning_dr2.config import ConfigError, resolve_run_name, run_dir, save_config
+from lightning_dr2.datasets.datamodule import FaceDataModule
+from lightning_dr2.loggers import build_loggers
+from lightning_dr2.modules.ddpm import DDPMModule
+
+log = logging.getLogger(__name__)
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """`auto`: bf16-mixed when training on a CUDA GPU, full fp32 on CPU."""
+    if precision != "auto":
+        return precision
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return "bf16-mixed" if on_gpu else "32-true"
+
+
+def resolve_resume(cfg: DictConfig, run_path: Path) -> str | None:
+    """The checkpoint to resume from, if any (see `ExperimentConfig.resume`)."""
+    value = str(cfg.resume).strip()
+    last = run_path / "checkpoints" / "last.ckpt"
+    if value.lower() in ("false", "no", "none", ""):
+        return None
+    if value.lower() == "auto":
+        return str(last) if last.is_file() else None
+    if value.lower() == "true":
+        if not last.is_file():
+            raise ConfigError(
+                f"resume=true but {last} does not exist. Name the run to continue with run=<name> "
+                f"(runs are under {run_path.parent}) or pass resume=<path/to.ckpt>."
+            )
+        return str(last)
+    if not Path(value).is_file():
+        raise ConfigError(f"resume={value}: no such checkpoint file")
+    return value
+
+
+def build_datamodule(cfg: DictConfig) -> FaceDataModule:
+    synthetic = {"n": cfg.data.synthetic_n, "size": cfg.data.image_size} if cfg.data.synthetic_n > 0 else None
+    return FaceDataModule(
+        root=cfg.data.root,
+        image_size=cfg.data.image_size,
+        batch_size=cfg.data.batch_size,
+        num_workers=cfg.data.num_workers,
+        val_fraction=cfg.data.val_fraction,
+        val_max=cfg.data.val_max,
+        flip=cfg.data.flip,
+        seed=cfg.seed,
+        synthetic=synthetic,
+    )
+
+
+def build_module(cfg: DictConfig) -> DDPMModule:
+    if cfg.data.image_size != cfg.net.image_size:
+        raise ConfigError(
+            f"data.image_size={cfg.data.image_size} differs from net.image_size={cfg.net.image_size}; "
+            "the DDPM trains at the network's resolution: set both to the same value"
+        )
+    container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    return DDPMModule(
+        net=container["net"],
+        diffusion=container["diffusion"],
+        optim=container["optim"],
+        seed=cfg.seed,
+        channels_last=cfg.trainer.channels_last,
+        compile=cfg.trainer.compile,
+    )
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    trainer: pl.Trainer
+    module: DDPMModule
+    export_path: Path | None
+    sample_grid: Path | None
+    loss_curve: Path | None
+
+
+def train_ddpm(cfg: DictConfig) -> TrainResult:
+    """Train (or resume) the DDPM described by `cfg`; export the EMA UNet at the end."""
+    cfg.run = resolve_run_name(cfg)
+    path = run_dir(cfg)
+    ckpt_path = resolve_resume(cfg, path)
+    pl.seed_everything(cfg.seed, workers=True)
+    save_config(cfg, path / "config.yaml")
+
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg)
+    ema = EMA(decay=cfg.ema.decay, warmup=cfg.ema.warmup)
+    samples = SampleGrid(
+        out_dir=path / "samples",
+        every_n_steps=cfg.sampling.every_n_steps,
+        num_samples=cfg.sampling.num_samples,
+        method=cfg.sampling.method,
+        steps=cfg.sampling.steps,
+        eta=cfg.sampling.eta,
+        seed=cfg.sampling.seed,
+    )
+    curve = LossCurve(path / "loss_curve.png")
+    checkpoints = ModelCheckpoint(
+        dirpath=path / "checkpoints",
+        filename="step{step:07d}",
+        auto_insert_metric_name=False,
+        every_n_train_steps=cfg.checkpoint.every_n_steps,
+        save_top_k=cfg.checkpoint.save_top_k,
+        save_last=True,
+    )
+    callbacks: list[pl.Callback] = [
+        ema,
+        samples,
+        curve,
+        checkpoints,
+        LearningRateMonitor(logging_interval="step"),
+        ThroughputMonitor(batch_size_fn=lambda batch: batch["image"].shape[0]),
+    ]
+    loggers = build_loggers(cfg, path)
+    t = cfg.trainer
+    trainer = pl.Trainer(
+        default_root_dir=str(path),
+        max_steps=t.max_steps,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=resolve_precision(t.precision, t.accelerator),
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else None,
+        log_every_n_steps=t.log_every_n_steps,
+        val_check_interval=t.val_check_interval,
+        check_val_every_n_epoch=None,
+        limit_val_batches=t.limit_val_batches,
+        callbacks=callbacks,
+        logger=loggers,
+        enable_progress_bar=t.progress_bar,
+        use_distributed_sampler=False,  # FaceDataModule shards and seeds its own sampler
+        max_epochs=-1,
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    export_path = None
+    if trainer.is_global_zero:
+        export_path = export_unet(ema.module if ema.module is not None else module.net, module.hparams.net, path / "export" / "unet_ema.pt")
+        log.info("exported EMA UNet -> %s", export_path)
+    return TrainResult(path, trainer, module, export_path, samples.last_path, curve.path if curve.path.exists() else None)
+
+
+def export_unet(net: torch.nn.Module, flags: dict[str, Any], out: str | Path) -> Path:
+    """Write a plain state dict (loads into `UNet.from_flags(flags)` with strict=True) and its flags as JSON."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(out)
+    out.with_suffix(".json").write_text(json.dumps(dict(flags), indent=2))
+    return out
+
+
+def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
+    """Export the EMA UNet of a Lightning checkpoint written by `train_ddpm` (falls back to raw weights)."""
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)  # our own Lightning checkpoint
+    flags = checkpoint["hyper_parameters"]["net"]
+    ema_state = next((v for k, v in checkpoint.get("callbacks", {}).items() if k.startswith("EMA")), None)
+    if ema_state is not None:
+        state = ema_state["weights"]
+    else:
+        log.warning("%s has no EMA state; exporting the raw training weights", ckpt)
+        state = {k[len("net.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    from lightning_dr2.nets.unet import UNet
+
+    net = UNet.from_flags(flags)
+    net.load_state_dict(state, strict=True)
+    return export_unet(net, flags, out)

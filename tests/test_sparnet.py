@@ -1,0 +1,157 @@
+"""SPARNet / SPARNetHD: compatibility with the released checkpoints (fixture + key manifest), spectral-norm
+folding, loading and input checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import load_fixture
+
+from lightning_dr2.nets.loading import WeightsError
+from lightning_dr2.nets.sparnet import HD_CONFIG, SPARNet, fold_spectral_norm, load_sparnet
+
+
+@pytest.fixture(scope="module")
+def tiny() -> dict:
+    return load_fixture("sparnet_tiny.pt")
+
+
+def _tiny_model(tiny: dict, **overrides) -> SPARNet:
+    model = SPARNet(**{**tiny["config"], **overrides})
+    model.load_state_dict(tiny["state_dict"], strict=True)
+    return model.eval()
+
+
+def test_reproduces_reference_output(tiny):
+    model = _tiny_model(tiny)
+    with torch.no_grad():
+        out = model(tiny["x"])
+    assert out.shape == tiny["out"].shape
+    assert (out - tiny["out"]).abs().max().item() <= 1e-4
+
+
+def test_hd_matches_released_keys_and_size(fixtures_dir):
+    manifest = json.loads((fixtures_dir / "sparnethd_keys.json").read_text())
+    with torch.device("meta"):  # 86 M parameters: shapes only, no memory, no init time
+        model = SPARNet.hd()
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert shapes == manifest["state_dict"]
+    assert len(shapes) == 892
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params == manifest["num_params"]
+    assert abs(n_params / 1e6 - 85.79) <= 0.01
+    assert {k: v for k, v in manifest["config"].items()} == HD_CONFIG
+    assert SPARNet().config == HD_CONFIG  # the defaults are the HD model
+
+
+def test_fold_spectral_norm_keeps_eval_output(tiny):
+    model = _tiny_model(tiny)
+    with torch.no_grad():
+        before = model(tiny["x"])
+        assert fold_spectral_norm(model) is model
+        after = model(tiny["x"])
+    assert (before - after).abs().max().item() <= 1e-5
+    keys = model.state_dict().keys()
+    assert not any(k.endswith(("weight_orig", "weight_u", "weight_v")) for k in keys)
+    # The folded weights are the state dict of the spectral_norm=False network.
+    plain = SPARNet(**tiny["config"], spectral_norm=False).eval()
+    plain.load_state_dict(model.state_dict(), strict=True)
+    with torch.no_grad():
+        assert torch.equal(plain(tiny["x"]), after)
+
+
+def test_fold_spectral_norm_is_noop_without_it(tiny):
+    model = SPARNet(**tiny["config"], spectral_norm=False).eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert fold_spectral_norm(model) is model
+    assert model.state_dict().keys() == state.keys()
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_without_spectral_norm_has_plain_weights(tiny):
+    sn_keys = SPARNet(**tiny["config"]).state_dict().keys()
+    keys = set(SPARNet(**tiny["config"], spectral_norm=False).state_dict())
+    assert not any(k.endswith(("weight_orig", "weight_u", "weight_v")) for k in keys)
+    expected = {k.removesuffix("_orig") for k in sn_keys if not k.endswith(("weight_u", "weight_v"))}
+    assert keys == expected
+    assert "encoder.0.conv2d.weight" in keys
+
+
+@pytest.mark.parametrize("prefix", ["", "module."])
+def test_load_sparnet(tiny, tmp_path, prefix):
+    path = tmp_path / "sparnet.pth"
+    torch.save({prefix + k: v for k, v in tiny["state_dict"].items()}, path)
+    model = load_sparnet(path, **tiny["config"])
+    assert not model.training
+    with torch.no_grad():
+        assert (model(tiny["x"]) - tiny["out"]).abs().max().item() <= 1e-4
+
+
+def test_load_sparnet_follows_folded_file(tiny, tmp_path):
+    path = tmp_path / "folded.pth"
+    torch.save(fold_spectral_norm(_tiny_model(tiny)).state_dict(), path)
+    model = load_sparnet(path, **tiny["config"])  # spectral_norm inferred from the keys: off
+    assert "encoder.0.conv2d.weight" in model.state_dict()
+    with torch.no_grad():
+        assert (model(tiny["x"]) - tiny["out"]).abs().max().item() <= 1e-4
+
+
+def test_load_sparnet_wrong_file(tiny, tmp_path):
+    path = tmp_path / "other.pth"
+    sd = {k: v for k, v in tiny["state_dict"].items() if not k.startswith("out_conv.")}
+    sd["head.weight"] = torch.zeros(3)
+    torch.save(sd, path)
+    with pytest.raises(WeightsError, match=r"missing keys \(4\): out_conv\.conv2d\.bias") as err:
+        load_sparnet(path, **tiny["config"])
+    assert "head.weight" in str(err.value) and str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 64, 64), (1, 4, 64, 64), (1, 3, 32, 32), (1, 3, 64, 48), (3, 64, 64)])
+def test_bad_input_shape(tiny, shape):
+    model = SPARNet(**tiny["config"])
+    with pytest.raises(ValueError, match=r"expects images of shape \(B, 3, 64, 64\)"):
+        model(torch.zeros(shape))
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(norm_type="gn"), "norm_type"),
+        (dict(att_name="cbam"), "att_name"),
+        (dict(size=48), "size must be"),
+        (dict(min_ch=128), "min_ch"),
+        (dict(bottleneck_size=3), "bottleneck_size"),
+        (dict(size=16, min_feat_size=4), "too small for an attention hourglass"),
+    ],
+)
+def test_bad_config(tiny, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        SPARNet(**{**tiny["config"], **overrides})
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(att_name="spar3d"), dict(att_name="none"), dict(norm_type="bn"), dict(norm_type="none")],
+)
+def test_variants_build_and_run(tiny, overrides):
+    model = SPARNet(**{**tiny["config"], **overrides, "size": 32}).eval()
+    keys = model.state_dict()
+    if overrides.get("att_name") == "spar3d":  # one attention map per feature channel
+        assert keys["decoder.1.att_func.out_block.0.conv2d.weight_orig"].shape == (21, 64, 3, 3)
+    if overrides.get("att_name") == "none":
+        assert not any(".att_func." in k for k in keys)
+    if overrides.get("norm_type") == "bn":
+        assert "encoder.1.conv1.norm.norm.running_mean" in keys
+    if overrides.get("norm_type") == "none":
+        assert "encoder.1.conv1.conv2d.bias" in keys and not any(".norm." in k for k in keys)
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert out.shape == (2, 3, 32, 32) and torch.isfinite(out).all()
+
+
+def test_backward_reaches_every_parameter(tiny):
+    model = SPARNet(**{**tiny["config"], "size": 32}).train()
+    model(torch.rand(1, 3, 32, 32) * 2 - 1).square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
