@@ -27,6 +27,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    from lightning_dr2.quickstart import run_quickstart
+
+    run_quickstart(args.overrides)
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
@@ -67,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="name in experiments/ (e.g. ddpm_tiny) or a YAML path")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. trainer.devices=8 data.root=/data/ffhq")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("quickstart", help="synthetic faces -> tiny DDPM -> samples and loss curve, on CPU")
+    p.add_argument("overrides", nargs="*", help="overrides of experiments/quickstart.yaml")
+    p.set_defaults(func=_cmd_quickstart)
 
     p = sub.add_parser("config", help="print the resolved config of an experiment with overrides")
     p.add_argument("experiment")

@@ -48,7 +48,7 @@ class DiffusionConfig:
     steps: int = 1000
     schedule: str = "linear"  # linear | cosine
     predict: str = "eps"
-    loss: str = "hybrid"  # mse | hybrid (mse + variational bound for the learned variance)
+    loss: str = "auto"  # auto (hybrid with learned sigma, else mse) | mse | hybrid (mse + variational bound)
 
 
 @dataclass

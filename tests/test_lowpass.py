@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import load_fixture
 
 from lightning_dr2.dr2.lowpass import lowpass, lowpass_matrices, resize_matrix
-from conftest import load_fixture
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,9 @@ def _numpy_ilvr_resize_1d(signal: np.ndarray, scale: float) -> np.ndarray:
         taps = np.floor(centre - width / 2) + np.arange(np.ceil(width) + 2) - 1
         dist = (centre - taps - 1) * (scale if aa else 1.0)
         a = np.abs(dist)
-        w = (1.5 * a**3 - 2.5 * a**2 + 1) * (a <= 1) + (-0.5 * a**3 + 2.5 * a**2 - 4 * a + 2) * ((a > 1) & (a <= 2))
+        near = (1.5 * a**3 - 2.5 * a**2 + 1) * (a <= 1)
+        far = (-0.5 * a**3 + 2.5 * a**2 - 4 * a + 2) * ((a > 1) & (a <= 2))
+        w = near + far
         w = w / w.sum()
         idx = np.mod(taps.astype(int), 2 * n_in)
         idx = np.where(idx < n_in, idx, 2 * n_in - 1 - idx)  # symmetric: edge pixel repeated

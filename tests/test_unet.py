@@ -11,6 +11,7 @@ from conftest import FIXTURES, load_fixture
 
 from lightning_dr2.nets.loading import WeightsError, load_into
 from lightning_dr2.nets.unet import (
+    DR2_FFHQ256_FLAGS,
     FLAG_DEFAULTS,
     QKVAttention,
     QKVAttentionLegacy,
@@ -74,6 +75,8 @@ def test_dr2_ffhq256_keys_shapes_and_param_count() -> None:
     assert sum(p.numel() for p in model.parameters()) == ref["num_params"] == 93_563_910
     assert model.out_channels == 6 and model.channel_mult == (1, 1, 2, 2, 4, 4)
     assert model.attention_resolutions == (16,)  # resolution 16 at 256 px -> ds 16
+    # The constant the pipeline and benchmarks use is exactly the checkpoint's flags.
+    assert {k: v for k, v in DR2_FFHQ256_FLAGS.items() if k in ref["flags"]} == ref["flags"]
 
 
 def test_tiny_fixture_matches_reference_output(tiny_fixture: dict, tiny_model: UNet) -> None:
@@ -189,6 +192,8 @@ def test_bad_input_size_is_explained() -> None:
     model = UNet.from_flags(TINY)
     with pytest.raises(ValueError, match="divisible by 2"):
         model(torch.zeros(1, 3, 31, 31), torch.tensor([1]))
+    with pytest.raises(ValueError, match="timesteps"):
+        model(torch.zeros(2, 3, 32, 32), torch.tensor([1, 2, 3]))
 
 
 # --- variants ----------------------------------------------------------------------------------------------

@@ -83,7 +83,9 @@ def list_images(root: str | os.PathLike) -> list[Path]:
             found.append((path.relative_to(root).as_posix(), path))
     if not found:
         other = f" ({n_other} other files found)" if n_other else ""
-        raise ValueError(f"no image files in folder {root}{other}; looked for extensions {_extensions_text()}")
+        raise ValueError(
+            f"no image files in folder {root}{other}; looked for extensions {_extensions_text()}"
+        )
     found.sort(key=lambda item: item[0])
     return [path for _, path in found]
 
@@ -167,7 +169,7 @@ def scan(
             reasons = list(tqdm(pool.map(_check, paths, chunksize=64), **bar))
     else:
         reasons = [_check(p) for p in tqdm(paths, **bar)]
-    return {str(p): r for p, r in zip(paths, reasons) if r is not None}
+    return {str(p): r for p, r in zip(paths, reasons, strict=True) if r is not None}
 
 
 def center_crop_resize(img: Image.Image, size: int) -> Image.Image:
@@ -216,7 +218,7 @@ class ImageFolder(Dataset):
 
     def _load(self, index: int) -> np.ndarray:
         img = center_crop_resize(load_pil(self.files[index]), self.size)
-        arr = np.asarray(img)
+        arr = np.array(img)  # writable copy: torch.from_numpy warns on read-only arrays
         if self.flip is not None:
             # Albumentations keeps its own RNG; seed it from torch so flips follow torch.manual_seed and
             # the per-worker seeds the DataLoader (and Lightning's seed_everything) already manage.

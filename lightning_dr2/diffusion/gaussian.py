@@ -14,6 +14,7 @@ used, as in DR2).
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -70,27 +71,35 @@ class GaussianDiffusion:
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or len(betas) < 2:
             raise ValueError(f"betas must be a 1-D array of at least 2 steps, got shape {betas.shape}")
-        if not ((betas > 0).all() and (betas <= 1).all()):
-            raise ValueError("betas must lie in (0, 1]")
+        if not ((betas > 0).all() and (betas < 1).all()):
+            raise ValueError("betas must lie in (0, 1): a beta of 1 destroys the signal and the reverse step")
         _check_choice("model_mean_type", model_mean_type, MEAN_TYPES)
         _check_choice("model_var_type", model_var_type, VAR_TYPES)
         _check_choice("loss_type", loss_type, LOSS_TYPES)
         learned = model_var_type in LEARNED_VAR_TYPES
         if learned and loss_type == "mse":
-            raise ValueError(f"model_var_type={model_var_type!r} needs loss_type='hybrid': with 'mse' nothing "
-                             "trains the variance channels")
+            raise ValueError(
+                f"model_var_type={model_var_type!r} needs loss_type='hybrid': with 'mse' nothing "
+                "trains the variance channels"
+            )
         if not learned and loss_type == "hybrid":
-            raise ValueError(f"loss_type='hybrid' trains a learned variance, but model_var_type={model_var_type!r}; "
-                             "use loss_type='mse' or a learned variance type")
+            raise ValueError(
+                f"loss_type='hybrid' trains a learned variance, but model_var_type={model_var_type!r}; "
+                "use loss_type='mse' or a learned variance type"
+            )
         self.model_mean_type = model_mean_type
         self.model_var_type = model_var_type
         self.loss_type = loss_type
         self.learn_sigma = learned
 
         self.num_timesteps = len(betas)
-        self.timestep_map = list(range(self.num_timesteps)) if timestep_map is None else [int(s) for s in timestep_map]
+        self.timestep_map = (
+            list(range(self.num_timesteps)) if timestep_map is None else [int(s) for s in timestep_map]
+        )
         if len(self.timestep_map) != self.num_timesteps:
-            raise ValueError(f"timestep_map has {len(self.timestep_map)} entries for {self.num_timesteps} steps")
+            raise ValueError(
+                f"timestep_map has {len(self.timestep_map)} entries for {self.num_timesteps} steps"
+            )
 
         self.betas = betas
         alphas = 1.0 - betas
@@ -103,9 +112,13 @@ class GaussianDiffusion:
         self.sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod - 1)
         # q(x_{t-1} | x_t, x_0); its variance is 0 at t = 0, so the log is clipped to the t = 1 value.
         self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
-        self.posterior_log_variance_clipped = np.log(np.append(self.posterior_variance[1], self.posterior_variance[1:]))
+        self.posterior_log_variance_clipped = np.log(
+            np.append(self.posterior_variance[1], self.posterior_variance[1:])
+        )
         self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
-        self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
+        self.posterior_mean_coef2 = (
+            (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
+        )
         self.log_betas = np.log(betas)
         # "fixed_large" uses beta_t, with beta~_1 at t = 0 for a sensible decoder variance.
         self.large_variance = np.append(self.posterior_variance[1], betas[1:])
@@ -139,8 +152,10 @@ class GaussianDiffusion:
         output = model(x, self.model_timesteps(t), **(model_kwargs or {}))
         channels = x.shape[1] * (2 if self.learn_sigma else 1)
         if output.shape[0] != x.shape[0] or output.shape[1] != channels or output.shape[2:] != x.shape[2:]:
-            raise ValueError(f"model returned shape {tuple(output.shape)} for input {tuple(x.shape)}; "
-                             f"model_var_type={self.model_var_type!r} expects {channels} channels")
+            raise ValueError(
+                f"model returned shape {tuple(output.shape)} for input {tuple(x.shape)}; "
+                f"model_var_type={self.model_var_type!r} expects {channels} channels"
+            )
         return output.to(_compute_dtype(x))  # bf16 under autocast: keep the diffusion math in fp32
 
     # ------------------------------------------------------------------ forward process
@@ -152,20 +167,31 @@ class GaussianDiffusion:
         log_variance = self._extract("log_one_minus_alphas_cumprod", t, x_start).expand_as(x_start)
         return mean, variance, log_variance
 
-    def q_sample(self, x_start: Tensor, t: Tensor, noise: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> Tensor:
+    def q_sample(
+        self,
+        x_start: Tensor,
+        t: Tensor,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         """Draw x_t ~ q(x_t | x_0) = sqrt(acp_t) x_0 + sqrt(1 - acp_t) noise."""
         if noise is None:
             noise = _randn_like(x_start, generator)
         _check_same_shape(noise, x_start, "noise")
-        return (self._extract("sqrt_alphas_cumprod", t, x_start) * x_start
-                + self._extract("sqrt_one_minus_alphas_cumprod", t, x_start) * noise)
+        return (
+            self._extract("sqrt_alphas_cumprod", t, x_start) * x_start
+            + self._extract("sqrt_one_minus_alphas_cumprod", t, x_start) * noise
+        )
 
-    def q_posterior_mean_variance(self, x_start: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def q_posterior_mean_variance(
+        self, x_start: Tensor, x_t: Tensor, t: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Mean, variance and clipped log variance of the posterior q(x_{t-1} | x_t, x_0)."""
         _check_same_shape(x_start, x_t, "x_start")
-        mean = (self._extract("posterior_mean_coef1", t, x_t) * x_start
-                + self._extract("posterior_mean_coef2", t, x_t) * x_t)
+        mean = (
+            self._extract("posterior_mean_coef1", t, x_t) * x_start
+            + self._extract("posterior_mean_coef2", t, x_t) * x_t
+        )
         variance = self._extract("posterior_variance", t, x_t).expand_as(x_t)
         log_variance = self._extract("posterior_log_variance_clipped", t, x_t).expand_as(x_t)
         return mean, variance, log_variance
@@ -174,16 +200,21 @@ class GaussianDiffusion:
 
     def _predict_xstart(self, mean_output: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         if self.model_mean_type == "eps":
-            return (self._extract("sqrt_recip_alphas_cumprod", t, x_t) * x_t
-                    - self._extract("sqrt_recipm1_alphas_cumprod", t, x_t) * mean_output)
+            return (
+                self._extract("sqrt_recip_alphas_cumprod", t, x_t) * x_t
+                - self._extract("sqrt_recipm1_alphas_cumprod", t, x_t) * mean_output
+            )
         if self.model_mean_type == "v":
-            return (self._extract("sqrt_alphas_cumprod", t, x_t) * x_t
-                    - self._extract("sqrt_one_minus_alphas_cumprod", t, x_t) * mean_output)
+            return (
+                self._extract("sqrt_alphas_cumprod", t, x_t) * x_t
+                - self._extract("sqrt_one_minus_alphas_cumprod", t, x_t) * mean_output
+            )
         return mean_output
 
     def _predict_eps_from_xstart(self, x_t: Tensor, t: Tensor, pred_xstart: Tensor) -> Tensor:
-        return ((self._extract("sqrt_recip_alphas_cumprod", t, x_t) * x_t - pred_xstart)
-                / self._extract("sqrt_recipm1_alphas_cumprod", t, x_t))
+        return (self._extract("sqrt_recip_alphas_cumprod", t, x_t) * x_t - pred_xstart) / self._extract(
+            "sqrt_recipm1_alphas_cumprod", t, x_t
+        )
 
     def _mean_variance_from_output(
         self,
@@ -193,13 +224,13 @@ class GaussianDiffusion:
         clip_denoised: bool,
         denoised_fn: Callable[[Tensor], Tensor] | None,
     ) -> dict[str, Tensor]:
-        """p(x_{t-1} | x_t) from a network output already computed (training reuses it with a detached mean)."""
+        """p(x_{t-1} | x_t) from an already computed network output (training passes a detached mean)."""
         if self.learn_sigma:
             mean_output, var_output = output.split(x.shape[1], dim=1)
             if self.model_var_type == "learned":
                 log_variance = var_output
             else:
-                # The network outputs v in [-1, 1]: interpolate between beta~_t (min) and beta_t (max) in log space.
+                # The network outputs v in [-1, 1]: log-space interpolation of beta~_t (min) and beta_t (max).
                 min_log = self._extract("posterior_log_variance_clipped", t, x)
                 max_log = self._extract("log_betas", t, x)
                 frac = (var_output + 1) / 2
@@ -209,8 +240,9 @@ class GaussianDiffusion:
             mean_output = output
             small = self.model_var_type == "fixed_small"
             variance = self._extract("posterior_variance" if small else "large_variance", t, x).expand_as(x)
-            log_variance = self._extract("posterior_log_variance_clipped" if small else "large_log_variance",
-                                         t, x).expand_as(x)
+            log_variance = self._extract(
+                "posterior_log_variance_clipped" if small else "large_log_variance", t, x
+            ).expand_as(x)
 
         pred_xstart = self._predict_xstart(mean_output, x, t)
         if denoised_fn is not None:
@@ -218,8 +250,13 @@ class GaussianDiffusion:
         if clip_denoised:
             pred_xstart = pred_xstart.clamp(-1, 1)
         mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x, t)
-        return {"mean": mean, "variance": variance, "log_variance": log_variance,
-                "pred_xstart": pred_xstart, "model_output": mean_output}
+        return {
+            "mean": mean,
+            "variance": variance,
+            "log_variance": log_variance,
+            "pred_xstart": pred_xstart,
+            "model_output": mean_output,
+        }
 
     def p_mean_variance(
         self,
@@ -279,11 +316,17 @@ class GaussianDiffusion:
         eps = self._predict_eps_from_xstart(x, t, out["pred_xstart"])
         alpha_bar = self._extract("alphas_cumprod", t, x)
         alpha_bar_prev = self._extract("alphas_cumprod_prev", t, x)
-        sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
+        sigma = (
+            eta
+            * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar))
+            * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
+        )
         if noise is None:
             noise = _randn_like(x, generator)
         _check_same_shape(noise, x, "noise")
-        mean_pred = out["pred_xstart"] * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps
+        mean_pred = (
+            out["pred_xstart"] * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps
+        )
         nonzero = (t != 0).to(mean_pred.dtype).view(-1, *([1] * (x.ndim - 1)))
         return {"sample": mean_pred + nonzero * sigma * noise, **out}
 
@@ -300,8 +343,18 @@ class GaussianDiffusion:
         progress: bool = False,
     ) -> Iterator[dict[str, Tensor]]:
         """Ancestral sampling from x_T (`noise`, or drawn), yielding each step's p_sample dict."""
-        yield from self._loop(self.p_sample, model, shape, noise, generator, device, progress,
-                              clip_denoised=clip_denoised, denoised_fn=denoised_fn, model_kwargs=model_kwargs)
+        yield from self._loop(
+            self.p_sample,
+            model,
+            shape,
+            noise,
+            generator,
+            device,
+            progress,
+            clip_denoised=clip_denoised,
+            denoised_fn=denoised_fn,
+            model_kwargs=model_kwargs,
+        )
 
     def p_sample_loop(
         self,
@@ -316,8 +369,18 @@ class GaussianDiffusion:
         progress: bool = False,
     ) -> Tensor:
         """Ancestral sampling from x_T down to x_0; returns the final sample."""
-        return _last_sample(self.p_sample_loop_progressive(model, shape, noise, generator, device, clip_denoised,
-                                                           denoised_fn, model_kwargs, progress))
+        steps = self.p_sample_loop_progressive(
+            model,
+            shape,
+            noise=noise,
+            generator=generator,
+            device=device,
+            clip_denoised=clip_denoised,
+            denoised_fn=denoised_fn,
+            model_kwargs=model_kwargs,
+            progress=progress,
+        )
+        return _last_sample(steps)
 
     def ddim_sample_loop_progressive(
         self,
@@ -333,8 +396,19 @@ class GaussianDiffusion:
         progress: bool = False,
     ) -> Iterator[dict[str, Tensor]]:
         """DDIM sampling over this process's (usually respaced) grid, yielding each step's dict."""
-        yield from self._loop(self.ddim_sample, model, shape, noise, generator, device, progress, eta=eta,
-                              clip_denoised=clip_denoised, denoised_fn=denoised_fn, model_kwargs=model_kwargs)
+        yield from self._loop(
+            self.ddim_sample,
+            model,
+            shape,
+            noise,
+            generator,
+            device,
+            progress,
+            eta=eta,
+            clip_denoised=clip_denoised,
+            denoised_fn=denoised_fn,
+            model_kwargs=model_kwargs,
+        )
 
     def ddim_sample_loop(
         self,
@@ -350,8 +424,19 @@ class GaussianDiffusion:
         progress: bool = False,
     ) -> Tensor:
         """DDIM sampling from x_T down to x_0; returns the final sample."""
-        return _last_sample(self.ddim_sample_loop_progressive(model, shape, eta, noise, generator, device,
-                                                              clip_denoised, denoised_fn, model_kwargs, progress))
+        steps = self.ddim_sample_loop_progressive(
+            model,
+            shape,
+            eta=eta,
+            noise=noise,
+            generator=generator,
+            device=device,
+            clip_denoised=clip_denoised,
+            denoised_fn=denoised_fn,
+            model_kwargs=model_kwargs,
+            progress=progress,
+        )
+        return _last_sample(steps)
 
     def _loop(
         self,
@@ -366,8 +451,11 @@ class GaussianDiffusion:
     ) -> Iterator[dict[str, Tensor]]:
         device = _infer_device(model, noise, device)
         if noise is None:
-            x = torch.randn(tuple(shape), generator=generator,
-                            device=generator.device if generator is not None else device).to(device)
+            x = torch.randn(
+                tuple(shape),
+                generator=generator,
+                device=generator.device if generator is not None else device,
+            ).to(device)
         else:
             if tuple(noise.shape) != tuple(shape):
                 raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(shape)}")
@@ -386,21 +474,26 @@ class GaussianDiffusion:
 
     # ------------------------------------------------------------------ training and likelihood
 
-    def sample_timesteps(self, batch_size: int, device: torch.device | str,
-                         generator: torch.Generator | None = None) -> Tensor:
+    def sample_timesteps(
+        self, batch_size: int, device: torch.device | str, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Uniform training timesteps in [0, num_timesteps) (drawn on the generator's device if given)."""
         draw_device = generator.device if generator is not None else device
-        return torch.randint(0, self.num_timesteps, (batch_size,), generator=generator,
-                             device=draw_device).to(device)
+        return torch.randint(
+            0, self.num_timesteps, (batch_size,), generator=generator, device=draw_device
+        ).to(device)
 
-    def _vb_terms_bpd(self, output: Tensor, x_start: Tensor, x_t: Tensor, t: Tensor,
-                      clip_denoised: bool) -> dict[str, Tensor]:
+    def _vb_terms_bpd(
+        self, output: Tensor, x_start: Tensor, x_t: Tensor, t: Tensor, clip_denoised: bool
+    ) -> dict[str, Tensor]:
         """Per-example L_t in bits per dim: KL to the true posterior, or the decoder NLL at t == 0."""
         true_mean, _, true_log_variance = self.q_posterior_mean_variance(x_start, x_t, t)
         out = self._mean_variance_from_output(output, x_t, t, clip_denoised, None)
-        kl = mean_flat(normal_kl(true_mean, true_log_variance, out["mean"], out["log_variance"])) / math.log(2.0)
-        decoder_nll = -mean_flat(discretized_gaussian_log_likelihood(
-            x_start.to(out["mean"].dtype), means=out["mean"], log_scales=0.5 * out["log_variance"])) / math.log(2.0)
+        kl = normal_kl(true_mean, true_log_variance, out["mean"], out["log_variance"])
+        log_likelihood = discretized_gaussian_log_likelihood(
+            x_start.to(out["mean"].dtype), means=out["mean"], log_scales=0.5 * out["log_variance"]
+        )
+        kl, decoder_nll = mean_flat(kl) / math.log(2.0), -mean_flat(log_likelihood) / math.log(2.0)
         return {"output": torch.where(t == 0, decoder_nll, kl), "pred_xstart": out["pred_xstart"]}
 
     def training_losses(
@@ -427,12 +520,14 @@ class GaussianDiffusion:
         elif self.model_mean_type == "x0":
             target = x_start.to(dtype)
         else:
-            target = (self._extract("sqrt_alphas_cumprod", t, x_start) * noise
-                      - self._extract("sqrt_one_minus_alphas_cumprod", t, x_start) * x_start)
+            target = (
+                self._extract("sqrt_alphas_cumprod", t, x_start) * noise
+                - self._extract("sqrt_one_minus_alphas_cumprod", t, x_start) * x_start
+            )
         mean_output = output[:, : x_start.shape[1]]
         terms = {"mse": mean_flat((target - mean_output) ** 2)}
         if self.learn_sigma:
-            frozen = torch.cat([mean_output.detach(), output[:, x_start.shape[1]:]], dim=1)
+            frozen = torch.cat([mean_output.detach(), output[:, x_start.shape[1] :]], dim=1)
             vb = self._vb_terms_bpd(frozen, x_start, x_t, t, clip_denoised=False)["output"]
             terms["vb"] = vb * (self.num_timesteps / 1000.0)
             terms["loss"] = terms["mse"] + terms["vb"]
@@ -464,14 +559,21 @@ class GaussianDiffusion:
             t = torch.full((x_start.shape[0],), i, dtype=torch.long, device=x_start.device)
             noise = _randn_like(x_start, generator)
             x_t = self.q_sample(x_start, t, noise)
-            out = self._vb_terms_bpd(self._run_model(model, x_t, t, model_kwargs), x_start, x_t, t, clip_denoised)
+            out = self._vb_terms_bpd(
+                self._run_model(model, x_t, t, model_kwargs), x_start, x_t, t, clip_denoised
+            )
             vb.append(out["output"])
             xstart_mse.append(mean_flat((out["pred_xstart"] - x_start) ** 2))
             mse.append(mean_flat((self._predict_eps_from_xstart(x_t, t, out["pred_xstart"]) - noise) ** 2))
         vb_steps = torch.stack(vb, dim=1)
         prior_bpd = self._prior_bpd(x_start)
-        return {"total_bpd": vb_steps.sum(dim=1) + prior_bpd, "prior_bpd": prior_bpd, "vb": vb_steps,
-                "xstart_mse": torch.stack(xstart_mse, dim=1), "mse": torch.stack(mse, dim=1)}
+        return {
+            "total_bpd": vb_steps.sum(dim=1) + prior_bpd,
+            "prior_bpd": prior_bpd,
+            "vb": vb_steps,
+            "xstart_mse": torch.stack(xstart_mse, dim=1),
+            "mse": torch.stack(mse, dim=1),
+        }
 
 
 def create_diffusion(
@@ -496,8 +598,9 @@ def create_diffusion(
     var_type = "learned_range" if learn_sigma else ("fixed_small" if sigma_small else "fixed_large")
     if loss is None:
         loss = "hybrid" if learn_sigma else "mse"
-    return GaussianDiffusion(betas, model_mean_type=predict, model_var_type=var_type, loss_type=loss,
-                             timestep_map=timestep_map)
+    return GaussianDiffusion(
+        betas, model_mean_type=predict, model_var_type=var_type, loss_type=loss, timestep_map=timestep_map
+    )
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
@@ -512,10 +615,7 @@ def _check_same_shape(tensor: Tensor, like: Tensor, name: str) -> None:
 
 def _last_sample(steps: Iterator[dict[str, Tensor]]) -> Tensor:
     """Run a progressive loop to the end, holding only the latest step (not all of them) in memory."""
-    out: dict[str, Tensor] = {}
-    for out in steps:
-        pass
-    return out["sample"]
+    return deque(steps, maxlen=1)[0]["sample"]
 
 
 def _infer_device(model: Model, noise: Tensor | None, device: torch.device | str | None) -> torch.device:

@@ -23,6 +23,11 @@ def beta_schedule(name: str, steps: int) -> np.ndarray:
     if steps < 1:
         raise ValueError(f"diffusion steps must be >= 1, got {steps}")
     if name == "linear":
+        if steps <= 20:
+            raise ValueError(
+                f"the linear schedule needs more than 20 steps, got {steps}: its betas scale with "
+                "1000/steps and would reach 1 (use 'cosine', or respace a longer process)"
+            )
         scale = 1000 / steps
         return np.linspace(scale * 1e-4, scale * 0.02, steps, dtype=np.float64)
     if name == "cosine":
@@ -30,7 +35,9 @@ def beta_schedule(name: str, steps: int) -> np.ndarray:
     raise ValueError(f"unknown beta schedule {name!r}; valid schedules: {', '.join(SCHEDULES)}")
 
 
-def betas_from_alpha_bar(steps: int, alpha_bar: Callable[[float], float], max_beta: float = 0.999) -> np.ndarray:
+def betas_from_alpha_bar(
+    steps: int, alpha_bar: Callable[[float], float], max_beta: float = 0.999
+) -> np.ndarray:
     """Discretise a continuous alpha_bar(t), t in [0, 1], into `steps` betas.
 
     Betas are capped at `max_beta` because alpha_bar reaches 0 at t = 1, where the last beta would be 1

@@ -46,7 +46,7 @@ class DDPMModule(pl.LightningModule):
             schedule=diffusion["schedule"],
             learn_sigma=net.get("learn_sigma", True),
             predict=diffusion.get("predict", "eps"),
-            loss=diffusion.get("loss", "hybrid"),
+            loss=None if diffusion.get("loss", "auto") == "auto" else diffusion["loss"],
         )
         self.seed = seed
         self.channels_last = channels_last

@@ -8,22 +8,31 @@ face. The module names below reproduce the original ones exactly so that file lo
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_dr2.nets.loading import load_into, read_state_dict
 
-__all__ = ["IRBlock", "ResNetFace18", "arcface_preprocess", "load_arcface"]
+__all__ = ["GRAY_MODES", "IRBlock", "ResNetFace18", "arcface_preprocess", "load_arcface"]
 
 INPUT_SIZE = 128
 EMBEDDING_DIM = 512
 
-# OpenCV's fixed-point BGR2GRAY for 8-bit images: weights 0.299/0.587/0.114 scaled by 2**14 and rounded.
-_GRAY_SHIFT = 14
-_GRAY_R, _GRAY_G, _GRAY_B = 4899, 9617, 1868
+# 8-bit RGB -> gray in 15-bit fixed point: (R, G, B) weights, rounding offset. 0.299 R + 0.587 G + 0.114 B.
+GRAY_MODES: dict[str, tuple[tuple[int, int, int], int]] = {
+    # cv2.imread(path, IMREAD_GRAYSCALE) of an RGB PNG (what VQFR's calculate_cos_dist.py does): OpenCV asks
+    # libpng for png_set_rgb_to_gray(0.299, 0.587); libpng truncates its 15-bit coefficients and the sum.
+    "imread": ((9797, 19234, 3737), 0),
+    # cv2.cvtColor(img, COLOR_BGR2GRAY) on uint8 (OpenCV 4.x/5.x): 15-bit coefficients, rounded sum.
+    "cvtcolor": ((9798, 19235, 3735), 1 << 14),
+}
+_GRAY_SHIFT = 15
+# cv2.resize INTER_LINEAR on uint8 works in fixed point with 11-bit interpolation coefficients.
+_RESIZE_COEF_SCALE = 2048
 
 
 def _conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -111,7 +120,7 @@ class ResNetFace18(nn.Module):
 
 
 def load_arcface(path: str | Path) -> ResNetFace18:
-    """ResNetFace18 with the weights in `path` (e.g. `resnet18_110.pth`, `module.` prefixes or not), frozen, eval.
+    """ResNetFace18 with the weights in `path` (`resnet18_110.pth`, `module.` prefixes or not), frozen.
 
     It is a measuring instrument: eval mode (BN running stats, no dropout) and no gradients.
     """
@@ -122,27 +131,80 @@ def load_arcface(path: str | Path) -> ResNetFace18:
     return model
 
 
-def arcface_preprocess(images: Tensor, *, value_range: tuple[float, float]) -> Tensor:
+def arcface_preprocess(
+    images: Tensor, *, value_range: tuple[float, float], gray: Literal["imread", "cvtcolor"] = "imread"
+) -> Tensor:
     """RGB images (B, 3, H, W) in `value_range` -> (B, 1, 128, 128) network input, the VQFR protocol.
 
-    The papers' scripts read 8-bit PNGs with OpenCV, convert to gray and resize with `cv2.resize`
-    (INTER_LINEAR), then scale to [-1, 1]. We reproduce each step on tensors so the metric runs on the
-    GPU inside training: clamp + round to uint8 levels, OpenCV's fixed-point BGR2GRAY (exact), bilinear
-    resize with half-pixel centres and no antialiasing (cv2's INTER_LINEAR, within one gray level of its
-    fixed-point arithmetic) rounded back to uint8 levels, then (x - 127.5) / 127.5.
-    `value_range` is required, (-1, 1) or (0, 1) typically: guessing it would silently skew the metric.
+    VQFR's `calculate_cos_dist.py` (used by the BFR papers DR2 compares with) reads each 8-bit PNG with
+    `cv2.imread(path, 0)`, resizes it with `cv2.resize(img, (128, 128), INTER_LINEAR)` and maps it to
+    [-1, 1] with (x - 127.5) / 127.5. We reproduce every step on tensors, bit-exactly, so the metric runs on
+    the GPU during training and gives the numbers the scripts give on saved PNGs:
+    clamp + round to uint8 levels (as images are saved), integer RGB -> gray (`gray="imread"`: libpng's
+    truncating conversion that `cv2.imread(path, 0)` applies to RGB PNGs; `gray="cvtcolor"`:
+    `cv2.cvtColor(..., COLOR_BGR2GRAY)`, which rounds; they differ by one gray level on about half of the
+    pixels), then OpenCV's fixed-point bilinear resize (half-pixel centres, no antialiasing).
+
+    `value_range` is required: (-1, 1) or (0, 1) for float images, (0, 255) for uint8 ones; guessing it
+    would silently skew the metric.
     """
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"arcface_preprocess expects RGB images (B, 3, H, W), got {tuple(images.shape)}")
-    low, high = (float(v) for v in value_range)
-    if not high > low:
-        raise ValueError(f"arcface_preprocess: value_range must be (low, high) with low < high, got {value_range}")
+    if gray not in GRAY_MODES:
+        raise ValueError(f"arcface_preprocess: gray must be one of {sorted(GRAY_MODES)}, got {gray!r}")
+    if len(value_range) != 2 or not float(value_range[1]) > float(value_range[0]):
+        raise ValueError(
+            f"arcface_preprocess: value_range must be (low, high) with low < high, got {value_range}"
+        )
+    low, high = float(value_range[0]), float(value_range[1])
     x = images.detach().to(torch.float32)
+    if not torch.isfinite(x).all():
+        raise ValueError(
+            "arcface_preprocess: images contain NaN or inf; the identity distance would be meaningless"
+        )
     levels = ((x.clamp(low, high) - low) / (high - low) * 255.0).round().to(torch.int32)
+    (coef_r, coef_g, coef_b), offset = GRAY_MODES[gray]
     r, g, b = levels.unbind(dim=1)
-    gray = (r * _GRAY_R + g * _GRAY_G + b * _GRAY_B + (1 << (_GRAY_SHIFT - 1))) >> _GRAY_SHIFT
-    gray = gray.unsqueeze(1).to(torch.float32)
-    if gray.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
-        gray = F.interpolate(gray, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
-        gray = gray.round().clamp(0, 255)
-    return (gray - 127.5) / 127.5
+    gray_levels = (r * coef_r + g * coef_g + b * coef_b + offset) >> _GRAY_SHIFT
+    gray_levels = _cv2_resize_linear_u8(gray_levels, INPUT_SIZE, INPUT_SIZE)
+    return (gray_levels.to(torch.float32).unsqueeze(1) - 127.5) / 127.5
+
+
+def _cv2_resize_linear_u8(img: Tensor, out_h: int, out_w: int) -> Tensor:
+    """`cv2.resize(img, (out_w, out_h), interpolation=INTER_LINEAR)` for uint8 levels held in int32 (B, H, W).
+
+    OpenCV filters rows with 11-bit coefficients into an int buffer, then combines two buffered rows with
+    its SIMD rounding: ((S0 >> 4) * b0 >> 16) + ((S1 >> 4) * b1 >> 16) + 2 >> 2. Two gathers per axis, all
+    integer arithmetic: bit-exact with cv2 (x86 build; checked by the tests), on any device.
+    """
+    in_h, in_w = img.shape[-2:]
+    x0, x1, wx0, wx1 = (t.to(img.device) for t in _cv2_linear_taps(in_w, out_w, clamp_weights=True))
+    y0, y1, wy0, wy1 = (t.to(img.device) for t in _cv2_linear_taps(in_h, out_h, clamp_weights=False))
+    rows = img.index_select(-1, x0) * wx0 + img.index_select(-1, x1) * wx1  # (B, H, out_w), scale 2**11
+    s0 = rows.index_select(-2, y0) >> 4
+    s1 = rows.index_select(-2, y1) >> 4
+    out = (((s0 * wy0[:, None]) >> 16) + ((s1 * wy1[:, None]) >> 16) + 2) >> 2
+    return out.clamp(0, 255)
+
+
+@functools.lru_cache(maxsize=32)
+def _cv2_linear_taps(in_len: int, out_len: int, clamp_weights: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Source indices and 11-bit weights of OpenCV's INTER_LINEAR along one axis.
+
+    Positions in float64 rounded to float32, fractions and 1 - fraction in float32, weights rounded half to
+    even: OpenCV's arithmetic. Horizontally OpenCV moves taps that fall off the image onto the edge pixel
+    with weight 1 (`clamp_weights`); vertically it keeps the fractional weights and clamps only the row
+    indices. Both interpolate the same, but they round differently.
+    """
+    scale = 1.0 / (out_len / in_len)
+    pos = ((torch.arange(out_len, dtype=torch.float64) + 0.5) * scale - 0.5).to(torch.float32)
+    src = torch.floor(pos)
+    frac = pos - src
+    src = src.long()
+    if clamp_weights:
+        off = (src < 0) | (src >= in_len - 1)
+        frac = torch.where(off, torch.zeros_like(frac), frac)
+        src = src.clamp(0, in_len - 1)
+    w0 = torch.round((1.0 - frac) * _RESIZE_COEF_SCALE).to(torch.int32)
+    w1 = torch.round(frac * _RESIZE_COEF_SCALE).to(torch.int32)
+    return src.clamp(0, in_len - 1), (src + 1).clamp(0, in_len - 1), w0, w1

@@ -193,61 +193,73 @@ class SPARNet(nn.Module):
             raise ValueError(f"att_name must be one of {ATT_NAMES}, got {att_name!r}")
         if not 0 < min_ch <= max_ch:
             raise ValueError(f"need 0 < min_ch <= max_ch, got min_ch={min_ch}, max_ch={max_ch}")
-        if min_feat_size < 2 or size < min_feat_size or not _is_pow2(size // min_feat_size) \
-                or size % min_feat_size:
+        if (
+            min_feat_size < 2
+            or size < min_feat_size
+            or not _is_pow2(size // min_feat_size)
+            or size % min_feat_size
+        ):
             raise ValueError(
                 f"size must be min_feat_size * 2**k with min_feat_size >= 2, got size={size}, "
                 f"min_feat_size={min_feat_size}"
             )
         if bottleneck_size < 1 or not _is_pow2(bottleneck_size) or bottleneck_size > _ATT_TOP_RES:
-            raise ValueError(f"bottleneck_size must be a power of two in [1, {_ATT_TOP_RES}], got {bottleneck_size}")
+            raise ValueError(
+                f"bottleneck_size must be a power of two in [1, {_ATT_TOP_RES}], got {bottleneck_size}"
+            )
         self.config: dict[str, Any] = dict(
-            size=size, min_ch=min_ch, max_ch=max_ch, min_feat_size=min_feat_size, res_depth=res_depth,
-            norm_type=norm_type, att_name=att_name, bottleneck_size=bottleneck_size, spectral_norm=spectral_norm,
-        )  # fmt: skip
+            size=size,
+            min_ch=min_ch,
+            max_ch=max_ch,
+            min_feat_size=min_feat_size,
+            res_depth=res_depth,
+            norm_type=norm_type,
+            att_name=att_name,
+            bottleneck_size=bottleneck_size,
+            spectral_norm=spectral_norm,
+        )
         self.size = size
 
         steps = int(math.log2(size // min_feat_size))
+        n_res = max(0, res_depth + 3 - steps)
         base = max_ch // (steps + 1)
         widths = [max(min_ch, min(base * 2**i, max_ch)) for i in range(steps + 1)]
-        top_depth = int(math.log2(_ATT_TOP_RES // bottleneck_size))
-        mid_depth = top_depth - steps + 1
-        blocks = (
-            [("encoder", i, size >> (i + 1), top_depth - i) for i in range(steps)]
-            + [("res_layers", i, min_feat_size, mid_depth) for i in range(max(0, res_depth + 3 - steps))]
-            + [("decoder", i, min_feat_size << (i + 1), mid_depth + 1 + i) for i in range(steps)]
-        )
+        # Per block: (state-dict name, c_in, c_out, scale, output resolution, hourglass depth).
+        top = int(math.log2(_ATT_TOP_RES // bottleneck_size))
+        mid = top - steps + 1
+        down = [
+            (f"encoder.{i + 1}", widths[i], widths[i + 1], "down", size >> (i + 1), top - i)
+            for i in range(steps)
+        ]
+        same = [(f"res_layers.{i}", widths[-1], widths[-1], "none", min_feat_size, mid) for i in range(n_res)]
+        up = [
+            (
+                f"decoder.{i}",
+                widths[steps - i],
+                widths[steps - i - 1],
+                "up",
+                min_feat_size << (i + 1),
+                mid + 1 + i,
+            )
+            for i in range(steps)
+        ]
         if att_name != "none":
-            for part, i, res, depth in blocks:
+            for name, _, _, _, res, depth in down + same + up:
                 if depth >= 1 and res % 2 ** (depth + 1):
                     raise ValueError(
-                        f"{part}.{i} works at {res}x{res}, too small for an attention hourglass of depth "
+                        f"{name} works at {res}x{res}, too small for an attention hourglass of depth "
                         f"{depth} (needs a multiple of {2 ** (depth + 1)}); increase size or bottleneck_size"
                     )
-        depths = {(part, i): depth for part, i, _, depth in blocks}
 
-        block_args = dict(norm_type=norm_type, att_name=att_name)
-        self.encoder = nn.Sequential(
-            ConvLayer(3, widths[0]),
-            *(
-                ResidualBlock(widths[i], widths[i + 1], "down", att_depth=depths["encoder", i], **block_args)
-                for i in range(steps)
-            ),
-        )
-        self.res_layers = nn.Sequential(
-            *(
-                ResidualBlock(widths[-1], widths[-1], "none", att_depth=depths["res_layers", i], **block_args)
-                for i in range(max(0, res_depth + 3 - steps))
-            )
-        )
-        self.decoder = nn.Sequential(
-            *(
-                ResidualBlock(
-                    widths[steps - i], widths[steps - i - 1], "up", att_depth=depths["decoder", i], **block_args
-                )
-                for i in range(steps)
-            )
-        )
+        def blocks(specs: list[tuple]) -> list[ResidualBlock]:
+            return [
+                ResidualBlock(c_in, c_out, scale, norm_type, att_name, depth)
+                for _, c_in, c_out, scale, _, depth in specs
+            ]
+
+        self.encoder = nn.Sequential(ConvLayer(3, widths[0]), *blocks(down))
+        self.res_layers = nn.Sequential(*blocks(same))
+        self.decoder = nn.Sequential(*blocks(up))
         self.out_conv = ConvLayer(widths[0], 3)
 
         if spectral_norm:
@@ -285,6 +297,8 @@ def fold_spectral_norm(model: nn.Module) -> nn.Module:
         names = [h.name for h in module._forward_pre_hooks.values() if isinstance(h, SpectralNorm)]
         for name in names:
             nn.utils.remove_spectral_norm(module, name)
+    if isinstance(model, SPARNet):
+        model.config["spectral_norm"] = False  # now the architecture of the plain-weight network
     return model
 
 

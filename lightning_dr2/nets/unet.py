@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 __all__ = [
+    "DR2_FFHQ256_FLAGS",
     "FLAG_DEFAULTS",
     "AttentionBlock",
     "Downsample",
@@ -54,6 +55,19 @@ FLAG_DEFAULTS: dict[str, Any] = {
     "resblock_updown": False,
     "use_fp16": False,
     "use_new_attention_order": False,
+}
+
+# The network of DR2_FFHQ.pkl, ILVR's ffhq_10m.pt and P2-weighting's FFHQ-256 model (93.56 M parameters).
+DR2_FFHQ256_FLAGS: dict[str, Any] = {
+    **FLAG_DEFAULTS,
+    "image_size": 256,
+    "num_channels": 128,
+    "num_res_blocks": 1,
+    "channel_mult": "",
+    "learn_sigma": True,
+    "attention_resolutions": "16",
+    "num_head_channels": 64,
+    "resblock_updown": True,
 }
 
 # guided-diffusion's choice of channel multipliers when `channel_mult` is "".
@@ -473,6 +487,8 @@ class UNet(nn.Module):
             )
         if t.ndim == 0:
             t = t.expand(x.shape[0])
+        if t.shape != (x.shape[0],):
+            raise ValueError(f"expected timesteps t of shape ({x.shape[0]},), got {tuple(t.shape)}")
 
         weight_dtype = self.time_embed[0].weight.dtype
         emb = self.time_embed(timestep_embedding(t, self.model_channels).to(weight_dtype))

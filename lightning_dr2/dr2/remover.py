@@ -1,0 +1,206 @@
+"""The DR2 degradation remover: diffuse the degraded face, denoise while steering its low frequencies.
+
+Algorithm (Wang et al., CVPR 2023; the official `dr2e.py` loop, batched here):
+  x_omega = q_sample(y, omega)
+  for i = omega, omega-1, ..., tau:
+      out = p_sample(x, i)
+      if i == tau: return out.pred_xstart          (clipped x0 estimate)
+      x = out.sample - Phi_N(out.sample) + Phi_N(q_sample(y, i-1))   (N == 1: x = q_sample(y, i-1))
+on the respaced (default 100-step) learned-sigma process; tau and omega index the respaced grid while
+the UNet receives the original step. Every Gaussian draw goes through one `noise(like)` callable, so
+tests can pin it (zeros) and per-image generators make each image independent of its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from lightning_dr2.diffusion import create_diffusion
+from lightning_dr2.diffusion.noise import PerImageNoise
+from lightning_dr2.dr2.lowpass import lowpass
+
+NoiseFn = Callable[[Tensor], Tensor]
+
+# The official rule: how far above tau to start, by downsampling factor N.
+_OMEGA_OFFSETS = ((1, 5), (2, 10), (4, 20), (8, 25))
+_OMEGA_OFFSET_ELSE = 30
+
+
+def default_omega(N: int, tau: int, num_steps: int = 100) -> int:  # noqa: N803 (the paper's name)
+    """omega = tau + {N=1: 5, N=2: 10, N<=4: 20, N<=8: 25, else 30}, capped at the last respaced index.
+
+    The official code caps at 100, which indexes past the 100-step grid (0..99); we cap at
+    `num_steps - 1`.
+    """
+    offset = next((off for limit, off in _OMEGA_OFFSETS if N <= limit), _OMEGA_OFFSET_ELSE)
+    return min(tau + offset, num_steps - 1)
+
+
+@dataclass
+class DR2Output:
+    """x0_hat and, on request, the per-step trajectory of x0 estimates (omega..tau)."""
+
+    x0: Tensor
+    trajectory: list[Tensor] | None = None
+
+
+class DR2:
+    """`DR2(unet)(y, N, tau)` -> x0_hat, for a batch of degraded faces y in [-1, 1].
+
+    sampler: "ddpm" (the official ancestral steps) or "ddim" (deterministic for eta=0, a faster
+    variant when combined with a coarser `respacing`; tau/omega always index the respaced grid).
+    dtype: run the UNet under autocast in this dtype (e.g. torch.bfloat16 on GPU); the diffusion
+    arithmetic and Phi_N stay in fp32.
+    """
+
+    def __init__(
+        self,
+        unet: nn.Module,
+        respacing: int = 100,
+        schedule: str = "linear",
+        steps: int = 1000,
+        sampler: str = "ddpm",
+        eta: float = 0.0,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if sampler not in ("ddpm", "ddim"):
+            raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+        learn_sigma = getattr(unet, "out_channels", 6) == 6
+        self.unet = unet
+        self.respacing = int(respacing)
+        self.diffusion = create_diffusion(steps=steps, schedule=schedule, respacing=[self.respacing], learn_sigma=learn_sigma)
+        self.sampler = sampler
+        self.eta = eta
+        self.dtype = dtype
+        self.image_size = getattr(unet, "image_size", None)
+
+    @property
+    def num_steps(self) -> int:
+        return self.diffusion.num_timesteps
+
+    def resolve_omega(self, N: int, tau: int, omega: int | None) -> int:  # noqa: N803
+        return default_omega(N, tau, self.num_steps) if omega is None else int(omega)
+
+    def unet_calls(self, N: int, tau: int, omega: int | None = None) -> int:  # noqa: N803
+        """UNet evaluations per image: omega - tau + 1."""
+        return self.resolve_omega(N, tau, omega) - tau + 1
+
+    def _model(self, x: Tensor, t: Tensor) -> Tensor:
+        if self.dtype is None or self.dtype == torch.float32:
+            return self.unet(x, t)
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            return self.unet(x, t).float()
+
+    def validate(self, y: Tensor, N: int, tau: int, omega: int) -> None:  # noqa: N803
+        if not isinstance(y, Tensor) or y.ndim != 4 or y.shape[1] != 3:
+            shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+            raise ValueError(f"DR2 expects a batch of RGB images shaped (B, 3, H, W); got {shape}")
+        if self.image_size is not None and tuple(y.shape[-2:]) != (self.image_size, self.image_size):
+            raise ValueError(
+                f"input is {y.shape[-2]}x{y.shape[-1]} but the UNet works at {self.image_size}x{self.image_size}: "
+                "resize the faces first (the pipeline does this with bicubic antialiasing)"
+            )
+        lo, hi = float(y.min()), float(y.max())
+        if lo < -1.001 or hi > 1.001:
+            raise ValueError(f"input values must lie in [-1, 1]; got range [{lo:.3f}, {hi:.3f}] (did you pass [0, 255] or [0, 1] images?)")
+        if not isinstance(N, int) or isinstance(N, bool) or N < 1:
+            raise ValueError(f"N (the downsampling factor of Phi_N) must be a positive integer, got {N!r}")
+        if y.shape[-1] % N or y.shape[-2] % N:
+            raise ValueError(f"N={N} must divide the image size {y.shape[-2]}x{y.shape[-1]}")
+        if not isinstance(tau, int) or tau < 0:
+            raise ValueError(f"tau must be an integer >= 0, got {tau!r}")
+        if omega <= tau:
+            raise ValueError(f"omega ({omega}) must be greater than tau ({tau}): DR2 denoises from omega down to tau")
+        if omega >= self.num_steps:
+            raise ValueError(f"omega ({omega}) is beyond the respaced grid 0..{self.num_steps - 1}; lower tau or omega")
+
+    def _noise_fn(self, y: Tensor, noise: NoiseFn | None, generator: torch.Generator | None, seeds: Sequence[int] | None) -> NoiseFn:
+        if noise is not None:
+            return noise
+        if seeds is not None:
+            if len(seeds) != y.shape[0]:
+                raise ValueError(f"got {len(seeds)} seeds for a batch of {y.shape[0]} images")
+            return PerImageNoise(seeds, y.device)
+        return lambda like: torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+    def _q_sample(self, y: Tensor, i: int, noise: NoiseFn) -> Tensor:
+        t = torch.full((y.shape[0],), i, device=y.device, dtype=torch.long)
+        return self.diffusion.q_sample(y, t, noise=noise(y))
+
+    @torch.no_grad()
+    def run(
+        self,
+        y: Tensor,
+        N: int,  # noqa: N803
+        tau: int,
+        omega: int | None = None,
+        noise: NoiseFn | None = None,
+        generator: torch.Generator | None = None,
+        seeds: Sequence[int] | None = None,
+        return_trajectory: bool = False,
+    ) -> DR2Output:
+        """The DR2 loop; see the module docstring. Returns x0_hat (and the trajectory if asked)."""
+        omega = self.resolve_omega(N, tau, omega)
+        self.validate(y, N, tau, omega)
+        y = y.float()
+        draw = self._noise_fn(y, noise, generator, seeds)
+        trajectory: list[Tensor] | None = [] if return_trajectory else None
+        x = self._q_sample(y, omega, draw)
+        for i in range(omega, tau - 1, -1):
+            t = torch.full((y.shape[0],), i, device=y.device, dtype=torch.long)
+            if self.sampler == "ddim":
+                out = self.diffusion.ddim_sample(self._model, x, t, eta=self.eta, noise=draw(x))
+            else:
+                out = self.diffusion.p_sample(self._model, x, t, noise=draw(x))
+            if trajectory is not None:
+                trajectory.append(out["pred_xstart"])
+            if i == tau:
+                return DR2Output(out["pred_xstart"], trajectory)
+            guide = self._q_sample(y, i - 1, draw)
+            if N == 1:
+                x = guide
+            else:
+                sample = out["sample"]
+                x = sample - lowpass(sample, N) + lowpass(guide, N)
+        raise AssertionError("unreachable: the loop always returns at i == tau")
+
+    def __call__(
+        self,
+        y: Tensor,
+        N: int,  # noqa: N803
+        tau: int,
+        omega: int | None = None,
+        noise: NoiseFn | None = None,
+        generator: torch.Generator | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> Tensor:
+        return self.run(y, N, tau, omega, noise=noise, generator=generator, seeds=seeds).x0
+
+    @torch.no_grad()
+    def sample_k(
+        self,
+        y: Tensor,
+        N: int,  # noqa: N803
+        tau: int,
+        k: int,
+        omega: int | None = None,
+        seeds: Sequence[int] | None = None,
+        noise: NoiseFn | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """K stochastic DR2 samples per image: (samples (B, K, 3, H, W), mean, per-pixel std).
+
+        The paper suggests the spread of several samples as an uncertainty estimate; sample j of
+        image b uses seed `seeds[b] * 1_000_003 + j` (seeds default to 0..B-1).
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        b = y.shape[0]
+        base = list(range(b)) if seeds is None else list(seeds)
+        rep = y.repeat_interleave(k, dim=0)
+        rep_seeds = None if noise is not None else [s * 1_000_003 + j for s in base for j in range(k)]
+        out = self(rep, N, tau, omega, noise=noise, seeds=rep_seeds).reshape(b, k, *y.shape[1:])
+        return out, out.mean(dim=1), out.std(dim=1, unbiased=False)

@@ -1,0 +1,162 @@
+"""LPIPS (the `lpips` package, v0.1) as a torchmetrics Metric that never downloads anything.
+
+`lpips.LPIPS(net=..., pretrained=True)` has two sets of weights:
+
+* the small linear heads ("lin" layers), which ship inside the pip package (`lpips/weights/v0.1/*.pth`);
+* the ImageNet backbone (VGG16 or AlexNet), which `lpips` gets from torchvision's model zoo, i.e. a
+  download into `$TORCH_HOME/hub/checkpoints` on first use.
+
+To keep evaluation offline and its failure explicit, we always build `lpips.LPIPS(pretrained=True,
+pnet_rand=True)` (lin heads from the package, backbone built by torchvision with `weights=None`: random,
+no download) and then load the backbone ourselves from a file we found (`find_backbone`), or raise a
+FileNotFoundError that names the file and how to get it. `pretrained_backbone=False` keeps the random
+backbone (tests, smoke runs); its numbers are not LPIPS.
+
+Protocol (BasicSR `scripts/metrics/calculate_lpips.py`, VQFR): images read from uint8 PNGs, mapped to
+[-1, 1], `net='vgg'`, mean of per-image values. `quantize=True` (default) reproduces the PNG step.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+from lightning_dr2.metrics.psnr_ssim import to_uint8
+from lightning_dr2.nets.loading import load_into, read_state_dict
+
+# torchvision's IMAGENET1K_V1 files, as named in its model zoo (and so in the torch hub cache).
+BACKBONE_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
+_TORCHVISION_BUILDERS = {"vgg": "vgg16", "alex": "alexnet"}
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def weight_search_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Where backbone files are looked for, in order: `weights_dir`, `$DR2_WEIGHTS`, `data/weights`
+    (current directory, then the repository), torch hub's checkpoint cache (`$TORCH_HOME/hub/checkpoints`)."""
+    dirs: list[Path] = []
+    if weights_dir is not None:
+        dirs.append(Path(weights_dir))
+    if os.environ.get("DR2_WEIGHTS"):
+        dirs.append(Path(os.environ["DR2_WEIGHTS"]))
+    dirs += [Path("data/weights"), _REPO_ROOT / "data" / "weights", Path(torch.hub.get_dir()) / "checkpoints"]
+    unique: list[Path] = []
+    for d in dirs:
+        if d.resolve() not in [u.resolve() for u in unique]:
+            unique.append(d)
+    return unique
+
+
+def find_backbone(net: str = "vgg", weights_dir: str | os.PathLike | None = None) -> Path:
+    """Path of the torchvision ImageNet weights LPIPS needs for `net`; FileNotFoundError if absent."""
+    if net not in BACKBONE_FILES:
+        raise ValueError(f"LPIPS net must be one of {sorted(BACKBONE_FILES)}, got {net!r}")
+    name = BACKBONE_FILES[net]
+    dirs = weight_search_dirs(weights_dir)
+    for d in dirs:
+        if (d / name).is_file():
+            return d / name
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    raise FileNotFoundError(
+        f"LPIPS ({net}) needs the torchvision ImageNet backbone weights '{name}', not found in any of: "
+        + ", ".join(str(d) for d in dirs)
+        + ". Nothing is downloaded automatically. On a machine with internet run\n    python -c "
+        f"\"import torchvision; torchvision.models.{_TORCHVISION_BUILDERS[net]}(weights='IMAGENET1K_V1')\"\n"
+        f"which saves {hub / name}; copy that file to data/weights/{name} (or the folder in $DR2_WEIGHTS, "
+        "or pass weights_dir)."
+    )
+
+
+def build_lpips(
+    net: str = "vgg", weights_dir: str | os.PathLike | None = None, pretrained_backbone: bool = True
+) -> nn.Module:
+    """An eval-mode, frozen `lpips.LPIPS` (v0.1, lin heads from the package) with a backbone from disk."""
+    if net not in BACKBONE_FILES:
+        raise ValueError(f"LPIPS net must be one of {sorted(BACKBONE_FILES)}, got {net!r}")
+    path = find_backbone(net, weights_dir) if pretrained_backbone else None  # fail before building anything
+    import lpips  # here, not at the top: it pulls in scipy and tqdm; keep importing our package light
+
+    with warnings.catch_warnings():
+        # torchvision warns that lpips passes the deprecated `pretrained=False`; it means weights=None.
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+    if path is not None:
+        _load_backbone(model.net, path)
+    model.eval().requires_grad_(False)
+    return model
+
+
+def _load_backbone(backbone: nn.Module, path: Path) -> None:
+    """Load torchvision `features.<i>.*` weights into lpips' `slice<k>.<i>.*` modules (same i)."""
+    state = read_state_dict(path)
+    mapped = {}
+    for name in backbone.state_dict():
+        _, index, param = name.split(".")
+        source = f"features.{index}.{param}"
+        if source in state:
+            mapped[name] = state[source]
+    load_into(backbone, mapped, source=f"{path} (torchvision features.* mapped to lpips slices)")
+
+
+class LPIPSMetric(Metric):
+    """Mean per-image LPIPS of images in `value_range` (default [-1, 1]); float64 sum/count states.
+
+    Args:
+        net: "vgg" (the papers' protocol) or "alex".
+        weights_dir: extra folder to look for the backbone file in (see `weight_search_dirs`).
+        pretrained_backbone: False keeps a random backbone; only for tests and smoke runs.
+        quantize: score uint8-quantised images, as BasicSR does on saved PNGs.
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = False
+
+    def __init__(
+        self,
+        net: str = "vgg",
+        weights_dir: str | os.PathLike | None = None,
+        pretrained_backbone: bool = True,
+        value_range: Sequence[float] = (-1.0, 1.0),
+        quantize: bool = True,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.net_name = net
+        self.value_range = (float(value_range[0]), float(value_range[1]))
+        self.quantize = bool(quantize)
+        self.net = build_lpips(net, weights_dir, pretrained_backbone)
+        self.add_state("sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def train(self, mode: bool = True) -> LPIPSMetric:
+        """Keep the network in eval mode (its lin heads have dropout) whatever the parent module does."""
+        super().train(mode)
+        self.net.eval()
+        return self
+
+    def _to_unit_range(self, images: Tensor) -> Tensor:
+        if self.quantize:  # BasicSR: uint8 / 255, then normalize(mean=0.5, std=0.5)
+            return (to_uint8(images, self.value_range).float() / 255.0 - 0.5) / 0.5
+        low, high = self.value_range
+        return (images.float() - low) / (high - low) * 2.0 - 1.0
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add a batch of N x 3 x H x W images."""
+        if preds.shape != target.shape:
+            raise ValueError(f"preds and target shapes differ: {tuple(preds.shape)} vs {tuple(target.shape)}")
+        if preds.ndim != 4 or preds.shape[1] != 3:
+            raise ValueError(f"LPIPS needs N x 3 x H x W RGB images, got shape {tuple(preds.shape)}")
+        with torch.no_grad(), torch.autocast(device_type=preds.device.type, enabled=False):
+            values = self.net(self._to_unit_range(preds), self._to_unit_range(target))
+        values = values.flatten().double()
+        self.sum += values.sum()
+        self.count += values.numel()
+
+    def compute(self) -> Tensor:
+        return self.sum / self.count

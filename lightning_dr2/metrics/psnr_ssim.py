@@ -1,0 +1,195 @@
+"""PSNR and SSIM with the BasicSR protocol, the one the blind-face-restoration papers report.
+
+BasicSR (`basicsr/metrics/psnr_ssim.py`, `calculate_psnr` / `calculate_ssim`) scores images saved as
+uint8 PNGs, one image at a time, in float64: PSNR = 10 log10(255^2 / MSE); SSIM with an 11x11 Gaussian
+window (sigma 1.5) over the valid region, per channel, then the mean over channels; the dataset number is
+the mean of the per-image values. We reproduce that to float64 rounding, but batched in torch so it runs
+on the GPU inside the evaluation callback:
+
+* `to_uint8` quantises [-1, 1] network outputs exactly like BasicSR's `tensor2img` (clamp, scale,
+  round half to even in float32), i.e. what would be written to the PNG;
+* `psnr_per_image` / `ssim_per_image` take uint8 N x C x H x W tensors;
+* `PSNR` and `SSIM` are torchmetrics Metrics holding float64 sum/count (summed across processes).
+
+Identical images have infinite PSNR in BasicSR. `psnr_per_image` returns inf like BasicSR; the `PSNR`
+metric caps every per-image value at `max_psnr` (default 100 dB) so one identical pair cannot turn the
+dataset mean into inf, and counts the identical pairs in its `identical` state. `max_psnr=None` gives
+BasicSR's behaviour (an inf mean).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import Metric
+
+# ITU-R BT.601 Y on the 16-235 scale, RGB order (BasicSR's rgb2ycbcr(y_only=True)).
+_Y_WEIGHTS = (65.481, 128.553, 24.966)
+_SSIM_C1 = (0.01 * 255) ** 2
+_SSIM_C2 = (0.03 * 255) ** 2
+
+
+def to_uint8(images: Tensor, value_range: Sequence[float] = (-1.0, 1.0)) -> Tensor:
+    """Quantise float images to uint8 the way BasicSR's `tensor2img` does before saving a PNG.
+
+    clamp to `value_range`, map to [0, 1], multiply by 255 and round (half to even), all in float32.
+    Non-finite values raise: a NaN would otherwise become an arbitrary byte and a silently wrong score.
+    """
+    low, high = float(value_range[0]), float(value_range[1])
+    if not high > low:
+        raise ValueError(f"value_range must be (low, high) with low < high, got {tuple(value_range)}")
+    x = images.detach().float()
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("images contain NaN or inf; cannot quantise them to uint8")
+    x = (x.clamp(low, high) - low) / (high - low)
+    return (x * 255.0).round().to(torch.uint8)
+
+
+def _as_batch(name: str, images: Tensor) -> Tensor:
+    if not isinstance(images, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
+    if images.dtype != torch.uint8:
+        raise ValueError(f"{name} must be uint8 (0-255; use to_uint8 first), got {images.dtype}")
+    if images.ndim == 3:
+        images = images.unsqueeze(0)
+    if images.ndim != 4:
+        raise ValueError(f"{name} must be N x C x H x W (or C x H x W), got shape {tuple(images.shape)}")
+    return images
+
+
+def _prepare(img: Tensor, img2: Tensor, crop_border: int, y_channel: bool) -> tuple[Tensor, Tensor]:
+    """Shape checks, border crop and the optional Y conversion; returns float64 N x C x H x W."""
+    img, img2 = _as_batch("img", img), _as_batch("img2", img2)
+    if img.shape != img2.shape:
+        raise ValueError(f"image shapes differ: {tuple(img.shape)} vs {tuple(img2.shape)}")
+    if crop_border < 0:
+        raise ValueError(f"crop_border must be >= 0, got {crop_border}")
+    if crop_border:
+        img = img[..., crop_border:-crop_border, crop_border:-crop_border]
+        img2 = img2[..., crop_border:-crop_border, crop_border:-crop_border]
+    if y_channel:
+        return _y_channel(img), _y_channel(img2)
+    return img.double(), img2.double()
+
+
+def _y_channel(img: Tensor) -> Tensor:
+    """BasicSR's `to_y_channel`, including its dtype steps (float32 in, float64 dot, float32 out)."""
+    if img.shape[1] != 3:
+        raise ValueError(f"y_channel needs 3-channel RGB images, got {img.shape[1]} channels")
+    x = (img.float() / 255.0).double()
+    y = x[:, 0:1] * _Y_WEIGHTS[0] + x[:, 1:2] * _Y_WEIGHTS[1] + x[:, 2:3] * _Y_WEIGHTS[2] + 16.0
+    return ((y / 255.0).float() * 255.0).double()
+
+
+def psnr_per_image(img: Tensor, img2: Tensor, crop_border: int = 0, y_channel: bool = False) -> Tensor:
+    """Per-image PSNR in dB (float64, shape N) of uint8 images; inf for identical images, as in BasicSR."""
+    a, b = _prepare(img, img2, crop_border, y_channel)
+    mse = ((a - b) ** 2).mean(dim=(1, 2, 3))
+    return 10.0 * torch.log10(255.0 * 255.0 / mse)
+
+
+def _gaussian_window(device: torch.device) -> Tensor:
+    # cv2.getGaussianKernel is what BasicSR uses: take the very same float64 numbers.
+    kernel = torch.from_numpy(cv2.getGaussianKernel(11, 1.5)).to(torch.float64)
+    return (kernel @ kernel.T).view(1, 1, 11, 11).to(device)
+
+
+def ssim_per_image(img: Tensor, img2: Tensor, crop_border: int = 0, y_channel: bool = False) -> Tensor:
+    """Per-image SSIM (float64, shape N) of uint8 images: BasicSR's `calculate_ssim`, batched.
+
+    Valid-region filtering (no padding) equals BasicSR's `cv2.filter2D(...)[5:-5, 5:-5]`; the SSIM map is
+    averaged per channel, then over channels.
+    """
+    a, b = _prepare(img, img2, crop_border, y_channel)
+    n, c, h, w = a.shape
+    if h < 11 or w < 11:
+        raise ValueError(f"SSIM needs images of at least 11x11 after cropping, got {h}x{w}")
+    window = _gaussian_window(a.device)
+    a, b = a.reshape(n * c, 1, h, w), b.reshape(n * c, 1, h, w)
+
+    def blur(x: Tensor) -> Tensor:
+        return F.conv2d(x, window)
+
+    mu1, mu2 = blur(a), blur(b)
+    mu1_sq, mu2_sq, mu1_mu2 = mu1**2, mu2**2, mu1 * mu2
+    sigma1_sq = blur(a * a) - mu1_sq
+    sigma2_sq = blur(b * b) - mu2_sq
+    sigma12 = blur(a * b) - mu1_mu2
+    ssim_map = ((2 * mu1_mu2 + _SSIM_C1) * (2 * sigma12 + _SSIM_C2)) / (
+        (mu1_sq + mu2_sq + _SSIM_C1) * (sigma1_sq + sigma2_sq + _SSIM_C2)
+    )
+    return ssim_map.mean(dim=(1, 2, 3)).view(n, c).mean(dim=1)
+
+
+class _PerImageMean(Metric):
+    """Mean over images of a per-image score of quantised images; float64 sum/count states."""
+
+    full_state_update = False
+    is_differentiable = False
+
+    def __init__(
+        self,
+        value_range: Sequence[float] = (-1.0, 1.0),
+        crop_border: int = 0,
+        y_channel: bool = False,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.value_range = (float(value_range[0]), float(value_range[1]))
+        self.crop_border = int(crop_border)
+        self.y_channel = bool(y_channel)
+        self.add_state("sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _per_image(self, preds_u8: Tensor, target_u8: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add a batch of N x 3 x H x W images in `value_range` (default [-1, 1])."""
+        if preds.shape != target.shape:
+            raise ValueError(f"preds and target shapes differ: {tuple(preds.shape)} vs {tuple(target.shape)}")
+        values = self._per_image(to_uint8(preds, self.value_range), to_uint8(target, self.value_range))
+        self.sum += values.sum()
+        self.count += values.numel()
+
+    def compute(self) -> Tensor:
+        return self.sum / self.count
+
+
+class PSNR(_PerImageMean):
+    """Mean per-image PSNR (dB), BasicSR protocol; each value capped at `max_psnr` (None: no cap).
+
+    The `identical` state counts pairs that quantise to the same uint8 image (infinite PSNR).
+    """
+
+    higher_is_better = True
+
+    def __init__(
+        self,
+        value_range: Sequence[float] = (-1.0, 1.0),
+        crop_border: int = 0,
+        y_channel: bool = False,
+        max_psnr: float | None = 100.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(value_range, crop_border, y_channel, **kwargs)
+        self.max_psnr = None if max_psnr is None else float(max_psnr)
+        self.add_state("identical", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _per_image(self, preds_u8: Tensor, target_u8: Tensor) -> Tensor:
+        values = psnr_per_image(preds_u8, target_u8, self.crop_border, self.y_channel)
+        self.identical += torch.isinf(values).sum()
+        return values if self.max_psnr is None else values.clamp(max=self.max_psnr)
+
+
+class SSIM(_PerImageMean):
+    """Mean per-image SSIM, BasicSR protocol (Gaussian 11x11 window, sigma 1.5, valid region, per channel)."""
+
+    higher_is_better = True
+
+    def _per_image(self, preds_u8: Tensor, target_u8: Tensor) -> Tensor:
+        return ssim_per_image(preds_u8, target_u8, self.crop_border, self.y_channel)

@@ -1,0 +1,80 @@
+"""Config schema, experiment YAMLs and override errors."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from lightning_dr2.config import EXPERIMENTS_DIR, ConfigError, flat_dict, load_config, resolve_run_name
+from lightning_dr2.nets.unet import UNet
+
+EXPERIMENTS = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+
+
+def test_experiments_exist() -> None:
+    assert {"ddpm_ffhq256", "ddpm_tiny", "quickstart"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_loads_and_builds_at_tiny_size(name: str) -> None:
+    cfg = load_config(name)
+    assert cfg.experiment == name
+    # Build the configured network shrunk to a tiny width/size: every flag combination must construct.
+    tiny = OmegaConf.to_container(cfg.net)
+    tiny.update(image_size=32, num_channels=32, channel_mult="1,2", attention_resolutions="16", num_head_channels=16)
+    net = UNet.from_flags(tiny)
+    assert sum(p.numel() for p in net.parameters()) > 0
+
+
+def test_ffhq_recipe_has_the_dr2_flags() -> None:
+    cfg = load_config("ddpm_ffhq256")
+    assert cfg.net.image_size == 256 and cfg.net.num_channels == 128 and cfg.net.learn_sigma
+    assert cfg.optim.lr == pytest.approx(1e-4) and cfg.ema.decay == pytest.approx(0.9999)
+
+
+def test_overrides_are_typed() -> None:
+    cfg = load_config("ddpm_tiny", ["trainer.max_steps=7", "optim.lr=0.5", "data.root=/tmp/x", "trainer.devices=2"])
+    assert cfg.trainer.max_steps == 7 and cfg.optim.lr == 0.5 and cfg.data.root == "/tmp/x"
+    assert cfg.trainer.devices == 2
+
+
+def test_unknown_override_key_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"trainer\.max_stepz"):
+        load_config("ddpm_tiny", ["trainer.max_stepz=3"])
+
+
+def test_wrong_type_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"trainer\.max_steps"):
+        load_config("ddpm_tiny", ["trainer.max_steps=lots"])
+
+
+def test_override_without_equals_sign() -> None:
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config("ddpm_tiny", ["trainer.max_steps"])
+
+
+def test_unknown_key_in_yaml_names_file_and_key(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("net:\n  num_chanels: 3\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*net\.num_chanels"):
+        load_config(bad)
+
+
+def test_unknown_experiment_lists_known_ones() -> None:
+    with pytest.raises(ConfigError, match="ddpm_tiny"):
+        load_config("no_such_experiment")
+
+
+def test_run_name_chosen_once(monkeypatch) -> None:
+    monkeypatch.delenv("DR2_RUN", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    cfg = load_config("ddpm_tiny")
+    assert resolve_run_name(cfg) == "4242"
+    monkeypatch.delenv("SLURM_JOB_ID")
+    # The exported name wins for DDP children that re-run the command.
+    assert resolve_run_name(load_config("ddpm_tiny")) == "4242"
+
+
+def test_flat_dict_uses_dotted_keys() -> None:
+    flat = flat_dict(load_config("ddpm_tiny"))
+    assert flat["net.num_channels"] == 32 and "trainer.max_steps" in flat
