@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageFile
-from torch.utils.data import RandomSampler, SequentialSampler
 
 import lightning_dr2.datasets as datasets
 from lightning_dr2.datasets import BadImageError, FaceDataModule, ImageFolder, list_images, read_image, scan
+from lightning_dr2.datasets.datamodule import StreamSampler, ShardSampler
 
 
 def rgb(h: int = 12, w: int = 12, seed: int = 0) -> np.ndarray:
@@ -233,16 +233,21 @@ def test_datamodule_loaders(folder: Path):
     dm = FaceDataModule(str(folder), 8, batch_size=4, val_fraction=0.1)
     dm.setup("fit")
     train, val = dm.train_dataloader(), dm.val_dataloader()
-    assert isinstance(train.sampler, RandomSampler) and train.drop_last
-    assert isinstance(val.sampler, SequentialSampler) and not val.drop_last
+    assert isinstance(train.sampler, StreamSampler) and train.drop_last
+    assert isinstance(val.sampler, ShardSampler) and not val.drop_last
     batch = next(iter(train))
     assert batch["image"].shape == (4, 3, 8, 8) and len(batch["path"]) == 4
     assert not dm.val_set.flip and dm.train_set.flip
 
-    small = FaceDataModule(str(folder), 8, batch_size=64, num_workers=1)
+    workers = FaceDataModule(str(folder), 8, batch_size=4, num_workers=1)
+    workers.setup("fit")
+    loader = workers.train_dataloader()
+    assert loader.persistent_workers and not loader.pin_memory
+
+    small = FaceDataModule(str(folder), 8, batch_size=64)
     small.setup("fit")
-    loader = small.train_dataloader()
-    assert not loader.drop_last and loader.persistent_workers and not loader.pin_memory
+    with pytest.raises(ValueError, match="batch size 64 is larger than the 38 training images"):
+        small.train_dataloader()
 
 
 def test_datamodule_generates_synthetic_faces(tmp_path: Path):
@@ -265,3 +270,28 @@ def test_package_reexports_resolve():
         assert getattr(datasets, name) is not None
     with pytest.raises(AttributeError):
         datasets.no_such_name  # noqa: B018
+
+
+def test_stream_sampler_shards_resumes_and_reshuffles() -> None:
+    shards = [list(StreamSampler(10, 3, num_replicas=3, rank=r, seed=5)) for r in range(3)]
+    indices = [i for shard in shards for i, _ in shard]
+    assert len(indices) == len(set(indices)) == 9  # 10 // 3 * 3 per epoch: no padding duplicates
+    whole = list(StreamSampler(10, 12, num_replicas=1, seed=5))
+    assert sorted(i for i, _ in whole[:10]) == list(range(10))  # an epoch is a permutation
+    assert [i for i, _ in whole[:10]] != [i for i, _ in list(StreamSampler(10, 20, seed=5))[10:]]  # epochs differ
+    # Positioned at sample 7 (a resumed run), the stream continues exactly where it was, across epochs.
+    resumed = list(StreamSampler(10, 12, seed=5, position=lambda: 7))
+    assert resumed == whole[7:]
+    assert {f for _, f in StreamSampler(64, 64, seed=0)} == {False, True}
+    assert {f for _, f in StreamSampler(64, 64, seed=0, flip=False)} == {False}
+    assert sorted(i for r in range(3) for i in ShardSampler(10, 3, r)) == list(range(10))
+
+
+def test_sampler_decides_the_flip(tmp_path: Path) -> None:
+    arr = np.zeros((8, 8, 3), np.uint8)
+    arr[:, :4] = 255
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    ds = ImageFolder(tmp_path, 8, flip=True)
+    plain, flipped = ds[(0, False)]["image"], ds[(0, True)]["image"]
+    assert torch.equal(flipped, plain.flip(-1))
+    assert torch.equal(ImageFolder(tmp_path, 8, flip=False)[(0, True)]["image"], plain)

@@ -95,20 +95,31 @@ def _state(result) -> tuple[dict, dict]:
     return result.module.net.state_dict(), ema.module.state_dict()
 
 
-def test_resume_equals_uninterrupted(faces: Path, tmp_path: Path) -> None:
-    """N steps, stop, resume to N+M == N+M uninterrupted: weights, EMA, optimizer, step count."""
-    common = ("optim.lr=1e-3", "optim.warmup_steps=3", "ema.decay=0.9")
-    # 16 training images / batch 4 = 4 steps per epoch; stop at an epoch boundary and mid-way through the next.
-    full = train_ddpm(tiny_cfg(faces, tmp_path, "full", "trainer.max_steps=8", *common))
-    train_ddpm(tiny_cfg(faces, tmp_path, "split", "trainer.max_steps=4", *common))
-    resumed = train_ddpm(tiny_cfg(faces, tmp_path, "split", "trainer.max_steps=8", "resume=true", *common))
-    assert resumed.trainer.global_step == full.trainer.global_step == 8
-    net_a, ema_a = _state(full)
-    net_b, ema_b = _state(resumed)
+def _assert_same_training_state(a, b) -> None:
+    assert a.trainer.global_step == b.trainer.global_step
+    net_a, ema_a = _state(a)
+    net_b, ema_b = _state(b)
     for key in net_a:
         torch.testing.assert_close(net_b[key], net_a[key], rtol=0, atol=1e-6, msg=f"net {key}")
     for key in ema_a:
         torch.testing.assert_close(ema_b[key], ema_a[key], rtol=0, atol=1e-6, msg=f"ema {key}")
+
+
+def test_resume_equals_uninterrupted(faces: Path, tmp_path: Path) -> None:
+    """N steps, stop, resume to N+M == N+M uninterrupted: weights, EMA, optimizer, data order, step count."""
+    common = ("optim.lr=1e-3", "optim.warmup_steps=3", "ema.decay=0.9", "checkpoint.every_n_steps=3")
+    # 16 training images / batch 4 = 4 steps per pass over the data: 7 steps cross an epoch boundary.
+    full = train_ddpm(tiny_cfg(faces, tmp_path, "full", "trainer.max_steps=7", *common))
+    assert full.trainer.global_step == 7
+    # A run stopped after 4 steps, continued with resume=true to 7.
+    train_ddpm(tiny_cfg(faces, tmp_path, "split", "trainer.max_steps=4", *common))
+    resumed = train_ddpm(tiny_cfg(faces, tmp_path, "split", "trainer.max_steps=7", "resume=true", *common))
+    _assert_same_training_state(full, resumed)
+    # A preempted run: resume from the periodic checkpoint at step 3 of the uninterrupted run.
+    step3 = full.run_dir / "checkpoints" / "step0000003.ckpt"
+    assert step3.is_file()
+    preempted = train_ddpm(tiny_cfg(faces, tmp_path, "preempted", "trainer.max_steps=7", f"resume={step3}", *common))
+    _assert_same_training_state(full, preempted)
 
 
 def test_resume_true_without_checkpoint_is_an_error(faces: Path, tmp_path: Path) -> None:

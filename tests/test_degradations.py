@@ -197,6 +197,8 @@ def test_no_jpeg_spec():
         ("kernel", dict(kernel="box")),
         ("interpolation", dict(interpolation="lanczos9")),
         ("sigma_x", dict(sigma_x=float("nan"))),
+        ("gray_noise", dict(gray_noise="false")),
+        ("resize_back", dict(resize_back=1)),
     ],
 )
 def test_bad_params_name_the_field(field_name, overrides):
@@ -216,6 +218,7 @@ def test_bad_params_name_the_field(field_name, overrides):
         ("gray_noise_prob", dict(gray_noise_prob=1.5)),
         ("interpolations", dict(interpolations=("bilinear", "magic"))),
         ("kernel_size", dict(kernel_size=0)),
+        ("resize_back", dict(resize_back="no")),
     ],
 )
 def test_bad_spec_names_the_field(field_name, kwargs):

@@ -3,17 +3,87 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from .images import ImageFolder, list_images
 from .synthetic import MANIFEST, generate_faces
 
 log = logging.getLogger(__name__)
+
+
+class StreamSampler(Sampler):
+    """One seeded stream of (index, flip) pairs for a whole training run, sharded over ranks.
+
+    The stream is the concatenation of epochs; epoch e is a permutation of the dataset (with a flip bit
+    per position) drawn from (seed, e) and split over ranks like `DistributedSampler(drop_last=True)`.
+    Where iteration starts is read from `position()` (samples already consumed by this rank, i.e.
+    global_step * accumulation * batch size) every time the loader is iterated, so a run resumed from
+    any checkpoint, mid-epoch included, sees exactly the samples the uninterrupted run saw, for any
+    number of DataLoader workers. `length` is the run's total samples per rank (max_steps * ...).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        length: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        flip: bool = True,
+        position: Callable[[], int] = lambda: 0,
+    ) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        if size < num_replicas:
+            raise ValueError(f"{size} training images cannot be shared by {num_replicas} processes")
+        self.size = size
+        self.length = length
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.seed = seed
+        self.flip = flip
+        self.position = position
+        self.per_epoch = size // num_replicas
+
+    def __len__(self) -> int:
+        return self.length
+
+    def epoch(self, epoch: int) -> list[tuple[int, bool]]:
+        """This rank's share of epoch `epoch` of the stream."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.size, generator=gen).tolist()
+        flips = torch.randint(2, (self.size,), generator=gen).tolist() if self.flip else [0] * self.size
+        usable = self.per_epoch * self.num_replicas
+        return [(order[p], bool(flips[p])) for p in range(self.rank, usable, self.num_replicas)]
+
+    def __iter__(self) -> Iterator[tuple[int, bool]]:
+        start = self.position()
+        epoch, offset = divmod(start, self.per_epoch)
+        remaining = self.length - start
+        while remaining > 0:
+            chunk = self.epoch(epoch)[offset : offset + remaining]
+            yield from chunk
+            remaining -= len(chunk)
+            epoch, offset = epoch + 1, 0
+
+
+class ShardSampler(Sampler):
+    """Every index exactly once across ranks (no padding duplicates), in order."""
+
+    def __init__(self, size: int, num_replicas: int = 1, rank: int = 0) -> None:
+        self.indices = list(range(rank, size, num_replicas))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self):
+        return iter(self.indices)
 
 
 class FaceDataModule(pl.LightningDataModule):
@@ -23,7 +93,10 @@ class FaceDataModule(pl.LightningDataModule):
     machine. With `synthetic` (kwargs of `generate_faces`, e.g. {"n": 512, "size": 64}) an empty `root`
     is filled with synthetic faces in `prepare_data`, which Lightning runs on one process only; a folder
     already holding our synthetic manifest is completed (resumed) the same way, a folder of real images
-    is never written to. Samplers are left to Lightning, which inserts a DistributedSampler under DDP.
+    is never written to. Training reads one `StreamSampler` of max_steps batches, sharded over the
+    trainer's ranks and positioned by the global step (run the Trainer with
+    `use_distributed_sampler=False`); validation is sharded without padding, so every validation image
+    is used exactly once.
     """
 
     def __init__(
@@ -89,14 +162,41 @@ class FaceDataModule(pl.LightningDataModule):
         log.info("%s: %d train / %d val images", self.root, n_train, n_val)
 
     def _loader(self, dataset: ImageFolder, train: bool) -> DataLoader:
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if train:
+            sampler: Sampler = self._train_sampler(len(dataset), world, rank)
+        else:
+            sampler = ShardSampler(len(dataset), world, rank)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train and len(dataset) > self.batch_size,
+            sampler=sampler,
+            drop_last=train,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
+        )
+
+    def _train_sampler(self, size: int, world: int, rank: int) -> StreamSampler:
+        trainer = getattr(self, "trainer", None)
+        per_epoch = size // world
+        if self.batch_size > per_epoch:
+            raise ValueError(
+                f"batch size {self.batch_size} is larger than the {per_epoch} training images per process in "
+                f"{self.root}; lower data.batch_size or add images"
+            )
+        if trainer is None or trainer.max_steps <= 0:
+            return StreamSampler(size, per_epoch - per_epoch % self.batch_size, world, rank, self.seed, self.flip)
+        per_step = self.batch_size * trainer.accumulate_grad_batches
+        return StreamSampler(
+            size,
+            trainer.max_steps * per_step,
+            world,
+            rank,
+            self.seed,
+            self.flip,
+            position=lambda: trainer.global_step * per_step,
         )
 
     def train_dataloader(self) -> DataLoader:

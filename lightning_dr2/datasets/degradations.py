@@ -58,6 +58,12 @@ def _integer(owner: str, name: str, value: Any, *, low: int | None = None, high:
     return value
 
 
+def _flag(owner: str, name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):  # bool("false") is True: refuse strings and numbers
+        raise ValueError(f"{owner}.{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
 def _choice(owner: str, name: str, value: Any, allowed: Sequence[str]) -> str:
     if value not in allowed:
         raise ValueError(f"{owner}.{name} must be one of {list(allowed)}, got {value!r}")
@@ -118,14 +124,14 @@ class DegradationParams:
             )
         self.scale = _real(owner, "scale", self.scale, low=0.0, strict=True)
         self.noise_sigma = _real(owner, "noise_sigma", self.noise_sigma, low=0.0)
-        self.gray_noise = bool(self.gray_noise)
+        self.gray_noise = _flag(owner, "gray_noise", self.gray_noise)
         if self.jpeg_quality is not None:
             self.jpeg_quality = _integer(owner, "jpeg_quality", self.jpeg_quality, low=1, high=100)
         self.interpolation = _choice(owner, "interpolation", self.interpolation, tuple(INTERPOLATIONS))
         self.up_interpolation = _choice(
             owner, "up_interpolation", self.up_interpolation, tuple(INTERPOLATIONS)
         )
-        self.resize_back = bool(self.resize_back)
+        self.resize_back = _flag(owner, "resize_back", self.resize_back)
         if self.noise_seed is not None:
             self.noise_seed = _integer(owner, "noise_seed", self.noise_seed, low=0)
 
@@ -189,7 +195,7 @@ class DegradationSpec:
         self.up_interpolation = _choice(
             owner, "up_interpolation", self.up_interpolation, tuple(INTERPOLATIONS)
         )
-        self.resize_back = bool(self.resize_back)
+        self.resize_back = _flag(owner, "resize_back", self.resize_back)
 
     @staticmethod
     def _pair(name: str, value: Any) -> tuple[Any, Any]:

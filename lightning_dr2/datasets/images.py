@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -111,19 +112,29 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _exif_transpose(img: Image.Image, path: Path) -> Image.Image:
+    """Apply the EXIF orientation; a malformed EXIF block costs a warning, not the (decodable) image."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception as err:
+        log.warning("ignoring unreadable EXIF orientation of %s (%s: %s)", path, type(err).__name__, err)
+        return img
+
+
 def load_pil(path: str | os.PathLike) -> Image.Image:
     """Fully decode `path` into an 8-bit RGB PIL image, or raise `BadImageError`."""
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # Some libraries flip this global; then truncated files decode with grey fill and no error.
-        log.warning("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True: truncated images will not be detected")
+        warnings.warn(
+            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True: truncated images go undetected", stacklevel=2
+        )
     path = Path(path)
     try:
         if path.stat().st_size == 0:
             raise BadImageError(path, "empty file (0 bytes)")
         with Image.open(path) as img:
             img.load()  # Image.open is lazy: decode now so corrupt and truncated data raise here
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+            return _to_rgb(_exif_transpose(img, path))
     except BadImageError:
         raise
     except FileNotFoundError:
@@ -137,7 +148,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     Grayscale, 1-bit and palette images are expanded to RGB; images with alpha (RGBA, LA, palette with
     transparency) are composited on white (`ALPHA_BACKGROUND`), not alpha-dropped; 16-bit images are
-    scaled to 8 bits (65535 -> 255, 32768 -> 128) instead of clipped; CMYK is converted naively (no ICC);
+    scaled to 8 bits (65535 -> 255, 32768 -> 128) instead of clipped (32-bit integer images are taken as
+    16-bit data; float images are rejected); CMYK is converted naively (no ICC);
     the EXIF orientation tag is applied. Corrupt, truncated, empty or unsupported files raise
     `BadImageError(path, reason)`.
     """
@@ -210,23 +222,28 @@ class ImageFolder(Dataset):
         self.root = Path(root)
         self.size = int(size)
         self.files = [Path(f) for f in files] if files is not None else list_images(self.root)
-        self.flip = A.HorizontalFlip(p=0.5) if flip else None
+        self.flip = flip
+        self._flipper = A.HorizontalFlip(p=1.0)
         self.bad_files: set[str] = set()
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def _load(self, index: int) -> np.ndarray:
+    def _load(self, index: int, flip: bool) -> np.ndarray:
         img = center_crop_resize(load_pil(self.files[index]), self.size)
         arr = np.array(img)  # writable copy: torch.from_numpy warns on read-only arrays
-        if self.flip is not None:
-            # Albumentations keeps its own RNG; seed it from torch so flips follow torch.manual_seed and
-            # the per-worker seeds the DataLoader (and Lightning's seed_everything) already manage.
-            self.flip.set_random_seed(int(torch.randint(2**31 - 1, ()).item()))
-            arr = self.flip(image=arr)["image"]
+        if flip:
+            arr = self._flipper(image=arr)["image"]
         return arr
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, bool]) -> dict:
+        """`dataset[i]`, or `dataset[(i, flip)]` as `EpochSampler` yields: the sampler decides the flip, so
+        augmentation is a pure function of (seed, epoch, position), identical across worker counts and
+        after a resume. A plain index flips with probability 1/2 from torch's RNG when `flip` is on."""
+        if isinstance(key, tuple):
+            index, flip = int(key[0]), bool(key[1]) and self.flip
+        else:
+            index, flip = int(key), self.flip and bool(torch.randint(2, ()).item())
         n = len(self.files)
         for step in range(n):
             i = (index + step) % n
@@ -234,7 +251,7 @@ class ImageFolder(Dataset):
             if path in self.bad_files:
                 continue
             try:
-                arr = self._load(i)
+                arr = self._load(i, flip)
             except BadImageError as err:
                 self.bad_files.add(path)
                 log.warning("skipping %s (%d bad so far in this process)", err, len(self.bad_files))

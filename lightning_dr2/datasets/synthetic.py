@@ -84,7 +84,7 @@ _HAIR_STYLE_P = np.array([0.2, 0.2, 0.14, 0.12, 0.1, 0.08, 0.08, 0.08])
 
 
 def _supersample(size: int) -> int:
-    """Canvas scale: 4x for small outputs (edges need many sub-samples), 2x from 256 px up."""
+    """Canvas scale: 4x up to 128 px (small faces need many sub-samples per edge pixel), 2x above."""
     return 4 if size <= 128 else 2
 
 
@@ -146,6 +146,8 @@ class _Face:
         self.chin_y = self.mouth_y + u(0.12, 0.165)
         self.chin_w = u(0.02, 0.07)
         self.jaw_p = u(1.6, 2.8)  # superellipse exponent: 2 = oval, higher = square jaw
+        self.nose_x = 0.5 + self.yaw * 1.6
+        self.nose_w = u(0.032, 0.048)
         # Colours.
         k = u(0, len(_SKIN) - 1)
         i = min(int(k), len(_SKIN) - 2)
@@ -157,6 +159,11 @@ class _Face:
         self.male_features = u() < 0.45  # beards and bald/buzz styles are drawn only on these
         if self.style in ("bald", "buzz") and not self.male_features:
             self.style = "short"
+        # Hair volume: (centre y, half width, half height) of the ellipse that bounds the hair.
+        grow = 1.45 if self.style == "curly" else u(1.06, 1.16)
+        hair_h = (self.y_mid - self.y_top) * grow + (0.04 if self.style == "curly" else u(0.0, 0.03))
+        self.outer = (self.y_mid, self.a * grow, hair_h)
+        self.outline_pts = self.outline()
 
     # -- geometry --------------------------------------------------------------------------------
     def outline(self, n: int = 40) -> np.ndarray:
@@ -177,17 +184,9 @@ class _Face:
         return self.chin_w + (self.a - self.chin_w) * (1 - s**self.jaw_p) ** (1 / self.jaw_p)
 
     # -- parts -------------------------------------------------------------------------------------
-    def hair_outer(self) -> tuple[float, float, float]:
-        """Hair volume: (centre y, half width, half height) of the ellipse that bounds the hair."""
-        u = self.rng.uniform
-        grow = 1.45 if self.style == "curly" else u(1.06, 1.16)
-        ay = (self.y_mid - self.y_top) * grow + (0.04 if self.style == "curly" else u(0.0, 0.03))
-        return self.y_mid, self.a * grow, ay
-
     def draw_back(self, fg: np.ndarray) -> None:
         """Hair behind the head (long styles, bun, curls), then clothes and neck."""
         u, p = self.rng.uniform, self.p
-        self.outer = self.hair_outer()
         cy, ax, ay = self.outer
         color = _rgba(self.hair * 0.8)
         if self.style in ("long", "bob"):
@@ -237,10 +236,8 @@ class _Face:
             p.ellipse(
                 fg, (c[0] + side * 0.006, c[1]), (ear_ax[0] * 0.5, ear_ax[1] * 0.6), _rgba(self.skin * 0.7)
             )
-        outline = self.outline()
-        p.fill(fg, outline, _rgba(self.skin))
-        p.fill(skin_mask, outline, 255)
-        self.outline_pts = outline
+        p.fill(fg, self.outline_pts, _rgba(self.skin))
+        p.fill(skin_mask, self.outline_pts, 255)
 
     def shading(self) -> np.ndarray:
         """Soft multiplicative shading (-/+ per channel) for the skin: contour, eye sockets, nose, cheeks,
@@ -256,9 +253,7 @@ class _Face:
         for side in (-1, 1):
             ex = 0.5 + side * self.eye_dx + self.yaw
             p.ellipse(s, (ex, self.eye_y - 0.008), (0.06, 0.035), (-0.1, -0.12, -0.1))  # eye socket
-        nx = 0.5 + self.yaw * 1.6
-        nw = u(0.032, 0.048)
-        self.nose_x, self.nose_w = nx, nw
+        nx, nw = self.nose_x, self.nose_w
         bridge = [
             (nx + shadow_side * 0.018, self.eye_y + 0.02),
             (nx + shadow_side * nw * 0.8, self.nose_y - 0.01),
@@ -319,10 +314,9 @@ class _Face:
             upper = base - np.stack([0 * t, eh * bump**0.8], 1)
             lower = base + np.stack([0 * t, eh * 0.6 * np.sin(np.pi * t)], 1)
             # Eyebrow: tapered, arched band above the eye.
-            bt = t
-            bx = ex - side * ew * 0.95 + side * ew * 2.25 * scale * bt
-            by = brow_y - brow_arch * np.sin(np.pi * bt**0.8) + 0.006 * bt
-            th = brow_th * (1 - 0.6 * bt) / 2
+            bx = ex - side * ew * 0.95 + side * ew * 2.25 * scale * t
+            by = brow_y - brow_arch * np.sin(np.pi * t**0.8) + 0.006 * t
+            th = brow_th * (1 - 0.6 * t) / 2
             p.fill(
                 fg,
                 np.concatenate([np.stack([bx, by - th], 1), np.stack([bx, by + th], 1)[::-1]]),
