@@ -49,7 +49,10 @@ def parse_overrides(items: Sequence[str], defaults: dict[str, Any]) -> dict[str,
 def device_info(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         return {"device": torch.cuda.get_device_name(device), "device_type": "cuda"}
-    return {"device": f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)", "device_type": "cpu"}
+    return {
+        "device": f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device_type": "cpu",
+    }
 
 
 def _sync(device: torch.device) -> None:

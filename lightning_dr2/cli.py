@@ -98,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks with JSON output (device, dtype, batch, img/s, peak memory)")
     p.add_argument("what", choices=["train"], help="what to measure")
-    p.add_argument("overrides", nargs="*", help="key=value: batch=16 size=256 flags=dr2|tiny compile=true dtype=bf16 steps=20")
+    p.add_argument(
+        "overrides", nargs="*", help="key=value: batch=16 size=256 flags=dr2|tiny compile=true dtype=bf16 steps=20"
+    )
     p.add_argument("--out", default=None, help="also write the JSON here")
     p.set_defaults(func=_cmd_bench)
     return parser
@@ -106,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     from lightning_dr2.config import ConfigError
     from lightning_dr2.nets.loading import WeightsError
 

@@ -17,6 +17,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"
 
@@ -144,6 +146,52 @@ class ExperimentConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
+@dataclass
+class EnhancerConfig:
+    """The enhancement module after DR2 (`sparnethd`, `none`, or any name in `dr2.pipeline.ENHANCERS`)."""
+
+    name: str = "sparnethd"
+    weights: str | None = None  # default: the registry's file for this enhancer (e.g. SPARNetHD_FFHQ_DR2aug.pth)
+    size: int = 512  # the enhancer's input/output resolution; DR2's output is bicubic-upsampled to it
+    # Constructor arguments overriding the enhancer's defaults (e.g. a tiny SPARNet for tests).
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DR2Settings:
+    N: int = 8
+    tau: int = 35
+    omega: int | None = None  # default: the official rule (tau + 5..30 by N), capped at respacing - 1
+    respacing: int = 100
+    sampler: str = "ddpm"  # ddpm (official) | ddim
+    eta: float = 0.0
+
+
+@dataclass
+class RestoreConfig:
+    """`python -m lightning_dr2 restore`: DR2 (+ enhancer) over folders of aligned faces."""
+
+    experiment: str = "restore"
+    input: str | None = None
+    output: str | None = None
+    unet_weights: str | None = None  # default: DR2_FFHQ.pkl from the weights registry
+    net: NetConfig = field(default_factory=lambda: NetConfig(**DR2_FFHQ256_FLAGS))
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    dr2: DR2Settings = field(default_factory=DR2Settings)
+    enhancer: EnhancerConfig = field(default_factory=EnhancerConfig)
+    batch_size: int = 8
+    seed: int = 0  # image seeds are derived from (seed, relative path): independent of order and GPU count
+    dtype: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU | fp32 | bf16
+    compile: bool = False
+    channels_last: bool = True
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_workers: int = 2
+    save_dr2: bool = True  # also write the DR2 intermediate (x0_hat at tau)
+    comparison: bool = False  # also write input | DR2 | output side by side
+    progress_bar: bool = True
+
+
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key and where it came from."""
 
@@ -157,16 +205,29 @@ def experiment_path(name_or_path: str | Path) -> Path:
     if named.is_file():
         return named
     known = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
-    raise ConfigError(f"experiment '{name_or_path}' not found: no file {candidate} or {named}. Known experiments: {known}")
+    raise ConfigError(
+        f"experiment '{name_or_path}' not found: no file {candidate} or {named}. Known experiments: {known}"
+    )
 
 
-def load_config(experiment: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """Schema defaults <- experiments/<name>.yaml <- `key=value` overrides, validated at each step."""
-    cfg = OmegaConf.structured(ExperimentConfig)
+def load_config(
+    experiment: str | Path | None, overrides: list[str] | tuple[str, ...] = (), schema: type = ExperimentConfig
+) -> DictConfig:
+    """Schema defaults <- experiments/<name>.yaml <- `key=value` overrides, validated at each step.
+
+    `experiment=None` starts from the schema's defaults alone.
+    """
+    cfg = OmegaConf.structured(schema)
+    if experiment is None:
+        return _apply_overrides(cfg, overrides)
     path = experiment_path(experiment)
     cfg = _merge(cfg, OmegaConf.load(path), f"{path}")
     if "experiment" not in OmegaConf.load(path):
         cfg.experiment = path.stem
+    return _apply_overrides(cfg, overrides)
+
+
+def _apply_overrides(cfg: DictConfig, overrides: list[str] | tuple[str, ...]) -> DictConfig:
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value (e.g. trainer.max_steps=100)")
@@ -179,7 +240,9 @@ def _merge(cfg: DictConfig, other: DictConfig, source: str) -> DictConfig:
         return OmegaConf.merge(cfg, other)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
-        raise ConfigError(f"invalid config from {source}: key '{key}': {err.msg if hasattr(err, 'msg') else err}") from err
+        raise ConfigError(
+            f"invalid config from {source}: key '{key}': {err.msg if hasattr(err, 'msg') else err}"
+        ) from err
 
 
 def resolve_run_name(cfg: DictConfig) -> str:

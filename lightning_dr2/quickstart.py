@@ -16,8 +16,10 @@ def run_quickstart(overrides: Sequence[str] = ()) -> dict[str, str]:
     """Synthetic faces -> tiny DDPM (EMA) -> sample grid + loss curve. Returns the produced paths."""
     start = time.perf_counter()
     cfg = load_config("quickstart", list(overrides))
-    print(f"[quickstart] 1/1 training a tiny DDPM on synthetic {cfg.data.image_size}px faces in {cfg.data.root} "
-          f"for {cfg.trainer.max_steps} steps (CPU)")
+    print(
+        f"[quickstart] 1/1 training a tiny DDPM on synthetic {cfg.data.image_size}px faces in {cfg.data.root} "
+        f"for {cfg.trainer.max_steps} steps (CPU)"
+    )
     result = train_ddpm(cfg)
     outputs = {
         "run directory": str(result.run_dir),

@@ -157,9 +157,13 @@ def train_ddpm(cfg: DictConfig) -> TrainResult:
 
     export_path = None
     if trainer.is_global_zero:
-        export_path = export_unet(ema.module if ema.module is not None else module.net, module.hparams.net, path / "export" / "unet_ema.pt")
+        export_path = export_unet(
+            ema.module if ema.module is not None else module.net, module.hparams.net, path / "export" / "unet_ema.pt"
+        )
         log.info("exported EMA UNet -> %s", export_path)
-    return TrainResult(path, trainer, module, export_path, samples.last_path, curve.path if curve.path.exists() else None)
+    return TrainResult(
+        path, trainer, module, export_path, samples.last_path, curve.path if curve.path.exists() else None
+    )
 
 
 def export_unet(net: torch.nn.Module, flags: dict[str, Any], out: str | Path) -> Path:

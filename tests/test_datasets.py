@@ -15,7 +15,7 @@ from PIL import Image, ImageFile
 
 import lightning_dr2.datasets as datasets
 from lightning_dr2.datasets import BadImageError, FaceDataModule, ImageFolder, list_images, read_image, scan
-from lightning_dr2.datasets.datamodule import StreamSampler, ShardSampler
+from lightning_dr2.datasets.datamodule import ShardSampler, StreamSampler
 
 
 def rgb(h: int = 12, w: int = 12, seed: int = 0) -> np.ndarray:

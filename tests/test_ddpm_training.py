@@ -65,8 +65,15 @@ def test_fast_dev_run(faces: Path, tmp_path: Path) -> None:
 
 
 def test_short_run_learns_and_writes_outputs(faces: Path, tmp_path: Path) -> None:
-    cfg = tiny_cfg(faces, tmp_path, "learn", "trainer.max_steps=40", "optim.lr=2e-3", "optim.warmup_steps=1",
-                   "trainer.log_every_n_steps=1")
+    cfg = tiny_cfg(
+        faces,
+        tmp_path,
+        "learn",
+        "trainer.max_steps=40",
+        "optim.lr=2e-3",
+        "optim.warmup_steps=1",
+        "trainer.log_every_n_steps=1",
+    )
     module = build_module(cfg)
     dm = build_datamodule(cfg)
     dm.setup("fit")

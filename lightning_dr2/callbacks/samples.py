@@ -51,7 +51,12 @@ class SampleGrid(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         step = trainer.global_step
-        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and step != getattr(self, "_done", -1):
+        if (
+            self.every_n_steps > 0
+            and step > 0
+            and step % self.every_n_steps == 0
+            and step != getattr(self, "_done", -1)
+        ):
             self._done = step
             self.sample(trainer, pl_module)
 

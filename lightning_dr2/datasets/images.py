@@ -12,7 +12,6 @@ import logging
 import os
 import warnings
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import albumentations as A
@@ -21,6 +20,8 @@ import torch
 from PIL import Image, ImageFile, ImageOps
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
+
+from lightning_dr2.parallel import spawn_pool
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ def scan(
     paths = [Path(f) for f in files]
     bar = dict(total=len(paths), desc="checking images", unit="img", disable=not progress)
     if workers > 0:
-        with ProcessPoolExecutor(workers) as pool:
+        with spawn_pool(workers) as pool:
             reasons = list(tqdm(pool.map(_check, paths, chunksize=64), **bar))
     else:
         reasons = [_check(p) for p in tqdm(paths, **bar)]

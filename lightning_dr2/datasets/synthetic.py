@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,6 +25,8 @@ import cv2
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
+
+from lightning_dr2.parallel import spawn_pool
 
 log = logging.getLogger(__name__)
 
@@ -582,7 +583,7 @@ def _generate(
     bar = tqdm(total=len(todo), desc=f"synthetic faces -> {out}", unit="img", disable=not progress)
     with bar:
         if workers > 1 and len(todo) >= 64:
-            with ProcessPoolExecutor(workers, initializer=_worker_init) as pool:
+            with spawn_pool(workers, initializer=_worker_init) as pool:
                 for _ in pool.map(_write_face, todo, chunksize=16):
                     bar.update()
         else:

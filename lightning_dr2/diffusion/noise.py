@@ -25,6 +25,8 @@ class PerImageNoise:
 
     def __call__(self, like: Tensor) -> Tensor:
         if like.shape[0] != len(self.generators):
-            raise ValueError(f"noise for a batch of {like.shape[0]} requested from {len(self.generators)} per-image generators")
+            raise ValueError(
+                f"noise for a batch of {like.shape[0]} requested from {len(self.generators)} per-image generators"
+            )
         draws = [torch.randn(like.shape[1:], generator=g, device=self.device) for g in self.generators]
         return torch.stack(draws).to(device=like.device, dtype=like.dtype)

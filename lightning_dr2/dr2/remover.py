@@ -72,7 +72,9 @@ class DR2:
         learn_sigma = getattr(unet, "out_channels", 6) == 6
         self.unet = unet
         self.respacing = int(respacing)
-        self.diffusion = create_diffusion(steps=steps, schedule=schedule, respacing=[self.respacing], learn_sigma=learn_sigma)
+        self.diffusion = create_diffusion(
+            steps=steps, schedule=schedule, respacing=[self.respacing], learn_sigma=learn_sigma
+        )
         self.sampler = sampler
         self.eta = eta
         self.dtype = dtype
@@ -106,7 +108,10 @@ class DR2:
             )
         lo, hi = float(y.min()), float(y.max())
         if lo < -1.001 or hi > 1.001:
-            raise ValueError(f"input values must lie in [-1, 1]; got range [{lo:.3f}, {hi:.3f}] (did you pass [0, 255] or [0, 1] images?)")
+            raise ValueError(
+                f"input values must lie in [-1, 1]; got range [{lo:.3f}, {hi:.3f}] "
+                "(did you pass [0, 255] or [0, 1] images?)"
+            )
         if not isinstance(N, int) or isinstance(N, bool) or N < 1:
             raise ValueError(f"N (the downsampling factor of Phi_N) must be a positive integer, got {N!r}")
         if y.shape[-1] % N or y.shape[-2] % N:
@@ -118,7 +123,9 @@ class DR2:
         if omega >= self.num_steps:
             raise ValueError(f"omega ({omega}) is beyond the respaced grid 0..{self.num_steps - 1}; lower tau or omega")
 
-    def _noise_fn(self, y: Tensor, noise: NoiseFn | None, generator: torch.Generator | None, seeds: Sequence[int] | None) -> NoiseFn:
+    def _noise_fn(
+        self, y: Tensor, noise: NoiseFn | None, generator: torch.Generator | None, seeds: Sequence[int] | None
+    ) -> NoiseFn:
         if noise is not None:
             return noise
         if seeds is not None:

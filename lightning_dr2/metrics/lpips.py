@@ -8,9 +8,9 @@
 
 To keep evaluation offline and its failure explicit, we always build `lpips.LPIPS(pretrained=True,
 pnet_rand=True)` (lin heads from the package, backbone built by torchvision with `weights=None`: random,
-no download) and then load the backbone ourselves from a file we found (`find_backbone`), or raise a
-FileNotFoundError that names the file and how to get it. `pretrained_backbone=False` keeps the random
-backbone (tests, smoke runs); its numbers are not LPIPS.
+no download) and then load the backbone ourselves from a file found by `find_backbone` (i.e.
+`lightning_dr2.weights.find_weight`), or raise a FileNotFoundError that names the file and how to get
+it. `pretrained_backbone=False` keeps the random backbone (tests, smoke runs); its numbers are not LPIPS.
 
 Protocol (BasicSR `scripts/metrics/calculate_lpips.py`, VQFR): images read from uint8 PNGs, mapped to
 [-1, 1], `net='vgg'`, mean of per-image values. `quantize=True` (default) reproduces the PNG step.
@@ -29,47 +29,19 @@ from torchmetrics import Metric
 
 from lightning_dr2.metrics.psnr_ssim import to_uint8
 from lightning_dr2.nets.loading import load_into, read_state_dict
+from lightning_dr2.weights import find_weight
 
-# torchvision's IMAGENET1K_V1 files, as named in its model zoo (and so in the torch hub cache).
+# torchvision's IMAGENET1K_V1 files, as named in its model zoo (and so in the torch hub cache); both are
+# registered in `lightning_dr2.weights.WEIGHTS`, which also searches the torch hub cache for them.
 BACKBONE_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
-_TORCHVISION_BUILDERS = {"vgg": "vgg16", "alex": "alexnet"}
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def weight_search_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Where backbone files are looked for, in order: `weights_dir`, `$DR2_WEIGHTS`, `data/weights`
-    (current directory, then the repository), torch hub's checkpoint cache (`$TORCH_HOME/hub/checkpoints`)."""
-    dirs: list[Path] = []
-    if weights_dir is not None:
-        dirs.append(Path(weights_dir))
-    if os.environ.get("DR2_WEIGHTS"):
-        dirs.append(Path(os.environ["DR2_WEIGHTS"]))
-    dirs += [Path("data/weights"), _REPO_ROOT / "data" / "weights", Path(torch.hub.get_dir()) / "checkpoints"]
-    unique: list[Path] = []
-    for d in dirs:
-        if d.resolve() not in [u.resolve() for u in unique]:
-            unique.append(d)
-    return unique
 
 
 def find_backbone(net: str = "vgg", weights_dir: str | os.PathLike | None = None) -> Path:
-    """Path of the torchvision ImageNet weights LPIPS needs for `net`; FileNotFoundError if absent."""
+    """Path of the torchvision ImageNet weights LPIPS needs for `net` (`lightning_dr2.weights.find_weight`:
+    `weights_dir`, `$DR2_WEIGHTS`, `data/weights`, the torch hub cache); MissingWeightsError if absent."""
     if net not in BACKBONE_FILES:
         raise ValueError(f"LPIPS net must be one of {sorted(BACKBONE_FILES)}, got {net!r}")
-    name = BACKBONE_FILES[net]
-    dirs = weight_search_dirs(weights_dir)
-    for d in dirs:
-        if (d / name).is_file():
-            return d / name
-    hub = Path(torch.hub.get_dir()) / "checkpoints"
-    raise FileNotFoundError(
-        f"LPIPS ({net}) needs the torchvision ImageNet backbone weights '{name}', not found in any of: "
-        + ", ".join(str(d) for d in dirs)
-        + ". Nothing is downloaded automatically. On a machine with internet run\n    python -c "
-        f"\"import torchvision; torchvision.models.{_TORCHVISION_BUILDERS[net]}(weights='IMAGENET1K_V1')\"\n"
-        f"which saves {hub / name}; copy that file to data/weights/{name} (or the folder in $DR2_WEIGHTS, "
-        "or pass weights_dir)."
-    )
+    return find_weight(BACKBONE_FILES[net], weights_dir)
 
 
 def build_lpips(
@@ -108,7 +80,7 @@ class LPIPSMetric(Metric):
 
     Args:
         net: "vgg" (the papers' protocol) or "alex".
-        weights_dir: extra folder to look for the backbone file in (see `weight_search_dirs`).
+        weights_dir: extra folder to look for the backbone file in (see `lightning_dr2.weights.search_dirs`).
         pretrained_backbone: False keeps a random backbone; only for tests and smoke runs.
         quantize: score uint8-quantised images, as BasicSR does on saved PNGs.
     """

@@ -23,7 +23,9 @@ def step_seed(*keys: int) -> int:
     resumed run draws exactly what the uninterrupted run would have, with no RNG state to checkpoint,
     and every rank draws different noise.
     """
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> 1)
+    return int(
+        np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> 1
+    )
 
 
 class DDPMModule(pl.LightningModule):
@@ -113,8 +115,13 @@ class DDPMModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.hparams.optim
         opt = torch.optim.AdamW(
-            self.net.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0), betas=tuple(cfg.get("betas", (0.9, 0.999)))
+            self.net.parameters(),
+            lr=cfg["lr"],
+            weight_decay=cfg.get("weight_decay", 0.0),
+            betas=tuple(cfg.get("betas", (0.9, 0.999))),
         )
         warmup = int(cfg.get("warmup_steps", 0))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

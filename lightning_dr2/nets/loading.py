@@ -39,7 +39,9 @@ def read_state_dict(path: str | Path, *, strip_prefixes: Iterable[str] = ("modul
             obj = obj[key]
             break
     if not isinstance(obj, Mapping) or not _is_tensor_map(obj):
-        raise WeightsError(f"{path} does not hold a state dict (a mapping of names to tensors); got {type(obj).__name__}")
+        raise WeightsError(
+            f"{path} does not hold a state dict (a mapping of names to tensors); got {type(obj).__name__}"
+        )
     out: dict[str, torch.Tensor] = {}
     prefixes = tuple(strip_prefixes)
     for name, value in obj.items():
@@ -55,7 +57,9 @@ def _is_tensor_map(obj: Mapping) -> bool:
     return len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
-def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str | Path = "<state dict>") -> nn.Module:
+def load_into(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str | Path = "<state dict>"
+) -> nn.Module:
     """`model.load_state_dict(state_dict, strict=True)` with an error that says what does not match and why."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]

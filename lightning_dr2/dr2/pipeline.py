@@ -1,0 +1,262 @@
+"""DR2E: DR2 followed by an enhancement module, from images in to restored images out.
+
+    from lightning_dr2.dr2.pipeline import DR2E
+    pipe = DR2E.from_weights("data/weights/DR2_FFHQ.pkl", enhancer="sparnethd")
+    restored = pipe.restore(images)          # uint8 HxWx3 arrays (or a [-1, 1] tensor batch)
+
+Steps: resize to the UNet size (bicubic, antialiased) -> DR2 (x0_hat at tau) -> clamp -> bicubic up to
+the enhancer size -> enhancer (SPARNetHD by default) -> clamp.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_dr2.dr2.remover import DR2, NoiseFn
+from lightning_dr2.nets.loading import load_into, read_state_dict
+from lightning_dr2.nets.sparnet import SPARNet, fold_spectral_norm, load_sparnet
+from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS, UNet
+
+DEFAULT_UNET_FILE = "DR2_FFHQ.pkl"
+RANDOM = "random"  # weights="random": random initialisation (tests, benchmarks), never a silent default
+
+EnhancerBuilder = Callable[[str | None, Mapping[str, Any], str | None], nn.Module | None]
+ENHANCERS: dict[str, EnhancerBuilder] = {}
+
+
+def register_enhancer(name: str) -> Callable[[EnhancerBuilder], EnhancerBuilder]:
+    """Register `builder(weights, options, weights_dir) -> nn.Module | None` under `name`."""
+
+    def wrap(builder: EnhancerBuilder) -> EnhancerBuilder:
+        ENHANCERS[name] = builder
+        return builder
+
+    return wrap
+
+
+def _locate(weights: str | None, default_name: str, weights_dir: str | None) -> Path:
+    from lightning_dr2.weights import find_weight
+
+    if weights is None:
+        return find_weight(default_name, weights_dir)
+    path = Path(weights)
+    return path if path.exists() or path.parent != Path(".") else find_weight(weights, weights_dir)
+
+
+@register_enhancer("sparnethd")
+def _build_sparnethd(weights: str | None, options: Mapping[str, Any], weights_dir: str | None) -> nn.Module:
+    """SPARNetHD (512 px by default); spectral norm folded into the weights for inference."""
+    if weights == RANDOM:
+        net = SPARNet(**{**SPARNet.hd().config, **options}) if options else SPARNet.hd()
+    else:
+        net = load_sparnet(_locate(weights, "SPARNetHD_FFHQ_DR2aug.pth", weights_dir), **options)
+    return fold_spectral_norm(net.eval())
+
+
+@register_enhancer("none")
+def _build_none(weights: str | None, options: Mapping[str, Any], weights_dir: str | None) -> None:
+    return None
+
+
+def build_enhancer(
+    name: str, weights: str | None = None, options: Mapping[str, Any] | None = None, weights_dir: str | None = None
+) -> nn.Module | None:
+    if name not in ENHANCERS:
+        raise ValueError(f"unknown enhancer {name!r}; registered: {sorted(ENHANCERS)}")
+    return ENHANCERS[name](weights, dict(options or {}), weights_dir)
+
+
+def load_unet(
+    weights: str | Path | None = None, flags: Mapping[str, Any] | None = None, weights_dir: str | None = None
+) -> UNet:
+    """The DR2 UNet: `weights` = a file, a registry name, None (DR2_FFHQ.pkl), or "random".
+
+    Without `flags`, a `<file>.json` next to the weights (written by our exports) or the DR2 flags are used.
+    """
+    if weights == RANDOM:
+        return UNet.from_flags(dict(flags or DR2_FFHQ256_FLAGS)).eval()
+    path = _locate(None if weights is None else str(weights), DEFAULT_UNET_FILE, weights_dir)
+    if flags is None:
+        sidecar = path.with_suffix(".json")
+        import json
+
+        flags = json.loads(sidecar.read_text()) if sidecar.is_file() else DR2_FFHQ256_FLAGS
+    return load_into(UNet.from_flags(dict(flags)), read_state_dict(path), path).eval()
+
+
+def image_seed(base_seed: int, name: str) -> int:
+    """A per-image seed from the run seed and the image's relative path.
+
+    Results then depend on neither the order of the files, the batch an image lands in, nor the number
+    of GPUs; the seed is recorded in the restore manifest.
+    """
+    return (int(base_seed) * 1_000_003 + zlib.crc32(name.encode("utf-8"))) % (2**63 - 1)
+
+
+def resize(x: Tensor, size: int) -> Tensor:
+    """Bicubic resize of a batch to size x size, antialiased when downscaling (no-op at that size)."""
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    down = x.shape[-1] > size or x.shape[-2] > size
+    return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=down)
+
+
+def to_tensor(images: Sequence[np.ndarray]) -> Tensor:
+    """uint8 HxWx3 RGB arrays (all the same size) -> (B, 3, H, W) float in [-1, 1]."""
+    batch = np.stack([np.asarray(im) for im in images])
+    if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[-1] != 3:
+        raise ValueError(f"expected uint8 HxWx3 RGB images of one size, got array {batch.dtype} {batch.shape}")
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def to_uint8_images(x: Tensor) -> list[np.ndarray]:
+    """(B, 3, H, W) in [-1, 1] -> uint8 HxWx3 arrays (rounded like BasicSR's tensor2img)."""
+    arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return list(arr.permute(0, 2, 3, 1).cpu().numpy())
+
+
+class DR2E:
+    """DR2 + enhancer; holds the networks, the DR2 settings and the precision/compile choices."""
+
+    def __init__(
+        self,
+        unet: nn.Module,
+        enhancer: nn.Module | None = None,
+        N: int = 8,  # noqa: N803 (the paper's name)
+        tau: int = 35,
+        omega: int | None = None,
+        respacing: int = 100,
+        schedule: str = "linear",
+        steps: int = 1000,
+        sampler: str = "ddpm",
+        eta: float = 0.0,
+        enhancer_size: int = 512,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        self.dr2 = DR2(unet, respacing=respacing, schedule=schedule, steps=steps, sampler=sampler, eta=eta, dtype=dtype)
+        self.enhancer = enhancer
+        self.N, self.tau, self.omega = N, tau, omega
+        self.enhancer_size = enhancer_size
+        self.dtype = dtype
+        self.image_size = int(getattr(unet, "image_size", 256))
+        # Fail now, not after loading a folder: the settings must fit the UNet and the grid.
+        self.dr2.validate(torch.zeros(1, 3, self.image_size, self.image_size), N, tau, self.omega_value)
+
+    @property
+    def omega_value(self) -> int:
+        return self.dr2.resolve_omega(self.N, self.tau, self.omega)
+
+    @property
+    def unet(self) -> nn.Module:
+        return self.dr2.unet
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @classmethod
+    def from_weights(
+        cls,
+        unet: str | Path | None = None,
+        enhancer: str = "sparnethd",
+        enhancer_weights: str | None = None,
+        enhancer_options: Mapping[str, Any] | None = None,
+        unet_flags: Mapping[str, Any] | None = None,
+        weights_dir: str | None = None,
+        device: str | torch.device = "cpu",
+        **settings: Any,
+    ) -> DR2E:
+        """Build from weight files (paths, registry names, or "random"); `settings` go to `DR2E(...)`."""
+        net = load_unet(unet, unet_flags, weights_dir)
+        enh = build_enhancer(enhancer, enhancer_weights, enhancer_options, weights_dir)
+        if enh is not None and "enhancer_size" not in settings:
+            settings["enhancer_size"] = int(getattr(enh, "size", 512))
+        return cls(net, enh, **settings).to(device)
+
+    @classmethod
+    def from_config(cls, cfg: Any, device: str | torch.device = "cpu", weights_dir: str | None = None) -> DR2E:
+        """From a `RestoreConfig` (see lightning_dr2.config)."""
+        from omegaconf import OmegaConf
+
+        dtype = resolve_dtype(cfg.dtype, torch.device(device))
+        return cls.from_weights(
+            unet=cfg.unet_weights,
+            enhancer=cfg.enhancer.name,
+            enhancer_weights=cfg.enhancer.weights,
+            enhancer_options=OmegaConf.to_container(cfg.enhancer.options),
+            unet_flags=OmegaConf.to_container(cfg.net),
+            weights_dir=weights_dir,
+            device=device,
+            N=cfg.dr2.N,
+            tau=cfg.dr2.tau,
+            omega=cfg.dr2.omega,
+            respacing=cfg.dr2.respacing,
+            schedule=cfg.diffusion.schedule,
+            steps=cfg.diffusion.steps,
+            sampler=cfg.dr2.sampler,
+            eta=cfg.dr2.eta,
+            dtype=dtype,
+        )
+
+    def to(self, device: str | torch.device) -> DR2E:
+        self.unet.to(device)
+        if self.enhancer is not None:
+            self.enhancer.to(device)
+        return self
+
+    def optimize(self, compile: bool = False, channels_last: bool = True) -> DR2E:
+        """channels_last weights/activations and optional torch.compile of both networks (GPU speed-ups)."""
+        if channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+            if self.enhancer is not None:
+                self.enhancer.to(memory_format=torch.channels_last)
+        if compile:
+            self.dr2.unet = torch.compile(self.dr2.unet)
+            if self.enhancer is not None:
+                self.enhancer = torch.compile(self.enhancer)
+        return self
+
+    @torch.no_grad()
+    def restore_tensors(
+        self, lq: Tensor, seeds: Sequence[int] | None = None, noise: NoiseFn | None = None
+    ) -> dict[str, Tensor]:
+        """(B, 3, H, W) in [-1, 1], any H, W -> {"dr2": at the UNet size, "output": at the enhancer size}."""
+        x = resize(lq.to(self.device).float(), self.image_size).clamp(-1, 1)
+        if seeds is None and noise is None:
+            seeds = list(range(x.shape[0]))
+        dr2 = self.dr2(x, self.N, self.tau, self.omega, noise=noise, seeds=seeds).clamp(-1, 1)
+        if self.enhancer is None:
+            return {"dr2": dr2, "output": resize(dr2, self.enhancer_size).clamp(-1, 1)}
+        up = resize(dr2, self.enhancer_size).clamp(-1, 1)
+        if self.dtype is not None and self.dtype != torch.float32:
+            with torch.autocast(up.device.type, dtype=self.dtype):
+                out = self.enhancer(up).float()
+        else:
+            out = self.enhancer(up)
+        return {"dr2": dr2, "output": out.clamp(-1, 1)}
+
+    def restore(
+        self, images: Tensor | Sequence[np.ndarray], seeds: Sequence[int] | None = None
+    ) -> Tensor | list[np.ndarray]:
+        """Restore a [-1, 1] tensor batch, or a list of uint8 HxWx3 RGB arrays (returned as such)."""
+        if isinstance(images, Tensor):
+            return self.restore_tensors(images, seeds)["output"]
+        return to_uint8_images(self.restore_tensors(to_tensor(images), seeds)["output"])
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """`auto`: bf16 autocast on CUDA, fp32 elsewhere."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    table = {"fp32": None, "float32": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16}
+    if name not in table:
+        raise ValueError(f"dtype must be auto, fp32, bf16 or fp16; got {name!r}")
+    return table[name]

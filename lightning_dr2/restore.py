@@ -1,0 +1,225 @@
+"""`python -m lightning_dr2 restore --input DIR --output DIR dr2.N=8 dr2.tau=35 ...`
+
+Restores every face under `--input` (recursively) with DR2 + enhancer and mirrors the input tree:
+  OUTPUT/restored/<rel>.png     final output (enhancer size)
+  OUTPUT/dr2/<rel>.png          DR2 intermediate x0_hat (UNet size), unless save_dr2=false
+  OUTPUT/comparison/<rel>.png   input | DR2 | output, with comparison=true
+  OUTPUT/manifest.csv, .json    per image: N, tau, omega, seed, weights hashes, paths
+  OUTPUT/bad_files.txt          inputs that could not be decoded, with the reason
+Runs through Lightning `Trainer.predict` (any number of GPUs); each image is processed exactly once
+(sharded without padding), files are written atomically, and a rerun skips finished images.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_dr2.callbacks.writer import RestoreWriter
+from lightning_dr2.config import ConfigError, RestoreConfig, load_config, save_config
+from lightning_dr2.datasets.datamodule import ShardSampler
+from lightning_dr2.datasets.images import BadImageError, list_images, read_image
+from lightning_dr2.dr2.pipeline import DR2E, image_seed, resize
+from lightning_dr2.modules.restorer import RestoreModule
+
+log = logging.getLogger(__name__)
+
+
+def output_name(rel: str) -> str:
+    """Outputs are PNG whatever the input format: `a/b.jpg` -> `a/b.png`."""
+    return str(Path(rel).with_suffix(".png"))
+
+
+class RestoreInputs(Dataset):
+    """Input faces resized to the UNet size, with their relative name and seed; bad files become None."""
+
+    def __init__(self, root: Path, rels: list[str], image_size: int, seed: int) -> None:
+        self.root, self.rels, self.image_size, self.seed = root, rels, image_size, seed
+
+    def __len__(self) -> int:
+        return len(self.rels)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rel = self.rels[index]
+        try:
+            arr = read_image(self.root / rel)
+        except BadImageError as err:
+            return {"bad": rel, "reason": err.reason}
+        x = torch.from_numpy(arr).permute(2, 0, 1).float().div(127.5).sub(1.0)[None]
+        lq = resize(x, self.image_size).clamp(-1, 1)[0]
+        return {"lq": lq, "name": rel, "seed": image_seed(self.seed, rel)}
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    good = [it for it in items if "lq" in it]
+    return {
+        "lq": torch.stack([it["lq"] for it in good]) if good else torch.empty(0),
+        "name": [it["name"] for it in good],
+        "seed": [it["seed"] for it in good],
+        "bad": [(it["bad"], it["reason"]) for it in items if "bad" in it],
+    }
+
+
+def sha256_file(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_identity(path: str | None) -> str:
+    """What the manifest records for a weights setting: the file's sha256, or "random"/"none"."""
+    if path is None or path in ("random", "none"):
+        return str(path)
+    return sha256_file(Path(path))
+
+
+@dataclass
+class RestoreSummary:
+    output: Path
+    restored: int
+    skipped: int
+    bad: list[tuple[str, str]]
+    seconds: float
+
+
+def pending_inputs(input_dir: Path, output_dir: Path) -> tuple[list[str], int]:
+    """Relative paths still to restore, and how many already have a final output (resume)."""
+    files = list_images(input_dir)
+    rels = [str(f.relative_to(input_dir)) for f in files]
+    done = [r for r in rels if (output_dir / "restored" / output_name(r)).is_file()]
+    finished = set(done)
+    return [r for r in rels if r not in finished], len(done)
+
+
+def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSummary:
+    start = time.perf_counter()
+    if not cfg.input or not cfg.output:
+        raise ConfigError("restore needs --input DIR and --output DIR")
+    input_dir, output_dir = Path(cfg.input), Path(cfg.output)
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"input folder {input_dir} does not exist")
+    if input_dir.resolve() == output_dir.resolve():
+        raise ConfigError(f"--output must differ from --input ({input_dir}): inputs are never overwritten")
+    todo, skipped = pending_inputs(input_dir, output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, output_dir / "restore_config.yaml")
+    log.info("%d images to restore, %d already done in %s", len(todo), skipped, output_dir)
+
+    accelerator = cfg.accelerator if cfg.accelerator != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
+    pipe = DR2E.from_config(cfg, device="cpu", weights_dir=weights_dir)
+    unet_id = weights_identity(
+        cfg.unet_weights if cfg.unet_weights == "random" else str(_resolved_unet(cfg, weights_dir))
+    )
+    enhancer_id = "none" if pipe.enhancer is None else weights_identity(_resolved_enhancer(cfg, weights_dir))
+    settings = {
+        "N": cfg.dr2.N,
+        "tau": cfg.dr2.tau,
+        "omega": pipe.omega_value,
+        "respacing": cfg.dr2.respacing,
+        "sampler": cfg.dr2.sampler,
+        "enhancer": cfg.enhancer.name,
+        "unet_sha256": unet_id,
+        "enhancer_sha256": enhancer_id,
+    }
+    writer = RestoreWriter(output_dir, input_dir, settings, save_dr2=cfg.save_dr2, comparison=cfg.comparison)
+    if todo:
+        module = RestoreModule(pipe, compile=cfg.compile, channels_last=cfg.channels_last and accelerator == "gpu")
+        dataset = RestoreInputs(input_dir, todo, pipe.image_size, cfg.seed)
+        trainer = pl.Trainer(
+            accelerator=accelerator,
+            devices=cfg.devices,
+            logger=False,
+            callbacks=[writer],
+            enable_progress_bar=cfg.progress_bar,
+            use_distributed_sampler=False,
+            enable_model_summary=False,
+        )
+        world, rank = trainer.world_size, trainer.global_rank
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            sampler=ShardSampler(len(dataset), world, rank),
+            num_workers=cfg.num_workers,
+            collate_fn=collate,
+        )
+        trainer.predict(module, dataloaders=loader, return_predictions=False)
+        if not trainer.is_global_zero:
+            return RestoreSummary(output_dir, 0, skipped, [], time.perf_counter() - start)
+    records, bad = writer.merge_manifests()
+    summary = RestoreSummary(output_dir, len(todo) - len(bad), skipped, bad, time.perf_counter() - start)
+    log.info("restored %d, skipped %d finished, %d bad -> %s", summary.restored, skipped, len(bad), output_dir)
+    return summary
+
+
+def _resolved_unet(cfg: DictConfig, weights_dir: str | None) -> Path:
+    from lightning_dr2.dr2.pipeline import DEFAULT_UNET_FILE, _locate
+
+    return _locate(cfg.unet_weights, DEFAULT_UNET_FILE, weights_dir)
+
+
+def _resolved_enhancer(cfg: DictConfig, weights_dir: str | None) -> str:
+    if cfg.enhancer.weights == "random":
+        return "random"
+    from lightning_dr2.dr2.pipeline import _locate
+
+    return str(_locate(cfg.enhancer.weights, "SPARNetHD_FFHQ_DR2aug.pth", weights_dir))
+
+
+def restore_main(input_dir: str, output_dir: str, experiment: str | None, overrides: list[str]) -> int:
+    cfg = load_config(experiment, overrides, schema=RestoreConfig)
+    cfg.input, cfg.output = input_dir, output_dir
+    summary = run_restore(cfg)
+    print(
+        f"restored {summary.restored} images ({summary.skipped} already done) "
+        f"in {summary.seconds:.1f} s -> {summary.output}"
+    )
+    if summary.bad:
+        print(f"{len(summary.bad)} unreadable inputs skipped (listed in {summary.output / 'bad_files.txt'}):")
+        for rel, reason in summary.bad[:20]:
+            print(f"  {rel}: {reason}")
+    return 0
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Atomic PNG write: a crash never leaves a truncated output that a resume would take as finished."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    Image.fromarray(image).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def write_table(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
