@@ -34,6 +34,18 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from lightning_dr2.restore import restore_main
+
+    return restore_main(args.input, args.output, args.config, args.overrides)
+
+
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from lightning_dr2.weights import weights_main
+
+    return weights_main(args.fetch, args.fetch_all, args.weights_dir, args.json)
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
@@ -78,6 +90,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quickstart", help="synthetic faces -> tiny DDPM -> samples and loss curve, on CPU")
     p.add_argument("overrides", nargs="*", help="overrides of experiments/quickstart.yaml")
     p.set_defaults(func=_cmd_quickstart)
+
+    p = sub.add_parser("restore", help="restore a folder of faces with DR2 + enhancer (multi-GPU, resumable)")
+    p.add_argument("--input", required=True, help="folder of aligned LQ faces (searched recursively)")
+    p.add_argument("--output", required=True, help="output folder (mirrors the input tree)")
+    p.add_argument("--config", default=None, help="optional YAML with RestoreConfig keys (see experiments/restore_*.yaml)")
+    p.add_argument(
+        "overrides", nargs="*", help="e.g. dr2.N=8 dr2.tau=35 enhancer.name=none batch_size=16 unet_weights=FILE"
+    )
+    p.set_defaults(func=_cmd_restore)
+
+    p = sub.add_parser("weights", help="list expected weight files, where they are looked for, checksums; fetch")
+    p.add_argument("--fetch", nargs="+", metavar="NAME", help="download these files (those with a public URL)")
+    p.add_argument("--fetch-all", action="store_true", help="download every missing file that has a public URL")
+    p.add_argument("--weights-dir", default=None, help="look here first (and download here); default $DR2_WEIGHTS")
+    p.add_argument("--json", action="store_true", help="print the listing as JSON")
+    p.set_defaults(func=_cmd_weights)
 
     p = sub.add_parser("config", help="print the resolved config of an experiment with overrides")
     p.add_argument("experiment")

@@ -186,10 +186,17 @@ class RestoreConfig:
     channels_last: bool = True
     accelerator: str = "auto"
     devices: Any = "auto"
+    strategy: str = "auto"  # Lightning picks DDP for several devices; ddp_spawn for notebooks/tests
     num_workers: int = 2
     save_dr2: bool = True  # also write the DR2 intermediate (x0_hat at tau)
     comparison: bool = False  # also write input | DR2 | output side by side
     progress_bar: bool = True
+
+
+def schema_for(experiment: str | Path) -> type:
+    """Which schema a recipe in experiments/ follows, by its name: restore_* -> RestoreConfig, else training."""
+    stem = Path(str(experiment)).stem
+    return RestoreConfig if stem.startswith("restore") else ExperimentConfig
 
 
 class ConfigError(ValueError):

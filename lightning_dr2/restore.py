@@ -73,6 +73,24 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+class RestoreData(pl.LightningDataModule):
+    """The predict loader is built inside each process, sharded by its own rank without padding."""
+
+    def __init__(self, dataset: RestoreInputs, batch_size: int, num_workers: int) -> None:
+        super().__init__()
+        self.dataset, self.batch_size, self.num_workers = dataset, batch_size, num_workers
+
+    def predict_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=ShardSampler(len(self.dataset), trainer.world_size, trainer.global_rank),
+            num_workers=self.num_workers,
+            collate_fn=collate,
+        )
+
+
 def sha256_file(path: Path) -> str:
     import hashlib
 
@@ -141,25 +159,18 @@ def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSumma
     writer = RestoreWriter(output_dir, input_dir, settings, save_dr2=cfg.save_dr2, comparison=cfg.comparison)
     if todo:
         module = RestoreModule(pipe, compile=cfg.compile, channels_last=cfg.channels_last and accelerator == "gpu")
-        dataset = RestoreInputs(input_dir, todo, pipe.image_size, cfg.seed)
+        data = RestoreData(RestoreInputs(input_dir, todo, pipe.image_size, cfg.seed), cfg.batch_size, cfg.num_workers)
         trainer = pl.Trainer(
             accelerator=accelerator,
             devices=cfg.devices,
+            strategy=cfg.strategy,
             logger=False,
             callbacks=[writer],
             enable_progress_bar=cfg.progress_bar,
             use_distributed_sampler=False,
             enable_model_summary=False,
         )
-        world, rank = trainer.world_size, trainer.global_rank
-        loader = DataLoader(
-            dataset,
-            batch_size=cfg.batch_size,
-            sampler=ShardSampler(len(dataset), world, rank),
-            num_workers=cfg.num_workers,
-            collate_fn=collate,
-        )
-        trainer.predict(module, dataloaders=loader, return_predictions=False)
+        trainer.predict(module, datamodule=data, return_predictions=False)
         if not trainer.is_global_zero:
             return RestoreSummary(output_dir, 0, skipped, [], time.perf_counter() - start)
     records, bad = writer.merge_manifests()

@@ -283,9 +283,7 @@ def sha256sum(path: str | os.PathLike) -> str:
 def _normalise_hash(expected: str) -> str:
     expected = expected.strip().lower()
     if not (MIN_HASH_PREFIX <= len(expected) <= 64) or any(c not in string.hexdigits for c in expected):
-        raise ValueError(
-            f"expected sha256: {MIN_HASH_PREFIX}-64 hex digits (a digest or its prefix), got {expected!r}"
-        )
+        raise ValueError(f"expected sha256: {MIN_HASH_PREFIX}-64 hex digits (a digest or its prefix), got {expected!r}")
     return expected
 
 
@@ -358,16 +356,12 @@ def format_table(rows: Sequence[Mapping[str, Any]], weights_dir: str | os.PathLi
             where = "manual download (see below)"
         cells.append((row["name"], row["role"], _status(row), where))
     widths = [max(len(str(c[i])) for c in [header, *cells]) for i in range(3)]
-    lines = [
-        "  ".join(str(c[i]).ljust(widths[i]) for i in range(3)) + "  " + str(c[3]) for c in [header, *cells]
-    ]
+    lines = ["  ".join(str(c[i]).ljust(widths[i]) for i in range(3)) + "  " + str(c[3]) for c in [header, *cells]]
 
     problems = [r for r in rows if not r["present"] or r["checksum_ok"] is False]
     present = sum(r["present"] for r in rows)
     lines.append("")
-    lines.append(
-        f"{present} of {len(rows)} files present. Folders searched (in order; the torch hub cache only"
-    )
+    lines.append(f"{present} of {len(rows)} files present. Folders searched (in order; the torch hub cache only")
     lines.append("for torchvision/pytorch-fid files):")
     lines += [f"  - {d.absolute()}" for d in search_dirs(weights_dir)]
     lines.append(f"  - {torch_hub_checkpoints()}")
@@ -382,9 +376,7 @@ def format_table(rows: Sequence[Mapping[str, Any]], weights_dir: str | os.PathLi
         lines.append(f"{row['name']}: {how_to_get(row['name'])}")
     if any(not r["present"] and r["urls"] for r in rows):
         lines.append("")
-        lines.append(
-            "Fetch every missing file that has a download URL: python -m lightning_dr2 weights --fetch-all"
-        )
+        lines.append("Fetch every missing file that has a download URL: python -m lightning_dr2 weights --fetch-all")
     return "\n".join(lines)
 
 
@@ -433,9 +425,7 @@ def _download(url: str, part: Path, timeout: float, progress: bool, desc: str) -
     return digest.hexdigest()
 
 
-def _fetch_one(
-    name: str, dest: Path, urls: Sequence[str], progress: bool, timeout: float
-) -> tuple[Path, bool]:
+def _fetch_one(name: str, dest: Path, urls: Sequence[str], progress: bool, timeout: float) -> tuple[Path, bool]:
     """Fetch one file; returns (path, downloaded?). Skips files already present with a good checksum."""
     entry = WEIGHTS.get(name)
     expected = entry.sha256 if entry else None
@@ -447,9 +437,7 @@ def _fetch_one(
         if expected is None or verify(existing, expected):
             log.info("%s already present at %s", name, existing)
             return existing, False
-        log.warning(
-            "%s at %s does not match sha256 %s: downloading it again into %s", name, existing, expected, dest
-        )
+        log.warning("%s at %s does not match sha256 %s: downloading it again into %s", name, existing, expected, dest)
 
     if not urls:
         if entry is None:
@@ -551,9 +539,7 @@ def weights_main(
     for name in names:
         try:
             path, downloaded = _fetch_one(name, dest, _urls_for(name, None), True, FETCH_TIMEOUT_S)
-            results.append(
-                {"name": name, "ok": True, "path": str(path), "downloaded": downloaded, "error": None}
-            )
+            results.append({"name": name, "ok": True, "path": str(path), "downloaded": downloaded, "error": None})
         except (FetchError, OSError, ValueError) as err:
             results.append({"name": name, "ok": False, "path": None, "downloaded": False, "error": str(err)})
     if as_json:
@@ -563,9 +549,7 @@ def weights_main(
             print("Every file with a download URL is present.")
         for r in results:
             if r["ok"]:
-                print(
-                    f"{r['name']}: {'downloaded to' if r['downloaded'] else 'already present at'} {r['path']}"
-                )
+                print(f"{r['name']}: {'downloaded to' if r['downloaded'] else 'already present at'} {r['path']}")
             else:
                 print(f"{r['name']}: FAILED\n{r['error']}", file=sys.stderr)
         for name in manual:

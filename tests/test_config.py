@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from lightning_dr2.config import EXPERIMENTS_DIR, ConfigError, flat_dict, load_config, resolve_run_name
+from lightning_dr2.config import (
+    EXPERIMENTS_DIR,
+    ConfigError,
+    flat_dict,
+    load_config,
+    resolve_run_name,
+    schema_for,
+)
 from lightning_dr2.nets.unet import UNet
 
 EXPERIMENTS = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
@@ -17,7 +24,7 @@ def test_experiments_exist() -> None:
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_loads_and_builds_at_tiny_size(name: str) -> None:
-    cfg = load_config(name)
+    cfg = load_config(name, schema=schema_for(name))
     assert cfg.experiment == name
     # Build the configured network shrunk to a tiny width/size: every flag combination must construct.
     tiny = OmegaConf.to_container(cfg.net)

@@ -10,6 +10,7 @@ the enhancer size -> enhancer (SPARNetHD by default) -> clamp.
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -79,17 +80,17 @@ def load_unet(
 ) -> UNet:
     """The DR2 UNet: `weights` = a file, a registry name, None (DR2_FFHQ.pkl), or "random".
 
-    Without `flags`, a `<file>.json` next to the weights (written by our exports) or the DR2 flags are used.
+    Network flags: a `<file>.json` next to the weights (written by our exports, so a self-trained UNet
+    needs no flags on the command line) wins; else `flags`; else the DR2 FFHQ-256 flags.
     """
     if weights == RANDOM:
         return UNet.from_flags(dict(flags or DR2_FFHQ256_FLAGS)).eval()
     path = _locate(None if weights is None else str(weights), DEFAULT_UNET_FILE, weights_dir)
-    if flags is None:
-        sidecar = path.with_suffix(".json")
-        import json
-
-        flags = json.loads(sidecar.read_text()) if sidecar.is_file() else DR2_FFHQ256_FLAGS
-    return load_into(UNet.from_flags(dict(flags)), read_state_dict(path), path).eval()
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        flags = json.loads(sidecar.read_text())
+    net = UNet.from_flags(dict(flags or DR2_FFHQ256_FLAGS))
+    return load_into(net, read_state_dict(path), path).eval()
 
 
 def image_seed(base_seed: int, name: str) -> int:

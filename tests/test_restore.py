@@ -1,0 +1,161 @@
+"""DR2E pipeline and the `restore` command: real loading paths with the tiny fixture weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import load_fixture
+from PIL import Image
+
+from lightning_dr2.config import RestoreConfig, load_config
+from lightning_dr2.datasets.synthetic import render_face
+from lightning_dr2.dr2.pipeline import DR2E, build_enhancer, image_seed
+from lightning_dr2.restore import run_restore
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> dict:
+    """The tiny UNet (64 px, + flags sidecar) and tiny SPARNet of the fixtures, saved as weight files."""
+    root = tmp_path_factory.mktemp("weights")
+    remover = load_fixture("dr2_remover_tiny.pt")
+    torch.save(remover["state_dict"], root / "unet.pt")
+    (root / "unet.json").write_text(json.dumps(remover["flags"]))
+    sparnet = load_fixture("sparnet_tiny.pt")
+    torch.save({f"module.{k}": v for k, v in sparnet["state_dict"].items()}, root / "sparnet.pth")
+    return {"unet": root / "unet.pt", "sparnet": root / "sparnet.pth", "sparnet_config": sparnet["config"]}
+
+
+def tiny_pipe(weights: dict, **settings) -> DR2E:
+    return DR2E.from_weights(
+        weights["unet"],
+        enhancer="sparnethd",
+        enhancer_weights=str(weights["sparnet"]),
+        enhancer_options=weights["sparnet_config"],
+        **{"N": 4, "tau": 6, "omega": 9, **settings},
+    )
+
+
+def test_pipeline_three_lines(weights: dict) -> None:
+    pipe = tiny_pipe(weights)
+    faces = [render_face(seed, 80) for seed in range(3)]  # any input size: resized to the UNet's 64
+    restored = pipe.restore(faces, seeds=[1, 2, 3])
+    assert len(restored) == 3 and all(r.dtype == np.uint8 and r.shape == (64, 64, 3) for r in restored)
+    again = pipe.restore(faces[1:2], seeds=[2])
+    assert np.array_equal(again[0], restored[1])  # per-image seeds: independent of the batch
+
+
+def test_pipeline_without_enhancer_upsamples_dr2(weights: dict) -> None:
+    pipe = DR2E.from_weights(weights["unet"], enhancer="none", N=4, tau=6, omega=9, enhancer_size=128)
+    out = pipe.restore_tensors(torch.zeros(2, 3, 64, 64), seeds=[0, 1])
+    assert out["dr2"].shape == (2, 3, 64, 64) and out["output"].shape == (2, 3, 128, 128)
+
+
+def test_bad_settings_fail_at_construction(weights: dict) -> None:
+    with pytest.raises(ValueError, match="must divide"):
+        tiny_pipe(weights, N=3)
+    with pytest.raises(ValueError, match="beyond the respaced grid"):
+        tiny_pipe(weights, tau=10, omega=100)
+    with pytest.raises(ValueError, match="unknown enhancer"):
+        build_enhancer("gfpgan-typo")
+
+
+def test_missing_unet_weights_name_the_file(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("DR2_WEIGHTS", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="DR2_FFHQ.pkl"):
+        DR2E.from_weights(None, enhancer="none")
+
+
+def make_inputs(root: Path) -> list[str]:
+    names = ["a.png", "nested/b.jpg", "nested/deeper/c.png"]
+    for i, name in enumerate(names):
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(render_face(i, 72)).save(path)
+    (root / "nested" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return names
+
+
+def restore_cfg(weights: dict, input_dir: Path, output_dir: Path, *extra: str):
+    cfg = load_config(
+        None,
+        [
+            f"unet_weights={weights['unet']}",
+            "net.image_size=64",
+            "enhancer.name=sparnethd",
+            f"enhancer.weights={weights['sparnet']}",
+            *[f"enhancer.options.{k}={v}" for k, v in weights["sparnet_config"].items()],
+            "dr2.N=4",
+            "dr2.tau=6",
+            "dr2.omega=8",
+            "batch_size=2",
+            "num_workers=0",
+            "progress_bar=false",
+            "comparison=true",
+            *extra,
+        ],
+        schema=RestoreConfig,
+    )
+    cfg.input, cfg.output = str(input_dir), str(output_dir)
+    return cfg
+
+
+def test_restore_folder_resumes_and_lists_bad_files(weights: dict, tmp_path: Path) -> None:
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    names = make_inputs(inputs)
+    # An output finished by an earlier (crashed) run: must be kept, not recomputed.
+    done = outputs / "restored" / "a.png"
+    done.parent.mkdir(parents=True)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(done)
+    summary = run_restore(restore_cfg(weights, inputs, outputs))
+    assert summary.restored == 2 and summary.skipped == 1
+    assert [rel for rel, _ in summary.bad] == ["nested/broken.png"]
+    assert np.asarray(Image.open(done)).max() == 0  # untouched
+    for name in names[1:]:
+        png = str(Path(name).with_suffix(".png"))
+        assert (outputs / "restored" / png).is_file() and (outputs / "dr2" / png).is_file()
+        assert Image.open(outputs / "comparison" / png).size == (64 * 3, 64)
+    manifest = json.loads((outputs / "manifest.json").read_text())
+    ok = {r["name"]: r for r in manifest["images"] if r["status"] == "ok"}
+    assert set(ok) == set(names[1:])
+    rec = ok["nested/b.jpg"]
+    assert (rec["N"], rec["tau"], rec["omega"]) == (4, 6, 8)
+    assert rec["seed"] == image_seed(0, "nested/b.jpg") and len(rec["unet_sha256"]) == 64
+    assert "nested/broken.png" in (outputs / "bad_files.txt").read_text()
+    assert (outputs / "manifest.csv").read_text().count("\n") == 3  # header + 2 restored
+
+    # Rerun: nothing left but the bad file; a new input is picked up; earlier records are kept.
+    before = (outputs / "restored" / "nested" / "b.png").stat().st_mtime_ns
+    Image.fromarray(render_face(9, 64)).save(inputs / "new.png")
+    summary = run_restore(restore_cfg(weights, inputs, outputs))
+    assert summary.restored == 1 and summary.skipped == 3
+    assert (outputs / "restored" / "nested" / "b.png").stat().st_mtime_ns == before
+    names_now = {r["name"] for r in json.loads((outputs / "manifest.json").read_text())["images"]}
+    assert {"new.png", "nested/b.jpg", "nested/deeper/c.png", "nested/broken.png"} <= names_now
+
+
+def test_restore_same_result_on_two_processes(weights: dict, tmp_path: Path) -> None:
+    """2-process CPU predict: every image written exactly once, identical to the 1-process output."""
+    inputs = tmp_path / "in"
+    make_inputs(inputs)
+    for i in range(3):
+        Image.fromarray(render_face(20 + i, 64)).save(inputs / f"extra{i}.png")
+    run_restore(restore_cfg(weights, inputs, tmp_path / "one", "comparison=false"))
+    summary = run_restore(
+        restore_cfg(weights, inputs, tmp_path / "two", "comparison=false", "devices=2", "strategy=ddp_spawn")
+    )
+    one = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one" / "restored").rglob("*.png"))
+    two = sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two" / "restored").rglob("*.png"))
+    assert one == two and len(one) == 6
+    for rel in one:
+        a = np.asarray(Image.open(tmp_path / "one" / rel)).astype(int)
+        b = np.asarray(Image.open(tmp_path / "two" / rel)).astype(int)
+        assert np.abs(a - b).max() <= 1, rel
+    records = json.loads((tmp_path / "two" / "manifest.json").read_text())["images"]
+    ok = [r["name"] for r in records if r["status"] == "ok"]
+    assert len(ok) == len(set(ok)) == 6
+    assert summary.bad == [("nested/broken.png", summary.bad[0][1])]
