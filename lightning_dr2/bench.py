@@ -7,6 +7,7 @@ anchors in DESIGN.md were measured on one H200 at 256x256 with the DR2 UNet flag
 from __future__ import annotations
 
 import json
+import math
 import platform
 import resource
 import time
@@ -146,7 +147,91 @@ def bench_train(options: Sequence[str]) -> dict[str, Any]:
     }
 
 
-BENCHMARKS: dict[str, Callable[[Sequence[str]], dict[str, Any]]] = {"train": bench_train}
+def psnr_db(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR of two [-1, 1] batches on the [0, 1] scale (a benchmark-side agreement check)."""
+    mse = ((a.float() - b.float()) / 2).pow(2).mean().item()
+    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def bench_restore(options: Sequence[str]) -> dict[str, Any]:
+    """DR2 + SPARNetHD end to end (random weights): ms/image, UNet calls, peak memory, bf16-vs-fp32 PSNR.
+
+    On GPU the defaults are the DR2 release's networks at (N, tau) = (8, 35), 256 -> 512; on CPU a tiny
+    UNet and SPARNet (64 px) so the benchmark finishes in seconds. The fast path (bf16 autocast,
+    channels_last, optional torch.compile) is compared with the fp32 eager path under identical noise.
+    """
+    cuda = torch.cuda.is_available()
+    opts = parse_overrides(
+        options,
+        {
+            "flags": "dr2" if cuda else "tiny",
+            "batch": 32 if cuda else 2,
+            "N": 8,
+            "tau": 35,
+            "dtype": "bf16" if cuda else "fp32",
+            "compile": cuda,
+            "channels_last": cuda,
+            "device": "cuda" if cuda else "cpu",
+            "repeats": 3 if cuda else 1,
+            "enhancer": "sparnethd",
+            "check": True,
+        },
+    )
+    from lightning_dr2.dr2.pipeline import DR2E, build_enhancer
+
+    device = torch.device(opts["device"])
+    torch.manual_seed(0)
+    unet = UNet.from_flags(UNET_PRESETS[opts["flags"]]).eval()
+    tiny = opts["flags"] == "tiny"
+    enhancer_options = {"size": 128, "min_ch": 16, "max_ch": 64, "min_feat_size": 16, "res_depth": 3} if tiny else {}
+    enhancer = build_enhancer(opts["enhancer"], "random", enhancer_options)
+    enhancer_size = int(getattr(enhancer, "size", 512 if not tiny else 128))
+    size = unet.image_size
+    lq = torch.rand(opts["batch"], 3, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    seeds = list(range(opts["batch"]))
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opts["dtype"])
+
+    def build(fast: bool) -> DR2E:
+        pipe = DR2E(
+            unet, enhancer, N=opts["N"], tau=opts["tau"], enhancer_size=enhancer_size, dtype=dtype if fast else None
+        ).to(device)
+        return pipe.optimize(compile=opts["compile"], channels_last=opts["channels_last"]) if fast else pipe
+
+    fast = build(True)
+    run = lambda: fast.restore_tensors(lq, seeds=seeds)  # noqa: E731
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = time_steps(run, device, warmup=1, steps=opts["repeats"])
+    result = {
+        "benchmark": "restore",
+        **device_info(device),
+        "unet_flags": opts["flags"],
+        "unet_size": size,
+        "enhancer": opts["enhancer"],
+        "enhancer_size": enhancer_size,
+        "N": opts["N"],
+        "tau": opts["tau"],
+        "omega": fast.omega_value,
+        "unet_calls_per_image": fast.dr2.unet_calls(opts["N"], opts["tau"]),
+        "dtype": opts["dtype"],
+        "batch": opts["batch"],
+        "compile": opts["compile"],
+        "channels_last": opts["channels_last"],
+        "ms_per_image": round(seconds * 1e3 / opts["batch"], 2),
+        "img_per_s": round(opts["batch"] / seconds, 2),
+        "peak_memory_gib": round(peak_memory_gib(device), 3),
+        "torch": torch.__version__,
+    }
+    if opts["check"] and dtype is not None:
+        # Same seeds -> same noise: the fast path must agree with fp32 eager (goal: >= 35 dB).
+        reference = DR2E(unet, enhancer, N=opts["N"], tau=opts["tau"], enhancer_size=enhancer_size).to(device)
+        result["psnr_fast_vs_fp32_db"] = round(
+            psnr_db(run()["output"], reference.restore_tensors(lq, seeds=seeds)["output"]), 2
+        )
+    return result
+
+
+BENCHMARKS: dict[str, Callable[[Sequence[str]], dict[str, Any]]] = {"train": bench_train, "restore": bench_restore}
 
 
 def run_benchmark(what: str, options: Sequence[str], out: str | Path | None = None) -> dict[str, Any]:

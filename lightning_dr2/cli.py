@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("restore", help="restore a folder of faces with DR2 + enhancer (multi-GPU, resumable)")
     p.add_argument("--input", required=True, help="folder of aligned LQ faces (searched recursively)")
     p.add_argument("--output", required=True, help="output folder (mirrors the input tree)")
-    p.add_argument("--config", default=None, help="optional YAML with RestoreConfig keys (see experiments/restore_*.yaml)")
+    p.add_argument(
+        "--config", default=None, help="optional YAML with RestoreConfig keys (see experiments/restore_*.yaml)"
+    )
     p.add_argument(
         "overrides", nargs="*", help="e.g. dr2.N=8 dr2.tau=35 enhancer.name=none batch_size=16 unet_weights=FILE"
     )
@@ -125,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("bench", help="benchmarks with JSON output (device, dtype, batch, img/s, peak memory)")
-    p.add_argument("what", choices=["train"], help="what to measure")
+    p.add_argument("what", choices=["train", "restore"], help="what to measure")
     p.add_argument(
         "overrides", nargs="*", help="key=value: batch=16 size=256 flags=dr2|tiny compile=true dtype=bf16 steps=20"
     )

@@ -168,14 +168,11 @@ class DR2Settings:
 
 
 @dataclass
-class RestoreConfig:
-    """`python -m lightning_dr2 restore`: DR2 (+ enhancer) over folders of aligned faces."""
+class PipelineConfig:
+    """DR2 (+ enhancer) networks, settings and how to run them; shared by restore and eval."""
 
-    experiment: str = "restore"
-    input: str | None = None
-    output: str | None = None
-    unet_weights: str | None = None  # default: DR2_FFHQ.pkl from the weights registry
-    net: NetConfig = field(default_factory=lambda: NetConfig(**DR2_FFHQ256_FLAGS))
+    unet_weights: str | None = None  # file, registry name, or "random"; default DR2_FFHQ.pkl from the registry
+    net: NetConfig = field(default_factory=lambda: NetConfig(**DR2_FFHQ256_FLAGS))  # a <weights>.json sidecar wins
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     dr2: DR2Settings = field(default_factory=DR2Settings)
     enhancer: EnhancerConfig = field(default_factory=EnhancerConfig)
@@ -188,15 +185,66 @@ class RestoreConfig:
     devices: Any = "auto"
     strategy: str = "auto"  # Lightning picks DDP for several devices; ddp_spawn for notebooks/tests
     num_workers: int = 2
-    save_dr2: bool = True  # also write the DR2 intermediate (x0_hat at tau)
-    comparison: bool = False  # also write input | DR2 | output side by side
     progress_bar: bool = True
 
 
+@dataclass
+class RestoreConfig(PipelineConfig):
+    """`python -m lightning_dr2 restore`: DR2 (+ enhancer) over folders of aligned faces."""
+
+    experiment: str = "restore"
+    input: str | None = None
+    output: str | None = None
+    save_dr2: bool = True  # also write the DR2 intermediate (x0_hat at tau)
+    comparison: bool = False  # also write input | DR2 | output side by side
+
+
+@dataclass
+class EvalSetConfig:
+    """One benchmark set: a folder built by `testset` (paired LQ/HQ splits) or a folder of real LQ faces."""
+
+    name: str = "celeba_test"
+    root: str = "data/testsets/celeba_test"
+    kind: str = "paired"  # paired | real
+    splits: list[str] = field(default_factory=list)  # paired sets: empty = every split in the folder
+    limit: int = 0  # evaluate the first `limit` images of each split (0 = all)
+    # FID reference statistics (.npz from `fid-stats`, or BasicSR's inception_FFHQ_512-f7b384ab.pth).
+    # None: paired sets use the statistics of their own HQ images; real sets need a file.
+    fid_reference: str | None = None
+
+
+@dataclass
+class SettingConfig:
+    N: int = 8
+    tau: int = 35
+    omega: int | None = None
+
+
+@dataclass
+class EvalConfig(PipelineConfig):
+    """`python -m lightning_dr2 eval`: DR2 (+ enhancer) over benchmark sets x (N, tau) settings -> metrics."""
+
+    experiment: str = "eval"
+    run: str | None = None
+    runs_dir: str = "runs"
+    sets: list[EvalSetConfig] = field(default_factory=lambda: [EvalSetConfig()])
+    settings: list[SettingConfig] = field(default_factory=lambda: [SettingConfig()])
+    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lpips", "fid", "deg"])
+    lpips_net: str = "vgg"  # vgg (BasicSR/VQFR scripts) | alex
+    skip_missing_weights: bool = False  # true: a metric whose weights are missing is skipped with a note
+    reference: bool = False  # also evaluate the LQ inputs themselves (the papers' "Input" row)
+    report_images: int = 8  # input | DR2 | output | GT rows per split in the report
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
 def schema_for(experiment: str | Path) -> type:
-    """Which schema a recipe in experiments/ follows, by its name: restore_* -> RestoreConfig, else training."""
+    """Which schema a recipe in experiments/ follows, by its name: restore_*, eval_*, else training."""
     stem = Path(str(experiment)).stem
-    return RestoreConfig if stem.startswith("restore") else ExperimentConfig
+    if stem.startswith("restore"):
+        return RestoreConfig
+    if stem.startswith("eval"):
+        return EvalConfig
+    return ExperimentConfig
 
 
 class ConfigError(ValueError):

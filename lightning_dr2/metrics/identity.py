@@ -123,6 +123,7 @@ class IdentityDistance(Metric):
         if not bool(torch.isfinite(deg).all()):
             raise ValueError("identity embeddings gave a NaN angle (a zero or non-finite embedding)")
         same = deg < self.threshold_deg
+        self.last_values = deg.detach()  # per-pair angles of this batch (identical pairs included)
         self.sum_deg += deg[~same].sum()
         self.count += (~same).sum()
         self.identical += same.sum()

@@ -127,6 +127,7 @@ class LPIPSMetric(Metric):
         with torch.no_grad(), torch.autocast(device_type=preds.device.type, enabled=False):
             values = self.net(self._to_unit_range(preds), self._to_unit_range(target))
         values = values.flatten().double()
+        self.last_values = values.detach()  # per-image values of this batch
         self.sum += values.sum()
         self.count += values.numel()
 

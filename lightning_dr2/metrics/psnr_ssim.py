@@ -150,6 +150,7 @@ class _PerImageMean(Metric):
         if preds.shape != target.shape:
             raise ValueError(f"preds and target shapes differ: {tuple(preds.shape)} vs {tuple(target.shape)}")
         values = self._per_image(to_uint8(preds, self.value_range), to_uint8(target, self.value_range))
+        self.last_values = values.detach()  # per-image values of this batch (per-image CSVs, W&B tables)
         self.sum += values.sum()
         self.count += values.numel()
 
