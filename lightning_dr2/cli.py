@@ -46,6 +46,35 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     return weights_main(args.fetch, args.fetch_all, args.weights_dir, args.json)
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from lightning_dr2.evaluation import eval_main
+
+    overrides = list(args.overrides) + (["reference=true"] if args.reference else [])
+    return eval_main(args.experiment, overrides)
+
+
+def _cmd_testset(args: argparse.Namespace) -> int:
+    from lightning_dr2.datasets.testsets import testset_main
+
+    return testset_main(args.hq, args.out, args.spec, overwrite=args.overwrite, limit=args.limit, workers=args.workers)
+
+
+def _cmd_fid_stats(args: argparse.Namespace) -> int:
+    from lightning_dr2.metrics.fid import compute_fid_stats
+
+    result = compute_fid_stats(
+        args.folder, args.out, batch_size=args.batch_size, device=args.device, weights_dir=args.weights_dir
+    )
+    print(f"{result.stats.count} images -> {result.path} ({len(result.skipped)} unreadable files skipped)")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from lightning_dr2.compare import compare_main
+
+    return compare_main(args.runs, args.metrics, args.out, args.wandb_project, plot=not args.no_plot)
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
@@ -108,6 +137,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-dir", default=None, help="look here first (and download here); default $DR2_WEIGHTS")
     p.add_argument("--json", action="store_true", help="print the listing as JSON")
     p.set_defaults(func=_cmd_weights)
+
+    p = sub.add_parser("eval", help="evaluate DR2 (+ enhancer) on benchmark sets: PSNR, SSIM, LPIPS, FID, Deg")
+    p.add_argument("experiment", help="eval recipe, e.g. experiments/eval_celeba_test.yaml or eval_celeba_test")
+    p.add_argument("overrides", nargs="*", help="e.g. unet_weights=FILE devices=8 'settings=[{N: 8, tau: 35}]'")
+    p.add_argument("--reference", action="store_true", help="also score the LQ inputs themselves (the 'Input' row)")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("testset", help="build a benchmark set (CelebA-Test grid) from HQ faces")
+    p.add_argument("--hq", required=True, help="folder of HQ faces (e.g. the CelebA-HQ test images)")
+    p.add_argument("--out", required=True, help="output folder: hq/, <split>/lq/, manifest.json")
+    p.add_argument("--spec", default="celeba_test", help="spec name in experiments/testsets/ or a YAML path")
+    p.add_argument("--overwrite", action="store_true", help="replace a set built from another spec")
+    p.add_argument("--limit", type=int, default=None, help="only the first N HQ images")
+    p.add_argument("--workers", type=int, default=0, help="worker processes")
+    p.set_defaults(func=_cmd_testset)
+
+    p = sub.add_parser("fid-stats", help="FID reference statistics (mu, sigma) of a folder, saved as .npz")
+    p.add_argument("folder")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--device", default=None)
+    p.add_argument("--weights-dir", default=None)
+    p.set_defaults(func=_cmd_fid_stats)
+
+    p = sub.add_parser("compare", help="compare evaluation runs (local results.json or W&B) as a table and plot")
+    p.add_argument("runs", nargs="*", help="run directories (or folders holding them)")
+    p.add_argument("--metrics", nargs="+", default=None, help="subset of psnr ssim lpips fid deg")
+    p.add_argument("--out", default=None, help="where to write comparison.md/.csv/.png (default runs/compare)")
+    p.add_argument("--wandb-project", default=None, help="ENTITY/PROJECT: read runs from the W&B API")
+    p.add_argument("--no-plot", action="store_true")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("config", help="print the resolved config of an experiment with overrides")
     p.add_argument("experiment")

@@ -195,6 +195,7 @@ class RestoreConfig(PipelineConfig):
     experiment: str = "restore"
     input: str | None = None
     output: str | None = None
+    limit: int = 0  # restore only the first `limit` images (sorted by path); 0 = all
     save_dr2: bool = True  # also write the DR2 intermediate (x0_hat at tau)
     comparison: bool = False  # also write input | DR2 | output side by side
 
@@ -234,6 +235,7 @@ class EvalConfig(PipelineConfig):
     skip_missing_weights: bool = False  # true: a metric whose weights are missing is skipped with a note
     reference: bool = False  # also evaluate the LQ inputs themselves (the papers' "Input" row)
     report_images: int = 8  # input | DR2 | output | GT rows per split in the report
+    random_metric_networks: bool = False  # smoke tests only: LPIPS/FID/ArcFace with random weights
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 

@@ -117,9 +117,11 @@ class RestoreSummary:
     seconds: float
 
 
-def pending_inputs(input_dir: Path, output_dir: Path) -> tuple[list[str], int]:
+def pending_inputs(input_dir: Path, output_dir: Path, limit: int = 0) -> tuple[list[str], int]:
     """Relative paths still to restore, and how many already have a final output (resume)."""
     files = list_images(input_dir)
+    if limit:
+        files = files[:limit]
     rels = [str(f.relative_to(input_dir)) for f in files]
     done = [r for r in rels if (output_dir / "restored" / output_name(r)).is_file()]
     finished = set(done)
@@ -135,7 +137,7 @@ def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSumma
         raise FileNotFoundError(f"input folder {input_dir} does not exist")
     if input_dir.resolve() == output_dir.resolve():
         raise ConfigError(f"--output must differ from --input ({input_dir}): inputs are never overwritten")
-    todo, skipped = pending_inputs(input_dir, output_dir)
+    todo, skipped = pending_inputs(input_dir, output_dir, cfg.limit)
     output_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, output_dir / "restore_config.yaml")
     log.info("%d images to restore, %d already done in %s", len(todo), skipped, output_dir)

@@ -178,8 +178,14 @@ class DR2E:
         """Build from weight files (paths, registry names, or "random"); `settings` go to `DR2E(...)`."""
         net = load_unet(unet, unet_flags, weights_dir)
         enh = build_enhancer(enhancer, enhancer_weights, enhancer_options, weights_dir)
-        if enh is not None and "enhancer_size" not in settings:
-            settings["enhancer_size"] = int(getattr(enh, "size", 512))
+        native = getattr(enh, "size", None)
+        if native is not None and settings.get("enhancer_size", native) != native:
+            raise ValueError(
+                f"enhancer '{enhancer}' works at {native}x{native}, not enhancer.size={settings['enhancer_size']}; "
+                "leave enhancer.size at the network's size"
+            )
+        if native is not None:
+            settings["enhancer_size"] = int(native)
         return cls(net, enh, **settings).to(device)
 
     @classmethod
@@ -205,6 +211,7 @@ class DR2E:
             sampler=cfg.dr2.sampler,
             eta=cfg.dr2.eta,
             dtype=dtype,
+            **({"enhancer_size": cfg.enhancer.size} if cfg.enhancer.name == "none" else {}),
         )
 
     def to(self, device: str | torch.device) -> DR2E:

@@ -1,0 +1,501 @@
+"""`python -m lightning_dr2 compare`: put evaluation runs side by side (Markdown, CSV, PNG).
+
+Runs come from local run directories (their `results.json`, written by `eval`) or from a W&B project
+(the `eval/<set>/<split>[/<setting>]/<metric>` summary keys the framework logs). Both are turned into
+the same rows, so a table can mix runs that were synced to W&B with runs that only exist on disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Canonical order of the metric columns; True: higher is better.
+METRICS: dict[str, bool] = {"psnr": True, "ssim": True, "lpips": False, "fid": False, "deg": False}
+METRIC_TITLES = {"psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "fid": "FID", "deg": "Deg"}
+METRIC_FORMATS = {"psnr": "{:.2f}", "ssim": "{:.4f}", "lpips": "{:.4f}", "fid": "{:.2f}", "deg": "{:.2f}"}
+MISSING = "–"
+REFERENCE_SETTING = "input"  # the "Input" row (LQ images scored as they are): a reference, never "best"
+DEFAULT_OUT = "runs/compare"
+RESULTS_FILE = "results.json"
+
+
+class CompareError(ValueError):
+    """Bad input for `compare`; the message names the path, key or option at fault and how to fix it."""
+
+
+@dataclass
+class Entry:
+    """One evaluated (set, split, setting) of one run."""
+
+    set: str
+    split: str
+    setting: str
+    metrics: dict[str, float | None]
+    n_images: int | None = None
+
+
+@dataclass
+class RunResults:
+    """All entries of one run, with where they came from (a file or a W&B run) for labels and messages."""
+
+    label: str
+    source: str
+    disambiguator: str  # appended to the label when two runs would otherwise share it
+    entries: list[Entry]
+
+
+@dataclass
+class Comparison:
+    """What `compare` produced: the ordered rows, the metric columns, the Markdown and the files written."""
+
+    rows: list[tuple[str, Entry]]
+    metrics: list[str]
+    markdown: str
+    runs: list[RunResults]
+    files: list[Path] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------- metrics
+
+
+def parse_metrics(metrics: Sequence[str] | None) -> list[str] | None:
+    """Validate metric names early, before any file is read, so a typo fails fast with the valid names."""
+    if metrics is None:
+        return None
+    chosen: list[str] = []
+    for name in metrics:
+        for part in str(name).split(","):  # accept "psnr,ssim" as well as "psnr ssim"
+            key = part.strip().lower()
+            if not key:
+                continue
+            if key not in METRICS:
+                raise CompareError(f"unknown metric '{part.strip()}'; valid metrics: {', '.join(METRICS)}")
+            if key not in chosen:
+                chosen.append(key)
+    if not chosen:
+        raise CompareError(f"no metric given; valid metrics: {', '.join(METRICS)}")
+    return chosen
+
+
+def _number(value: Any) -> float | None:
+    """A metric value as float, or None when it was not measured (null, NaN)."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        value = float(value)
+        return None if math.isnan(value) else value
+    return None
+
+
+def setting_name(N: Any, tau: Any) -> str:
+    """The same setting label as `eval` writes (e.g. `N8_tau35`)."""
+    return f"N{N}_tau{tau}"
+
+
+# ------------------------------------------------------------------------------------------ local runs
+
+
+def find_results(paths: Iterable[str | Path]) -> list[Path]:
+    """Every results.json the given paths stand for: the file itself, a run dir, or a folder of run dirs."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise CompareError(f"{path} does not exist (expected a run dir, its {RESULTS_FILE}, or a folder of runs)")
+        if path.is_file():
+            hits = [path]
+        elif (path / RESULTS_FILE).is_file():
+            hits = [path / RESULTS_FILE]
+        else:
+            hits = sorted(p for p in path.rglob(RESULTS_FILE) if p.is_file())
+            if not hits:
+                raise CompareError(
+                    f"no {RESULTS_FILE} in {path} or below it; run `python -m lightning_dr2 eval ...` first "
+                    f"or pass a run dir such as runs/<experiment>/<run>"
+                )
+        for hit in hits:
+            if hit.resolve() not in {f.resolve() for f in found}:
+                found.append(hit)
+    return found
+
+
+def load_results(path: str | Path) -> RunResults:
+    """Read one results.json; every structural problem is reported with the file and the offending key."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise CompareError(f"{path} is not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise CompareError(f"cannot read {path}: {err}") from err
+    if not isinstance(data, dict):
+        raise CompareError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
+    results = data.get("results")
+    if not isinstance(results, list):
+        found = "missing" if results is None else f"a {type(results).__name__}"
+        raise CompareError(f"{path}: 'results' must be a list of entries, it is {found}")
+
+    entries = [_entry(item, f"{path}: results[{i}]") for i, item in enumerate(results)]
+    # runs/<experiment>/<run>/results.json: the folders name the run when the file does not.
+    experiment = str(data.get("experiment") or path.parent.parent.name or "run")
+    run = str(data.get("run") or path.parent.name)
+    return RunResults(label=f"{experiment}/{run}", source=str(path), disambiguator=path.parent.name, entries=entries)
+
+
+def _entry(item: Any, where: str) -> Entry:
+    if not isinstance(item, dict):
+        raise CompareError(f"{where} must be an object, got {type(item).__name__}")
+    for key in ("set", "split"):
+        if not isinstance(item.get(key), str) or not item[key]:
+            raise CompareError(f"{where} has no '{key}' (a non-empty string)")
+    setting = item.get("setting")
+    if setting is None:
+        setting = setting_name(item["N"], item["tau"]) if "N" in item and "tau" in item else ""
+    raw_metrics = item.get("metrics") or {}
+    if not isinstance(raw_metrics, dict):
+        raise CompareError(f"{where}: 'metrics' must be an object, got {type(raw_metrics).__name__}")
+    metrics: dict[str, float | None] = {}
+    for key, value in raw_metrics.items():
+        name = str(key).lower()
+        if name not in METRICS:
+            continue  # extra diagnostics such as deg_identical are not comparison columns
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise CompareError(f"{where}: metric '{key}' must be a number or null, got {value!r}")
+        metrics[name] = _number(value)
+    n_images = item.get("n_images")
+    return Entry(
+        set=item["set"],
+        split=item["split"],
+        setting=str(setting),
+        metrics=metrics,
+        n_images=n_images if isinstance(n_images, int) and not isinstance(n_images, bool) else None,
+    )
+
+
+def load_local_runs(paths: Iterable[str | Path]) -> list[RunResults]:
+    return [load_results(p) for p in find_results(paths)]
+
+
+# -------------------------------------------------------------------------------------------- W&B runs
+
+
+def load_wandb_runs(project: str, filters: dict[str, Any] | None = None) -> list[RunResults]:
+    """Runs of a W&B project that logged `eval/...` summary keys, as the same rows as local results.
+
+    Reading needs credentials and network; both failures become one message that says how to log in or
+    how to compare the local run dirs instead (every eval run also writes results.json).
+    """
+    project = project.strip().strip("/")
+    if not project or project.count("/") > 1:
+        raise CompareError(f"--wandb-project must look like ENTITY/PROJECT (or PROJECT), got '{project}'")
+    try:
+        import wandb
+    except ImportError as err:  # pragma: no cover - wandb is a dependency
+        raise CompareError("wandb is not installed: pip install wandb, or compare local run dirs") from err
+
+    try:
+        api = wandb.Api()
+        runs = [_wandb_run(run, project) for run in api.runs(project, filters=filters)]
+    except CompareError:
+        raise
+    except Exception as err:
+        raise CompareError(
+            f"cannot read W&B project '{project}': {type(err).__name__}: {err}\n"
+            "Log in with `wandb login` (or set WANDB_API_KEY) on a machine with network access, or compare "
+            "local run dirs instead: python -m lightning_dr2 compare runs/<experiment>/<run> ..."
+        ) from err
+    found = [run for run in runs if run.entries]
+    if not found:
+        raise CompareError(
+            f"no run in W&B project '{project}' has eval/<set>/<split>/<metric> summary keys "
+            f"(checked {len(runs)} run(s)); offline runs need `wandb sync runs/<experiment>/<run>/wandb/offline-run-*`"
+        )
+    return found
+
+
+def _flatten(mapping: Any, prefix: str = "") -> dict[str, Any]:
+    """W&B keeps `a/b/c` keys flat, but a dict logged under `eval` shows up nested: accept both."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        # duck-typed: the public API hands out nested summary values as dict-like SummarySubDict objects
+        if hasattr(value, "items") and not str(key).startswith("_"):
+            flat.update(_flatten(value, f"{name}/"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _config_setting(config: Mapping[str, Any] | None) -> str:
+    """The setting a 4-part key refers to: the run's only (N, tau) setting, when its config says so."""
+    settings = (config or {}).get("settings")
+    if isinstance(settings, Mapping) and "value" in settings:  # raw W&B config form {"value": ...}
+        settings = settings["value"]
+    if isinstance(settings, list) and len(settings) == 1 and isinstance(settings[0], Mapping):
+        only = settings[0]
+        if "N" in only and "tau" in only:
+            return setting_name(only["N"], only["tau"])
+    return ""
+
+
+def _wandb_run(run: Any, project: str) -> RunResults:
+    summary = run.summary
+    items = summary.items() if hasattr(summary, "items") else dict(summary).items()
+    flat = _flatten(dict(items))
+    default_setting = _config_setting(getattr(run, "config", None))
+
+    grouped: dict[tuple[str, str, str], dict[str, float | None]] = {}
+    for key, value in flat.items():
+        parts = str(key).split("/")
+        if parts[0] != "eval" or len(parts) not in (4, 5) or parts[-1].lower() not in METRICS:
+            continue
+        setting = parts[3] if len(parts) == 5 else default_setting
+        grouped.setdefault((parts[1], parts[2], setting), {})[parts[-1].lower()] = _number(value)
+    entries = [Entry(set=s, split=sp, setting=st, metrics=m) for (s, sp, st), m in grouped.items()]
+
+    # The framework names runs `<experiment>/<run>` with group = experiment: keep that as the label, so a
+    # W&B run reads the same as its local run dir; otherwise prefix the group.
+    name = str(getattr(run, "name", "") or getattr(run, "id", "run"))
+    group = getattr(run, "group", None)
+    label = name if not group or name.startswith(f"{group}/") else f"{group}/{name}"
+    run_id = str(getattr(run, "id", name))
+    return RunResults(label=label, source=f"wandb:{project}/{run_id}", disambiguator=f"wandb:{run_id}", entries=entries)
+
+
+# ------------------------------------------------------------------------------------------------ table
+
+
+def unique_labels(runs: list[RunResults]) -> None:
+    """Make labels unique in place: a collision gets the folder (or W&B id), then a counter if still equal."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.label] = counts.get(run.label, 0) + 1
+    for run in runs:
+        if counts[run.label] > 1:
+            run.label = f"{run.label} ({run.disambiguator})"
+    seen: dict[str, int] = {}
+    for run in runs:
+        seen[run.label] = seen.get(run.label, 0) + 1
+        if seen[run.label] > 1:
+            run.label = f"{run.label} #{seen[run.label]}"
+
+
+def ordered_rows(runs: list[RunResults]) -> list[tuple[str, Entry]]:
+    """Rows grouped by set, then split (first-seen order), runs in the order given: groups read as blocks."""
+    groups: dict[tuple[str, str], list[tuple[str, Entry]]] = {}
+    set_order: dict[str, int] = {}
+    for run in runs:
+        for entry in run.entries:
+            set_order.setdefault(entry.set, len(set_order))
+            groups.setdefault((entry.set, entry.split), []).append((run.label, entry))
+    keys = sorted(groups, key=lambda key: set_order[key[0]])  # stable: splits keep first-seen order in a set
+    return [row for key in keys for row in groups[key]]
+
+
+def present_metrics(rows: Sequence[tuple[str, Entry]]) -> list[str]:
+    """Default columns: every metric any row measured, in the canonical order."""
+    have = {m for _, e in rows for m, v in e.metrics.items() if v is not None}
+    return [m for m in METRICS if m in have]
+
+
+def format_value(metric: str, value: float | None) -> str:
+    return MISSING if value is None else METRIC_FORMATS[metric].format(value)
+
+
+def header(metric: str) -> str:
+    return f"{METRIC_TITLES[metric]} {'↑' if METRICS[metric] else '↓'}"
+
+
+def best_marks(rows: Sequence[tuple[str, Entry]], metrics: Sequence[str]) -> set[tuple[int, str]]:
+    """(row index, metric) pairs holding the best value of their (set, split) group.
+
+    Compared as displayed, so two values that print the same are both marked; the LQ input reference row
+    is left out because it is a baseline, not a contender (unless a group has nothing else).
+    """
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, (_, entry) in enumerate(rows):
+        groups.setdefault((entry.set, entry.split), []).append(i)
+    marks: set[tuple[int, str]] = set()
+    for indices in groups.values():
+        contenders = [i for i in indices if rows[i][1].setting != REFERENCE_SETTING] or indices
+        for metric in metrics:
+            scored = [(rows[i][1].metrics.get(metric), i) for i in contenders]
+            scored = [(v, i) for v, i in scored if v is not None]
+            if not scored:
+                continue
+            pick = max if METRICS[metric] else min
+            best = format_value(metric, pick(v for v, _ in scored))
+            marks.update((i, metric) for v, i in scored if format_value(metric, v) == best)
+    return marks
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown_table(rows: Sequence[tuple[str, Entry]], metrics: Sequence[str]) -> str:
+    marks = best_marks(rows, metrics)
+    head = ["Run", "Set", "Split", "Setting", *(header(m) for m in metrics)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * len(metrics)) + "|"]
+    for i, (label, entry) in enumerate(rows):
+        cells = [_md_cell(label), _md_cell(entry.set), _md_cell(entry.split), _md_cell(entry.setting)]
+        for metric in metrics:
+            text = format_value(metric, entry.metrics.get(metric))
+            cells.append(f"**{text}**" if (i, metric) in marks else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown_report(runs: Sequence[RunResults], table: str) -> str:
+    """comparison.md: the table plus where every run came from, so the file stands on its own."""
+    sources = "\n".join(f"- `{run.label}`: {run.source}" for run in runs)
+    legend = f"↑ higher is better, ↓ lower is better; **bold**: best per set and split; {MISSING}: not measured."
+    return f"# Run comparison\n\n{table}\n\n{legend}\n\nRuns:\n\n{sources}\n"
+
+
+def write_csv(rows: Sequence[tuple[str, Entry]], metrics: Sequence[str], path: Path) -> Path:
+    """Raw values (full precision, empty when not measured) for spreadsheets and scripts."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "set", "split", "setting", "n_images", *metrics])
+        for label, entry in rows:
+            values = [entry.metrics.get(m) for m in metrics]
+            n = "" if entry.n_images is None else entry.n_images
+            writer.writerow(
+                [label, entry.set, entry.split, entry.setting, n, *("" if v is None else v for v in values)]
+            )
+    return path
+
+
+# ------------------------------------------------------------------------------------------------- plot
+
+
+def plot_comparison(rows: Sequence[tuple[str, Entry]], metrics: Sequence[str], path: Path) -> Path:
+    """One panel per metric, splits on x (grouped by set), one line per (run, setting).
+
+    Uses the Agg canvas directly instead of switching pyplot's global backend, so calling this from a
+    notebook or a training process leaves their plotting alone.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    # x positions: splits of one set side by side, one empty slot between sets (lines break there).
+    positions: dict[tuple[str, str], int] = {}
+    set_spans: dict[str, list[int]] = {}
+    x = 0
+    for _, entry in rows:
+        if (entry.set, entry.split) in positions:
+            continue
+        if entry.set not in set_spans and positions:
+            x += 1
+        positions[(entry.set, entry.split)] = x
+        set_spans.setdefault(entry.set, []).append(x)
+        x += 1
+    width = x
+
+    series: dict[tuple[str, str], dict[int, dict[str, float | None]]] = {}
+    for label, entry in rows:
+        series.setdefault((label, entry.setting), {})[positions[(entry.set, entry.split)]] = entry.metrics
+
+    fig = Figure(figsize=(max(6.0, 1.2 * width + 3.0), 2.3 * len(metrics) + 1.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(metrics), 1, sharex=True, squeeze=False)[:, 0]
+    markers = "osD^v<>pPX*h"
+    colors = [f"C{i}" for i in range(10)]
+    for ax, metric in zip(axes, metrics, strict=True):
+        for k, ((label, setting), points) in enumerate(series.items()):
+            ys = [math.nan] * width
+            for pos, values in points.items():
+                value = values.get(metric)
+                ys[pos] = math.nan if value is None else value
+            reference = setting == REFERENCE_SETTING
+            ax.plot(
+                range(width),
+                ys,
+                marker=markers[k % len(markers)],
+                color="0.45" if reference else colors[k % len(colors)],
+                linestyle=":" if reference else "-",
+                label=f"{label} · {setting}" if setting else label,
+            )
+        ax.set_ylabel(header(metric))
+        ax.grid(True, alpha=0.3)
+        for xs in list(set_spans.values())[1:]:
+            ax.axvline(xs[0] - 1, color="0.75", linewidth=0.8, linestyle="--")
+    rotate = width > 6 or max(len(split) for _, split in positions) > 10
+    axes[-1].set_xticks(
+        list(positions.values()),
+        [split for _, split in positions],
+        rotation=30 if rotate else 0,
+        ha="right" if rotate else "center",
+    )
+    axes[-1].set_xlim(-0.5, width - 0.5)
+    top = axes[0].secondary_xaxis("top")
+    top.set_xticks([sum(xs) / len(xs) for xs in set_spans.values()], list(set_spans), fontweight="bold")
+    top.tick_params(axis="x", length=0)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize="small", ncols=1 + len(labels) // 20)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+
+def compare(
+    run_dirs: Sequence[str | Path],
+    metrics: Sequence[str] | None = None,
+    out: str | Path | None = None,
+    wandb_project: str | None = None,
+    plot: bool = True,
+    wandb_filters: dict[str, Any] | None = None,
+) -> Comparison:
+    """Load runs, build the table and write comparison.{md,csv,png}; raises CompareError on bad input."""
+    chosen = parse_metrics(metrics)
+    if not run_dirs and not wandb_project:
+        raise CompareError("nothing to compare: give run dirs (e.g. runs/eval_celeba_test) or --wandb-project")
+    runs = load_local_runs(run_dirs) if run_dirs else []
+    if wandb_project:
+        runs += load_wandb_runs(wandb_project, wandb_filters)
+    unique_labels(runs)
+    rows = ordered_rows(runs)
+    if not rows:
+        raise CompareError("the given runs have no results entries: " + ", ".join(r.source for r in runs))
+    columns = chosen if chosen is not None else present_metrics(rows)
+    if not columns:
+        raise CompareError("no metric values in the given runs: " + ", ".join(r.source for r in runs))
+
+    table = markdown_table(rows, columns)
+    out_dir = Path(out if out is not None else DEFAULT_OUT)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md_path = out_dir / "comparison.md"
+    md_path.write_text(markdown_report(runs, table), encoding="utf-8")
+    files = [md_path, write_csv(rows, columns, out_dir / "comparison.csv")]
+    if plot:
+        files.append(plot_comparison(rows, columns, out_dir / "comparison.png"))
+    return Comparison(rows=rows, metrics=columns, markdown=table, runs=runs, files=files)
+
+
+def compare_main(
+    run_dirs: list[str],
+    metrics: list[str] | None = None,
+    out: str | None = None,
+    wandb_project: str | None = None,
+    plot: bool = True,
+) -> int:
+    """CLI entry: print the Markdown table (stdout stays pipeable), the written files on stderr; 2 on error."""
+    try:
+        result = compare(run_dirs, metrics, out, wandb_project, plot)
+    except CompareError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(result.markdown)
+    for path in result.files:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
