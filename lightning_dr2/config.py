@@ -128,6 +128,43 @@ class TrainerConfig:
 
 
 @dataclass
+class EvalSetConfig:
+    """One benchmark set: a folder built by `testset` (paired LQ/HQ splits) or a folder of real LQ faces."""
+
+    name: str = "celeba_test"
+    root: str = "data/testsets/celeba_test"
+    kind: str = "paired"  # paired | real
+    splits: list[str] = field(default_factory=list)  # paired sets: empty = every split in the folder
+    limit: int = 0  # evaluate the first `limit` images of each split (0 = all)
+    # FID reference statistics (.npz from `fid-stats`, or BasicSR's inception_FFHQ_512-f7b384ab.pth).
+    # None: paired sets use the statistics of their own HQ images; real sets need a file.
+    fid_reference: str | None = None
+
+
+@dataclass
+class SettingConfig:
+    N: int = 8
+    tau: int = 35
+    omega: int | None = None
+
+
+@dataclass
+class EvaluatorConfig:
+    """The DR2 evaluator callback during training (`lightning_dr2.callbacks.evaluator`)."""
+
+    enabled: bool = False
+    every_n_steps: int = 5000
+    sets: list[EvalSetConfig] = field(default_factory=list)
+    settings: list[SettingConfig] = field(default_factory=lambda: [SettingConfig()])
+    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lpips", "fid", "deg"])
+    respacing: int = 100
+    batch_size: int = 8
+    skip_missing_weights: bool = True
+    random_metric_networks: bool = False  # smoke tests only
+    log_images: int = 8
+
+
+@dataclass
 class ExperimentConfig:
     experiment: str = "ddpm_tiny"
     run: str | None = None  # default: $DR2_RUN, $SLURM_JOB_ID, or a timestamp chosen once
@@ -144,6 +181,7 @@ class ExperimentConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    evaluator: EvaluatorConfig = field(default_factory=lambda: EvaluatorConfig())
 
 
 @dataclass
@@ -198,27 +236,6 @@ class RestoreConfig(PipelineConfig):
     limit: int = 0  # restore only the first `limit` images (sorted by path); 0 = all
     save_dr2: bool = True  # also write the DR2 intermediate (x0_hat at tau)
     comparison: bool = False  # also write input | DR2 | output side by side
-
-
-@dataclass
-class EvalSetConfig:
-    """One benchmark set: a folder built by `testset` (paired LQ/HQ splits) or a folder of real LQ faces."""
-
-    name: str = "celeba_test"
-    root: str = "data/testsets/celeba_test"
-    kind: str = "paired"  # paired | real
-    splits: list[str] = field(default_factory=list)  # paired sets: empty = every split in the folder
-    limit: int = 0  # evaluate the first `limit` images of each split (0 = all)
-    # FID reference statistics (.npz from `fid-stats`, or BasicSR's inception_FFHQ_512-f7b384ab.pth).
-    # None: paired sets use the statistics of their own HQ images; real sets need a file.
-    fid_reference: str | None = None
-
-
-@dataclass
-class SettingConfig:
-    N: int = 8
-    tau: int = 35
-    omega: int | None = None
 
 
 @dataclass

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 from torchvision.utils import save_image
@@ -39,6 +40,7 @@ from lightning_dr2.config import (
 )
 from lightning_dr2.datasets.datamodule import ShardSampler
 from lightning_dr2.datasets.images import list_images, read_image
+from lightning_dr2.dr2 import default_omega
 from lightning_dr2.dr2.pipeline import resize
 from lightning_dr2.metrics.suite import MetricSuite
 from lightning_dr2.restore import output_name, run_restore, write_table
@@ -73,13 +75,15 @@ class ScoredImages(Dataset):
 
 
 class ScoreModule(pl.LightningModule):
-    """test_step: update the metric suite; the epoch end computes the synced values on every rank."""
+    """test_step: update the metric suite; the epoch end computes the synced values and writes them to
+    `out_dir` (per-image rows per rank, totals from rank 0): files, because under `ddp_spawn` the
+    module that scored lives in another process."""
 
-    def __init__(self, suite: MetricSuite) -> None:
+    def __init__(self, suite: MetricSuite, out_dir: Path) -> None:
         super().__init__()
         self.suite = suite
+        self.out_dir = out_dir
         self.per_image: list[dict[str, Any]] = []
-        self.results: dict[str, float] = {}
         self._resized = False
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -98,7 +102,11 @@ class ScoreModule(pl.LightningModule):
             self.per_image.append({"name": name, **{k: float(v[i]) for k, v in values.items()}})
 
     def on_test_epoch_end(self) -> None:
-        self.results = self.suite.compute()
+        results = self.suite.compute()  # every rank takes part in the sync
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / f"per_image.rank{self.global_rank}.json").write_text(json.dumps(self.per_image))
+        if self.trainer.is_global_zero:
+            (self.out_dir / "scores.json").write_text(json.dumps(results))
 
 
 class ScoreData(pl.LightningDataModule):
@@ -177,6 +185,7 @@ def _score(
     paired: bool,
     fid_reference: str | None,
     accelerator: str,
+    out_dir: Path,
 ) -> tuple[dict[str, float], list[dict[str, Any]], dict]:
     suite = MetricSuite(
         list(cfg.metrics),
@@ -186,7 +195,8 @@ def _score(
         skip_missing=cfg.skip_missing_weights,
         random_networks=cfg.random_metric_networks,
     )
-    module = ScoreModule(suite)
+    for old in out_dir.glob("per_image.rank*.json"):
+        old.unlink()
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=cfg.devices,
@@ -196,8 +206,11 @@ def _score(
         enable_model_summary=False,
         use_distributed_sampler=False,
     )
-    trainer.test(module, datamodule=ScoreData(ScoredImages(rows), cfg.batch_size, cfg.num_workers), verbose=False)
-    return module.results, module.per_image, suite.notes
+    data = ScoreData(ScoredImages(rows), cfg.batch_size, cfg.num_workers)
+    trainer.test(ScoreModule(suite, out_dir), datamodule=data, verbose=False)
+    results = json.loads((out_dir / "scores.json").read_text())
+    per_image = [row for part in sorted(out_dir.glob("per_image.rank*.json")) for row in json.loads(part.read_text())]
+    return results, sorted(per_image, key=lambda r: r["name"]), suite.notes
 
 
 def _grid(rows: list[tuple[str, Path, Path | None, Path]], dr2_dir: Path | None, out: Path, n: int) -> Path | None:
@@ -251,12 +264,16 @@ def run_eval(cfg: DictConfig) -> EvalResult:
                     preds = {r: out / "restored" / output_name(r) for r in rels}
                     bad = {rel for rel, _ in summary.bad}
                     preds = {r: p for r, p in preds.items() if r not in bad and p.is_file()}
-                    omega = json.loads((out / "manifest.json").read_text())["settings"]["omega"]
+                    omega = (
+                        setting.omega
+                        if setting.omega is not None
+                        else default_omega(setting.N, setting.tau, cfg.dr2.respacing)
+                    )
                 scored = [(r, p, hq_dir / r if hq_dir is not None else None, lq_dir / r) for r, p in preds.items()]
                 if hq_dir is not None:
                     scored = [row for row in scored if row[2].is_file()]
                 results, per_image, suite_notes = _score(
-                    cfg, scored, hq_dir is not None, eval_set.fid_reference, accelerator
+                    cfg, scored, hq_dir is not None, eval_set.fid_reference, accelerator, out / "scores"
                 )
                 notes.update(suite_notes)
                 row = {
@@ -271,17 +288,20 @@ def run_eval(cfg: DictConfig) -> EvalResult:
                 }
                 rows_out.append(row)
                 per_image_out += [{"set": eval_set.name, "split": split, "setting": name, **r} for r in per_image]
-                grid = _grid(
-                    scored,
-                    out / "dr2" if setting is not None else None,
-                    path / "report" / f"{eval_set.name}_{split}_{name}.png",
-                    cfg.report_images,
-                )
+                grid = None
+                if rank_zero_only.rank == 0:
+                    grid = _grid(
+                        scored,
+                        out / "dr2" if setting is not None else None,
+                        path / "report" / f"{eval_set.name}_{split}_{name}.png",
+                        cfg.report_images,
+                    )
                 if grid is not None:
                     grids.append((f"{eval_set.name} / {split} / {name}", grid))
                 log.info("%s/%s/%s: %s", eval_set.name, split, name, _fmt_metrics(results))
-    _write_results(cfg, path, rows_out, per_image_out, notes, grids, time.perf_counter() - start)
-    _log_wandb(cfg, path, rows_out, per_image_out)
+    if rank_zero_only.rank == 0:  # under DDP every rank runs this function; one writes the results
+        _write_results(cfg, path, rows_out, per_image_out, notes, grids, time.perf_counter() - start)
+        _log_wandb(cfg, path, rows_out, per_image_out)
     return EvalResult(path, rows_out, notes)
 
 

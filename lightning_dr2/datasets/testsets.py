@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import multiprocessing
 import numbers
 import os
 import re
@@ -40,7 +41,7 @@ from tqdm.auto import tqdm
 
 from lightning_dr2 import __version__
 from lightning_dr2.datasets.degradations import DegradationSpec, degrade_with_seed
-from lightning_dr2.datasets.images import center_crop_resize, list_images, load_pil, read_image, scan
+from lightning_dr2.datasets.images import BadImageError, center_crop_resize, list_images, load_pil, read_image, scan
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +262,7 @@ def load_spec(path: str | os.PathLike) -> TestSetSpec:
     """Load and validate a spec YAML (or a name in `experiments/testsets/`); errors name the key and file."""
     path = spec_path(path)
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: invalid YAML: {err}") from None
     return _parse_spec(data, str(path))
@@ -368,8 +369,8 @@ def _build_image(job: _Job) -> dict[str, Any]:
 
     try:
         hq = np.array(center_crop_resize(load_pil(source), job.hq_size))
-    except Exception as err:  # BadImageError, or a decoder failure load_pil did not wrap
-        return {"bad": getattr(err, "reason", f"{type(err).__name__}: {err}")}
+    except BadImageError as err:
+        return {"bad": err.reason}
     written = reused = 0
     hq_png = _encode_png(hq)
     hq_sha = _sha256(hq_png)
@@ -469,8 +470,19 @@ def _created_with() -> dict[str, str]:
     return {"lightning_dr2": __version__, "numpy": np.__version__, "opencv": cv2.__version__, "pillow": PIL.__version__}
 
 
+def _dumps(obj: Any, indent: int = 0, inline: int = 800) -> str:
+    """JSON with one line per small object (one image's entry, one split's spec) and indented big ones:
+    `indent=2` alone makes a 3,000-image manifest tens of MB of one-number lines."""
+    compact = json.dumps(obj, ensure_ascii=False)
+    if not isinstance(obj, dict) or not obj or (indent and len(compact) <= inline):
+        return compact
+    pad = "  " * (indent + 1)
+    items = [f"{pad}{json.dumps(k)}: {_dumps(v, indent + 1, inline)}" for k, v in obj.items()]
+    return "{\n" + ",\n".join(items) + "\n" + "  " * indent + "}"
+
+
 def _write_manifest(out: Path, manifest: dict) -> None:
-    _write_atomic(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    _write_atomic(out / MANIFEST, (_dumps(manifest) + "\n").encode())
 
 
 def _build(
@@ -544,7 +556,12 @@ def _build(
     ]
     written = reused = 0
     bar = tqdm(total=len(jobs), desc=f"test set {spec.name} -> {out}", unit="img", disable=not progress)
-    pool = ProcessPoolExecutor(workers, initializer=_worker_init) if workers > 0 else None
+    # "spawn": a forked child deadlocks in OpenCV when the parent has already used OpenCV's thread pool.
+    pool = (
+        ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+        if workers > 0
+        else None
+    )
     try:
         results = pool.map(_build_image, jobs, chunksize=1) if pool else map(_build_image, jobs)
         last_save = time.monotonic()
@@ -565,6 +582,9 @@ def _build(
             if time.monotonic() - last_save > _MANIFEST_FLUSH_S:
                 save(complete=False)
                 last_save = time.monotonic()
+    except BaseException:
+        save(complete=False)  # keep what was done (Ctrl-C, a full disk): the rerun resumes from here
+        raise
     finally:
         bar.close()
         if pool is not None:
@@ -612,6 +632,9 @@ def testset_main(
     if report.bad_files:
         print(f"  {len(report.bad_files)} bad HQ file(s) skipped (see bad_files in {report.out / MANIFEST})")
     return 0
+
+
+testset_main.__test__ = False  # pytest would otherwise collect it from any test module importing it
 
 
 # ------------------------------------------------------------------------------------------ reading

@@ -63,7 +63,10 @@ class MetricSuite(nn.Module):
                 self.notes[name] = "needs fid_reference statistics for a set without ground truth"
                 continue
             try:
-                self.metrics[name] = self._build(name, lpips_net, weights_dir)
+                # Random networks (smoke tests) are seeded, so two runs score alike; real weights ignore it.
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(0)
+                    self.metrics[name] = self._build(name, lpips_net, weights_dir)
             except FileNotFoundError as err:
                 if not skip_missing:
                     raise

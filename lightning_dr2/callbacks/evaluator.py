@@ -1,0 +1,238 @@
+"""The DR2 evaluator: benchmark metrics of the model being trained, during training and at validate/test.
+
+Every `every_n_steps` optimizer steps (and at the end of `validate`/`test`), the DR2 pipeline built from
+the EMA UNet (or the live one) restores a fixed subset of each eval split and the metric suite scores it.
+The frozen metric networks and the eval data live here, not in the LightningModule (so they are never
+EMA-copied or checkpointed). Each image is scored exactly once across ranks (sharded without padding),
+with a seed derived from its name, so the numbers are the same on 1 or N GPUs.
+Logged: eval/<set>/<split>/<metric> (with /<setting> when several (N, tau) are evaluated), a W&B table of
+per-image metrics with thumbnails, and an input | DR2 | GT grid per split.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import WandbLogger
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.utils import save_image
+
+from lightning_dr2.callbacks.ema import EMA
+from lightning_dr2.datasets.datamodule import ShardSampler
+from lightning_dr2.dr2.pipeline import DR2E, image_seed, resize
+from lightning_dr2.metrics.suite import MetricSuite
+
+log = logging.getLogger(__name__)
+
+
+def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    out = {"name": [it["name"] for it in items], "lq": torch.stack([it["lq"] for it in items])}
+    if "hq" in items[0]:
+        out["hq"] = torch.stack([it["hq"] for it in items])
+    return out
+
+
+def build_eval_splits(sets: Sequence[dict[str, Any]]) -> list[tuple[str, str, Dataset, bool, str | None]]:
+    """(set, split, dataset, paired, fid_reference) for every configured split; `limit` keeps the first images."""
+    from lightning_dr2.datasets.testsets import PairedSplit, RealLQSet, list_splits
+
+    out = []
+    for spec in sets:
+        if spec.get("kind", "paired") == "real":
+            parts = [("all", RealLQSet(spec["root"]), False)]
+        else:
+            names = list(spec.get("splits") or []) or list_splits(spec["root"])
+            parts = [(split, PairedSplit(spec["root"], split), True) for split in names]
+        for split, dataset, paired in parts:
+            limit = int(spec.get("limit", 0) or 0)
+            if limit:
+                dataset = Subset(dataset, range(min(limit, len(dataset))))
+            out.append((spec["name"], split, dataset, paired, spec.get("fid_reference")))
+    return out
+
+
+class DR2Evaluator(pl.Callback):
+    def __init__(
+        self,
+        sets: Sequence[dict[str, Any]],
+        settings: Sequence[dict[str, Any]] = ({"N": 8, "tau": 35},),
+        every_n_steps: int = 5000,
+        metrics: Sequence[str] = ("psnr", "ssim", "lpips", "fid", "deg"),
+        batch_size: int = 8,
+        respacing: int = 100,
+        enhancer: nn.Module | None = None,
+        skip_missing_weights: bool = True,
+        random_metric_networks: bool = False,
+        seed: int = 0,
+        log_images: int = 8,
+        out_dir: str | Path | None = None,
+    ) -> None:
+        self.sets = [dict(s) for s in sets]
+        self.settings = [dict(s) for s in settings]
+        self.every_n_steps = every_n_steps
+        self.metric_names = list(metrics)
+        self.batch_size = batch_size
+        self.respacing = respacing
+        self.enhancer = enhancer
+        self.skip_missing_weights = skip_missing_weights
+        self.random_metric_networks = random_metric_networks
+        self.seed = seed
+        self.log_images = log_images
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.splits: list[tuple[str, str, Dataset, bool, str | None]] | None = None
+        self.suites: dict[tuple[bool, str | None], MetricSuite] = {}
+        self.last_results: dict[str, float] = {}
+        self._done_step = -1
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.splits is None:
+            self.splits = build_eval_splits(self.sets)
+
+    def _suite(self, paired: bool, fid_reference: str | None, device: torch.device) -> MetricSuite:
+        key = (paired, fid_reference)
+        if key not in self.suites:
+            self.suites[key] = MetricSuite(
+                self.metric_names,
+                paired=paired,
+                fid_reference=fid_reference,
+                skip_missing=self.skip_missing_weights,
+                random_networks=self.random_metric_networks,
+            )
+            for metric, note in self.suites[key].notes.items():
+                log.info("evaluator: %s %s", metric, note)
+        return self.suites[key].to(device)
+
+    def _unet(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> nn.Module:
+        for cb in trainer.callbacks:
+            if isinstance(cb, EMA) and cb.module is not None:
+                return cb.module
+        return pl_module.net
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and step != self._done_step:
+            self._done_step = step
+            self.evaluate(trainer, pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == "validate":
+            self.evaluate(trainer, pl_module)
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.evaluate(trainer, pl_module)
+
+    @torch.no_grad()
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        assert self.splits is not None, "setup() builds the eval splits"
+        unet = self._unet(trainer, pl_module)
+        was_training = unet.training
+        unet.eval()
+        device = pl_module.device
+        results: dict[str, float] = {}
+        several = len(self.settings) > 1
+        for setting in self.settings:
+            for set_name, split, dataset, paired, fid_reference in self.splits:
+                key = f"eval/{set_name}/{split}" + (f"/N{setting['N']}_tau{setting['tau']}" if several else "")
+                values, rows, grid = self._evaluate_split(
+                    unet, setting, dataset, paired, fid_reference, device, trainer.world_size, trainer.global_rank
+                )
+                results.update({f"{key}/{m}": v for m, v in values.items()})
+                if trainer.is_global_zero:
+                    self._log_media(trainer, key, rows, grid)
+        unet.train(was_training)
+        self.last_results = results
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(results, step=trainer.global_step)
+            if self.out_dir is not None:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                (self.out_dir / f"results_step{trainer.global_step:07d}.json").write_text(json.dumps(results, indent=2))
+            log.info("evaluator step %d: %s", trainer.global_step, {k: round(v, 4) for k, v in results.items()})
+        return results
+
+    def _evaluate_split(
+        self,
+        unet: nn.Module,
+        setting: dict[str, Any],
+        dataset: Dataset,
+        paired: bool,
+        fid_reference: str | None,
+        device: torch.device,
+        world: int,
+        rank: int,
+    ) -> tuple[dict[str, float], list[dict[str, Any]], torch.Tensor | None]:
+        first = dataset[0]
+        target_size = (first["hq"] if paired else first["lq"]).shape[-1]
+        pipe = DR2E(
+            unet,
+            self.enhancer,
+            N=setting["N"],
+            tau=setting["tau"],
+            omega=setting.get("omega"),
+            respacing=self.respacing,
+            enhancer_size=target_size,
+        )
+        suite = self._suite(paired, fid_reference, device)
+        suite.reset()
+        loader = DataLoader(
+            dataset, batch_size=self.batch_size, sampler=ShardSampler(len(dataset), world, rank), collate_fn=_collate
+        )
+        rows: list[dict[str, Any]] = []
+        grid = []
+        for batch in loader:
+            lq = batch["lq"].to(device)
+            seeds = [image_seed(self.seed, name) for name in batch["name"]]
+            out = pipe.restore_tensors(lq, seeds=seeds)
+            output = resize(out["output"], target_size).clamp(-1, 1)
+            hq = batch["hq"].to(device) if paired else None
+            per_image = suite.update(output, hq)
+            for i, name in enumerate(batch["name"]):
+                rows.append(
+                    {
+                        "name": name,
+                        **{k: float(v[i]) for k, v in per_image.items()},
+                        "thumb": (resize(lq[i : i + 1], target_size)[0], output[i], None if hq is None else hq[i]),
+                    }
+                )
+            if len(grid) < self.log_images:
+                for i in range(min(lq.shape[0], self.log_images - len(grid))):
+                    tiles = [resize(lq[i : i + 1], target_size)[0], output[i]] + ([hq[i]] if hq is not None else [])
+                    grid.append(torch.stack(tiles).cpu())
+        values = suite.compute()  # syncs the float64 sums across ranks
+        return values, rows, (torch.cat(grid) if grid else None)
+
+    def _log_media(self, trainer: pl.Trainer, key: str, rows: list[dict[str, Any]], grid: torch.Tensor | None) -> None:
+        name = key.replace("/", "_")
+        if grid is not None and self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_image(
+                (grid + 1) / 2,
+                self.out_dir / f"{name}_step{trainer.global_step:07d}.png",
+                nrow=3 if rows and rows[0]["thumb"][2] is not None else 2,
+                padding=2,
+            )
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                metrics = [k for k in rows[0] if k not in ("name", "thumb")] if rows else []
+                data = []
+                for row in rows[: max(self.log_images, 1) * 4]:
+                    thumbs = [
+                        wandb.Image(((t.float().cpu() + 1) / 2).clamp(0, 1)) if t is not None else None
+                        for t in row["thumb"]
+                    ]
+                    data.append([row["name"], *thumbs, *[row[m] for m in metrics]])
+                logger.log_table(
+                    f"{key}/per_image",
+                    columns=["name", "input", "output", "gt", *metrics],
+                    data=data,
+                    step=trainer.global_step,
+                )
