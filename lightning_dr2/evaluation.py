@@ -25,7 +25,7 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.utils import save_image
 
 from lightning_dr2.config import (
@@ -38,7 +38,7 @@ from lightning_dr2.config import (
     run_dir,
     save_config,
 )
-from lightning_dr2.datasets.datamodule import ShardSampler
+from lightning_dr2.datasets.datamodule import ShardedData
 from lightning_dr2.datasets.images import list_images, read_image
 from lightning_dr2.dr2 import default_omega
 from lightning_dr2.dr2.pipeline import resize
@@ -107,22 +107,6 @@ class ScoreModule(pl.LightningModule):
         (self.out_dir / f"per_image.rank{self.global_rank}.json").write_text(json.dumps(self.per_image))
         if self.trainer.is_global_zero:
             (self.out_dir / "scores.json").write_text(json.dumps(results))
-
-
-class ScoreData(pl.LightningDataModule):
-    def __init__(self, dataset: ScoredImages, batch_size: int, num_workers: int) -> None:
-        super().__init__()
-        self.dataset, self.batch_size, self.num_workers = dataset, batch_size, num_workers
-
-    def test_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        return DataLoader(
-            self.dataset,
-            batch_size=self.batch_size,
-            sampler=ShardSampler(len(self.dataset), trainer.world_size, trainer.global_rank),
-            num_workers=self.num_workers,
-            collate_fn=_collate,
-        )
 
 
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -206,7 +190,7 @@ def _score(
         enable_model_summary=False,
         use_distributed_sampler=False,
     )
-    data = ScoreData(ScoredImages(rows), cfg.batch_size, cfg.num_workers)
+    data = ShardedData(ScoredImages(rows), cfg.batch_size, cfg.num_workers, collate_fn=_collate)
     trainer.test(ScoreModule(suite, out_dir), datamodule=data, verbose=False)
     results = json.loads((out_dir / "scores.json").read_text())
     per_image = [row for part in sorted(out_dir.glob("per_image.rank*.json")) for row in json.loads(part.read_text())]

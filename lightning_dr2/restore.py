@@ -26,11 +26,11 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from lightning_dr2.callbacks.writer import RestoreWriter
 from lightning_dr2.config import ConfigError, RestoreConfig, load_config, save_config
-from lightning_dr2.datasets.datamodule import ShardSampler
+from lightning_dr2.datasets.datamodule import ShardedData
 from lightning_dr2.datasets.images import BadImageError, list_images, read_image
 from lightning_dr2.dr2.pipeline import DR2E, image_seed, resize
 from lightning_dr2.modules.restorer import RestoreModule
@@ -71,24 +71,6 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "seed": [it["seed"] for it in good],
         "bad": [(it["bad"], it["reason"]) for it in items if "bad" in it],
     }
-
-
-class RestoreData(pl.LightningDataModule):
-    """The predict loader is built inside each process, sharded by its own rank without padding."""
-
-    def __init__(self, dataset: RestoreInputs, batch_size: int, num_workers: int) -> None:
-        super().__init__()
-        self.dataset, self.batch_size, self.num_workers = dataset, batch_size, num_workers
-
-    def predict_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        return DataLoader(
-            self.dataset,
-            batch_size=self.batch_size,
-            sampler=ShardSampler(len(self.dataset), trainer.world_size, trainer.global_rank),
-            num_workers=self.num_workers,
-            collate_fn=collate,
-        )
 
 
 def sha256_file(path: Path) -> str:
@@ -161,7 +143,8 @@ def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSumma
     writer = RestoreWriter(output_dir, input_dir, settings, save_dr2=cfg.save_dr2, comparison=cfg.comparison)
     if todo:
         module = RestoreModule(pipe, compile=cfg.compile, channels_last=cfg.channels_last and accelerator == "gpu")
-        data = RestoreData(RestoreInputs(input_dir, todo, pipe.image_size, cfg.seed), cfg.batch_size, cfg.num_workers)
+        dataset = RestoreInputs(input_dir, todo, pipe.image_size, cfg.seed)
+        data = ShardedData(dataset, cfg.batch_size, cfg.num_workers, collate_fn=collate)
         trainer = pl.Trainer(
             accelerator=accelerator,
             devices=cfg.devices,
@@ -234,5 +217,3 @@ def write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=2))
     os.replace(tmp, path)
-
-

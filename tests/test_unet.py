@@ -325,3 +325,8 @@ def test_bf16_weights_run() -> None:
     with torch.no_grad():
         out = model(x.to(torch.bfloat16), t)
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
+def test_width_not_divisible_by_groupnorm_groups_is_explained() -> None:
+    with pytest.raises(ValueError, match=r"num_channels=48 .* multiple of 32"):
+        UNet.from_flags({"image_size": 32, "num_channels": 48, "channel_mult": "1,2"})

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .images import ImageFolder, list_images
 from .synthetic import MANIFEST, generate_faces
@@ -84,6 +85,36 @@ class ShardSampler(Sampler):
 
     def __iter__(self):
         return iter(self.indices)
+
+
+class ShardedData(pl.LightningDataModule):
+    """One dataset for predict/test, sharded inside each process by its own rank, without padding.
+
+    The loader is built in the worker process (so `ddp_spawn` and `ddp` both shard correctly) and every
+    item is seen exactly once across ranks: what restoration and evaluation need.
+    """
+
+    def __init__(
+        self, dataset: Dataset, batch_size: int, num_workers: int = 0, collate_fn: Callable[[list], Any] | None = None
+    ) -> None:
+        super().__init__()
+        self.dataset, self.batch_size, self.num_workers, self.collate_fn = dataset, batch_size, num_workers, collate_fn
+
+    def _loader(self) -> DataLoader:
+        trainer = self.trainer
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=ShardSampler(len(self.dataset), trainer.world_size, trainer.global_rank),
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+        )
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader()
 
 
 class FaceDataModule(pl.LightningDataModule):

@@ -111,8 +111,10 @@ def zero_module(module: nn.Module) -> nn.Module:
 class GroupNorm32(nn.GroupNorm):
     """GroupNorm with 32 groups, computed in float32 and cast back (the statistics need the range)."""
 
+    GROUPS = 32
+
     def __init__(self, channels: int) -> None:
-        super().__init__(32, channels)
+        super().__init__(self.GROUPS, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Affine parameters are cast too, so a model moved wholesale to bf16 still normalises in fp32.
@@ -363,6 +365,13 @@ class UNet(nn.Module):
         if num_heads_upsample == -1:
             num_heads_upsample = num_heads
         channel_mult = tuple(channel_mult)
+        widths = sorted({int(m * model_channels) for m in channel_mult})
+        if any(w % GroupNorm32.GROUPS for w in widths):
+            raise ValueError(
+                f"num_channels={model_channels} with channel_mult={channel_mult} gives widths {widths}; every "
+                f"width must be a multiple of {GroupNorm32.GROUPS} (GroupNorm with {GroupNorm32.GROUPS} groups, "
+                "as in guided-diffusion): use e.g. num_channels=32, 64 or 128"
+            )
         attention_resolutions = tuple(int(ds) for ds in attention_resolutions)
         self.image_size = image_size
         self.in_channels = in_channels
