@@ -10,7 +10,13 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all quickstart train-ddpm lint bench clean
+IN ?= data/lq
+OUT ?= runs/restored
+EVAL ?= experiments/eval_celeba_test.yaml
+HQ ?= data/celeba_hq_test
+RUNS ?= runs
+
+.PHONY: help install test quickstart train-ddpm restore testsets eval compare lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -32,8 +38,22 @@ quickstart: install ## synthetic faces -> tiny DDPM on CPU -> samples, loss curv
 train-ddpm: install ## train a DDPM: make train-ddpm EXP=ddpm_ffhq256 ARGS="trainer.devices=8 data.root=/data/ffhq"
 	$(PY) -m lightning_dr2 train $(EXP) $(ARGS)
 
-bench: install ## benchmarks, JSON out: make bench ARGS="batch=16 flags=dr2 compile=true"
+restore: install ## restore a folder: make restore IN=faces/ OUT=restored/ ARGS="dr2.N=8 dr2.tau=35"
+	$(PY) -m lightning_dr2 restore --input $(IN) --output $(OUT) --config experiments/restore_dr2e.yaml $(ARGS)
+
+testsets: install ## build CelebA-Test 4x/8x/16x x mild/medium/severe: make testsets HQ=data/celeba_hq_test
+	$(PY) -m lightning_dr2 testset --hq $(HQ) --out data/testsets/celeba_test --spec celeba_test $(ARGS)
+
+eval: install ## evaluate: make eval EVAL=experiments/eval_celeba_test.yaml ARGS="unet_weights=FILE devices=8"
+	$(PY) -m lightning_dr2 eval $(EVAL) $(ARGS)
+
+compare: install ## compare evaluation runs: make compare RUNS="runs/eval_celeba_test"
+	$(PY) -m lightning_dr2 compare $(RUNS) $(ARGS)
+
+bench: install ## benchmarks (JSON): training step, DR2+SPARNetHD restore, eval overhead
 	$(PY) -m lightning_dr2 bench train $(ARGS)
+	$(PY) -m lightning_dr2 bench restore $(ARGS)
+	$(PY) -m lightning_dr2 bench eval $(ARGS)
 
 lint: install ## ruff
 	$(PY) -m ruff check lightning_dr2 tests

@@ -231,7 +231,68 @@ def bench_restore(options: Sequence[str]) -> dict[str, Any]:
     return result
 
 
-BENCHMARKS: dict[str, Callable[[Sequence[str]], dict[str, Any]]] = {"train": bench_train, "restore": bench_restore}
+def bench_eval(options: Sequence[str]) -> dict[str, Any]:
+    """Evaluation overhead against restoration time, per image, at one batch size.
+
+    Times (a) DR2 + SPARNetHD restoration (as `bench restore`), (b) the metric suite (PSNR, SSIM, LPIPS,
+    FID features, Deg; networks with random weights, same cost as the real ones) and (c) the PNG I/O
+    of the eval job (encode output, decode output + ground truth + input). Goal: (b + c) < 10% of (a).
+    """
+    import io
+
+    from PIL import Image
+
+    from lightning_dr2.dr2.pipeline import to_uint8_images
+    from lightning_dr2.metrics.suite import MetricSuite
+
+    cuda = torch.cuda.is_available()
+    restore_opts = [o for o in options if not o.startswith(("metrics=", "check="))]
+    restore = bench_restore([*restore_opts, "check=false"])
+    opts = parse_overrides(
+        [o for o in options if o.split("=")[0] in ("batch", "device", "metrics")],
+        {"batch": restore["batch"], "device": "cuda" if cuda else "cpu", "metrics": "psnr,ssim,lpips,fid,deg"},
+    )
+    device = torch.device(opts["device"])
+    size = restore["enhancer_size"]
+    suite = MetricSuite(opts["metrics"].split(","), random_networks=True).to(device)
+    gen = torch.Generator().manual_seed(0)
+    pred = (torch.rand(opts["batch"], 3, size, size, generator=gen) * 2 - 1).to(device)
+    target = (torch.rand(opts["batch"], 3, size, size, generator=gen) * 2 - 1).to(device)
+    metric_s = time_steps(lambda: suite.update(pred, target), device, warmup=1, steps=2)
+    images = to_uint8_images(pred)
+
+    def png_io() -> None:
+        for image in images:
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, format="PNG")
+            for _ in range(3):  # output, ground truth, input are read back by the scoring job
+                buffer.seek(0)
+                Image.open(buffer).convert("RGB").load()
+
+    io_s = time_steps(png_io, torch.device("cpu"), warmup=0, steps=1)
+    restore_ms = restore["ms_per_image"]
+    metric_ms = metric_s * 1e3 / opts["batch"]
+    io_ms = io_s * 1e3 / opts["batch"]
+    return {
+        "benchmark": "eval",
+        **device_info(device),
+        "batch": opts["batch"],
+        "image_size": size,
+        "metrics": opts["metrics"],
+        "restore_ms_per_image": restore_ms,
+        "metrics_ms_per_image": round(metric_ms, 2),
+        "png_io_ms_per_image": round(io_ms, 2),
+        "overhead_fraction": round((metric_ms + io_ms) / restore_ms, 4),
+        "restore": restore,
+        "torch": torch.__version__,
+    }
+
+
+BENCHMARKS: dict[str, Callable[[Sequence[str]], dict[str, Any]]] = {
+    "train": bench_train,
+    "restore": bench_restore,
+    "eval": bench_eval,
+}
 
 
 def run_benchmark(what: str, options: Sequence[str], out: str | Path | None = None) -> dict[str, Any]:

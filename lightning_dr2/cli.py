@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("bench", help="benchmarks with JSON output (device, dtype, batch, img/s, peak memory)")
-    p.add_argument("what", choices=["train", "restore"], help="what to measure")
+    p.add_argument("what", choices=["train", "restore", "eval"], help="what to measure")
     p.add_argument(
         "overrides", nargs="*", help="key=value: batch=16 size=256 flags=dr2|tiny compile=true dtype=bf16 steps=20"
     )
@@ -206,8 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, WeightsError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ConfigError, WeightsError, FileNotFoundError, ValueError) as err:
+        if args.verbose:
+            raise
+        print(f"error: {err}\n(run with -v for the traceback)", file=sys.stderr)
         return 2
 
 

@@ -69,7 +69,9 @@ def eval_demo(unet_path: Path, run_dir: Path, size: int, n: int = 12, N: int = 4
         if not path.exists():
             Image.fromarray(render_face(face_seed(HELD_OUT_SEED + 1, i), size)).save(path)
     testset = run_dir / "testset"
-    build_testset(hq_dir, testset, load_spec("tiny_synthetic"), progress=False)
+    spec = load_spec("tiny_synthetic")
+    spec.hq_size = size  # the benchmark at the tiny model's resolution
+    build_testset(hq_dir, testset, spec, progress=False)
     cfg = load_config(
         None,
         [

@@ -1,0 +1,37 @@
+"""Benchmarks: they run on CPU with tiny networks and report what they measured, with the device."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lightning_dr2.bench import parse_overrides, run_benchmark
+
+
+def test_bench_train_reports_device_dtype_batch(tmp_path) -> None:
+    out = tmp_path / "train.json"
+    result = run_benchmark("train", ["batch=2", "steps=1", "warmup=1"], out=out)
+    assert json.loads(out.read_text()) == result
+    assert result["device_type"] == "cpu" and result["dtype"] == "fp32" and result["batch"] == 2
+    assert result["img_per_s"] > 0 and result["peak_memory_gib"] > 0 and result["compile"] is False
+
+
+def test_bench_restore_counts_unet_calls() -> None:
+    result = run_benchmark("restore", ["batch=1", "tau=10"])  # N=8: omega = tau + 25
+    assert result["omega"] == 35 and result["unet_calls_per_image"] == 26
+    assert result["ms_per_image"] > 0 and result["enhancer"] == "sparnethd"
+
+
+def test_bench_eval_reports_overhead_fraction() -> None:
+    result = run_benchmark("eval", ["batch=2", "tau=30", "metrics=psnr,ssim"])
+    assert result["overhead_fraction"] == pytest.approx(
+        (result["metrics_ms_per_image"] + result["png_io_ms_per_image"]) / result["restore_ms_per_image"], rel=1e-2
+    )
+
+
+def test_bad_benchmark_options_are_named() -> None:
+    with pytest.raises(ValueError, match="batchsize"):
+        parse_overrides(["batchsize=3"], {"batch": 1})
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        run_benchmark("nope", [])
