@@ -115,7 +115,7 @@ def run_quickstart(overrides: Sequence[str] = ()) -> dict[str, str]:
     eval_dir = eval_demo(result.export_path, result.run_dir, cfg.data.image_size)
     outputs = {
         "run directory": str(result.run_dir),
-        "sample grid (EMA, DDIM)": str(result.sample_grid),
+        f"sample grid (EMA, {cfg.sampling.method})": str(result.sample_grid),
         "loss curve": str(result.loss_curve),
         "exported UNet": str(result.export_path),
         "DR2 grid (input|DR2|target)": demo["grid"],

@@ -23,3 +23,13 @@ def load_fixture(name: str) -> dict:
     if not path.exists():
         pytest.skip(f"reference fixture {path} not found")
     return torch.load(path, weights_only=True)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """`gpu` tests skip themselves without CUDA (CI never has a GPU)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
