@@ -204,7 +204,7 @@ def export_unet(net: torch.nn.Module, flags: dict[str, Any], out: str | Path) ->
 
 def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
     """Export the EMA UNet of a Lightning checkpoint written by `train_ddpm` (falls back to raw weights)."""
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)  # our own Lightning checkpoint
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)  # plain containers and tensors only
     flags = checkpoint["hyper_parameters"]["net"]
     ema_state = next((v for k, v in checkpoint.get("callbacks", {}).items() if k.startswith("EMA")), None)
     if ema_state is not None:
