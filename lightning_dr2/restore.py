@@ -13,6 +13,7 @@ Runs through Lightning `Trainer.predict` (any number of GPUs); each image is pro
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import os
@@ -32,8 +33,17 @@ from lightning_dr2.callbacks.writer import RestoreWriter
 from lightning_dr2.config import ConfigError, RestoreConfig, load_config, save_config
 from lightning_dr2.datasets.datamodule import ShardedData
 from lightning_dr2.datasets.images import BadImageError, list_images, read_image
-from lightning_dr2.dr2.pipeline import DR2E, image_seed, resize
+from lightning_dr2.dr2.pipeline import (
+    DEFAULT_ENHANCER_FILE,
+    DEFAULT_UNET_FILE,
+    DR2E,
+    RANDOM,
+    image_seed,
+    locate_weights,
+    resize,
+)
 from lightning_dr2.modules.restorer import RestoreModule
+from lightning_dr2.weights import sha256sum
 
 log = logging.getLogger(__name__)
 
@@ -73,21 +83,16 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def sha256_file(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+@functools.lru_cache(maxsize=16)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    return sha256sum(path)
 
 
-def weights_identity(path: str | None) -> str:
-    """What the manifest records for a weights setting: the file's sha256, or "random"/"none"."""
-    if path is None or path in ("random", "none"):
-        return str(path)
-    return sha256_file(Path(path))
+def weights_identity(path: Path) -> str:
+    """The sha256 recorded in manifests; cached per (file, size, mtime): an eval over many splits reads
+    a 400 MB checkpoint's hash once, not once per split."""
+    stat = Path(path).stat()
+    return _sha256_cached(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 @dataclass
@@ -126,10 +131,7 @@ def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSumma
 
     accelerator = cfg.accelerator if cfg.accelerator != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
     pipe = DR2E.from_config(cfg, device="cpu", weights_dir=weights_dir)
-    unet_id = weights_identity(
-        cfg.unet_weights if cfg.unet_weights == "random" else str(_resolved_unet(cfg, weights_dir))
-    )
-    enhancer_id = "none" if pipe.enhancer is None else weights_identity(_resolved_enhancer(cfg, weights_dir))
+    unet_id, enhancer_id = _weights_ids(cfg, pipe, weights_dir)
     settings = {
         "N": cfg.dr2.N,
         "tau": cfg.dr2.tau,
@@ -164,18 +166,18 @@ def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSumma
     return summary
 
 
-def _resolved_unet(cfg: DictConfig, weights_dir: str | None) -> Path:
-    from lightning_dr2.dr2.pipeline import DEFAULT_UNET_FILE, _locate
-
-    return _locate(cfg.unet_weights, DEFAULT_UNET_FILE, weights_dir)
-
-
-def _resolved_enhancer(cfg: DictConfig, weights_dir: str | None) -> str:
-    if cfg.enhancer.weights == "random":
-        return "random"
-    from lightning_dr2.dr2.pipeline import _locate
-
-    return str(_locate(cfg.enhancer.weights, "SPARNetHD_FFHQ_DR2aug.pth", weights_dir))
+def _weights_ids(cfg: DictConfig, pipe: DR2E, weights_dir: str | None) -> tuple[str, str]:
+    """sha256 of the UNet and enhancer files actually used ("random" / "none" when no file)."""
+    unet = (
+        RANDOM
+        if cfg.unet_weights == RANDOM
+        else weights_identity(locate_weights(cfg.unet_weights, DEFAULT_UNET_FILE, weights_dir))
+    )
+    if pipe.enhancer is None:
+        return unet, "none"
+    if cfg.enhancer.weights == RANDOM:
+        return unet, RANDOM
+    return unet, weights_identity(locate_weights(cfg.enhancer.weights, DEFAULT_ENHANCER_FILE, weights_dir))
 
 
 def restore_main(input_dir: str, output_dir: str, experiment: str | None, overrides: list[str]) -> int:

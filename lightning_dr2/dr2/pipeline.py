@@ -27,6 +27,7 @@ from lightning_dr2.nets.sparnet import SPARNet, fold_spectral_norm, load_sparnet
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS, UNet
 
 DEFAULT_UNET_FILE = "DR2_FFHQ.pkl"
+DEFAULT_ENHANCER_FILE = "SPARNetHD_FFHQ_DR2aug.pth"
 RANDOM = "random"  # weights="random": random initialisation (tests, benchmarks), never a silent default
 
 EnhancerBuilder = Callable[[str | None, Mapping[str, Any], str | None], nn.Module | None]
@@ -43,7 +44,8 @@ def register_enhancer(name: str) -> Callable[[EnhancerBuilder], EnhancerBuilder]
     return wrap
 
 
-def _locate(weights: str | None, default_name: str, weights_dir: str | None) -> Path:
+def locate_weights(weights: str | None, default_name: str, weights_dir: str | None = None) -> Path:
+    """A weights setting -> a file: None = `default_name` from the registry; a bare name is looked up there."""
     from lightning_dr2.weights import find_weight
 
     if weights is None:
@@ -58,7 +60,7 @@ def _build_sparnethd(weights: str | None, options: Mapping[str, Any], weights_di
     if weights == RANDOM:
         net = SPARNet(**{**SPARNet.hd().config, **options}) if options else SPARNet.hd()
     else:
-        net = load_sparnet(_locate(weights, "SPARNetHD_FFHQ_DR2aug.pth", weights_dir), **options)
+        net = load_sparnet(locate_weights(weights, DEFAULT_ENHANCER_FILE, weights_dir), **options)
     return fold_spectral_norm(net.eval())
 
 
@@ -85,7 +87,7 @@ def load_unet(
     """
     if weights == RANDOM:
         return UNet.from_flags(dict(flags or DR2_FFHQ256_FLAGS)).eval()
-    path = _locate(None if weights is None else str(weights), DEFAULT_UNET_FILE, weights_dir)
+    path = locate_weights(None if weights is None else str(weights), DEFAULT_UNET_FILE, weights_dir)
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
         flags = json.loads(sidecar.read_text())
