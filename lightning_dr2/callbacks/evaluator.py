@@ -210,17 +210,18 @@ class DR2Evaluator(pl.Callback):
 
     def _log_media(self, trainer: pl.Trainer, key: str, rows: list[dict[str, Any]], grid: torch.Tensor | None) -> None:
         name = key.replace("/", "_")
+        grid_path = None
         if grid is not None and self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            save_image(
-                (grid + 1) / 2,
-                self.out_dir / f"{name}_step{trainer.global_step:07d}.png",
-                nrow=3 if rows and rows[0]["thumb"][2] is not None else 2,
-                padding=2,
-            )
+            grid_path = self.out_dir / f"{name}_step{trainer.global_step:07d}.png"
+            nrow = 3 if rows and rows[0]["thumb"][2] is not None else 2
+            save_image((grid + 1) / 2, grid_path, nrow=nrow, padding=2)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 import wandb
+
+                if grid_path is not None:  # input | output | GT rows
+                    logger.log_image(f"{key}/grid", [str(grid_path)], step=trainer.global_step)
 
                 metrics = [k for k in rows[0] if k not in ("name", "thumb")] if rows else []
                 data = []
