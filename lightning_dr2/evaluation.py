@@ -32,18 +32,17 @@ from lightning_dr2.config import (
     ConfigError,
     EvalConfig,
     RestoreConfig,
-    flat_dict,
     load_config,
     resolve_run_name,
     run_dir,
     save_config,
 )
 from lightning_dr2.datasets.datamodule import ShardedData
-from lightning_dr2.datasets.images import list_images, read_image
+from lightning_dr2.datasets.images import image_to_tensor, list_images, read_image
 from lightning_dr2.dr2 import default_omega
 from lightning_dr2.dr2.pipeline import resize
 from lightning_dr2.metrics.suite import MetricSuite
-from lightning_dr2.restore import output_name, run_restore, write_table
+from lightning_dr2.restore import output_name, resolve_accelerator, run_restore, write_table
 
 log = logging.getLogger(__name__)
 INPUT_SETTING = "input"
@@ -54,7 +53,7 @@ def setting_name(N: int, tau: int, omega: int | None) -> str:  # noqa: N803
 
 
 def _to_tensor(path: Path) -> torch.Tensor:
-    return torch.from_numpy(read_image(path).copy()).permute(2, 0, 1).float().div(127.5).sub(1.0)
+    return image_to_tensor(read_image(path))
 
 
 class ScoredImages(Dataset):
@@ -225,7 +224,7 @@ def run_eval(cfg: DictConfig) -> EvalResult:
     cfg.run = resolve_run_name(cfg)
     path = run_dir(cfg)
     save_config(cfg, path / "config.yaml")
-    accelerator = cfg.accelerator if cfg.accelerator != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
+    accelerator = resolve_accelerator(cfg.accelerator)
     rows_out: list[dict[str, Any]] = []
     per_image_out: list[dict[str, Any]] = []
     notes: dict[str, str] = {}
@@ -357,7 +356,7 @@ def _write_results(
 
 def _log_wandb(cfg: DictConfig, path: Path, rows: list[dict[str, Any]], per_image: list[dict[str, Any]]) -> None:
     """Metric keys eval/<set>/<split>/<metric> (with /<setting>/ when several settings are evaluated)."""
-    from lightning_dr2.loggers import resolve_wandb_mode, wandb_run_id
+    from lightning_dr2.loggers import resolve_wandb_mode, wandb_run_kwargs
 
     mode = resolve_wandb_mode(cfg.wandb.mode)
     if mode == "disabled":
@@ -365,18 +364,7 @@ def _log_wandb(cfg: DictConfig, path: Path, rows: list[dict[str, Any]], per_imag
     import wandb
 
     several = len({r["setting"] for r in rows}) > 1
-    run = wandb.init(
-        project=cfg.wandb.project,
-        entity=cfg.wandb.entity,
-        id=wandb_run_id(cfg.experiment, str(cfg.run)),
-        name=f"{cfg.experiment}/{cfg.run}",
-        group=cfg.wandb.group or cfg.experiment,
-        tags=list(cfg.wandb.tags),
-        config=flat_dict(cfg),
-        dir=str(path),
-        mode=mode,
-        resume="allow",
-    )
+    run = wandb.init(**wandb_run_kwargs(cfg, mode), dir=str(path))
     summary = {}
     for r in rows:
         key = f"eval/{r['set']}/{r['split']}" + (f"/{r['setting']}" if several else "")

@@ -48,6 +48,23 @@ def wandb_run_id(experiment: str, run: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", f"{experiment}-{run}")[:128]
 
 
+def wandb_run_kwargs(cfg: DictConfig, mode: str) -> dict[str, Any]:
+    """`wandb.init` arguments of a run: name `<experiment>/<run>`, stable id, group, tags, flat config."""
+    kwargs: dict[str, Any] = {
+        "project": cfg.wandb.project,
+        "name": f"{cfg.experiment}/{cfg.run}",
+        "id": wandb_run_id(cfg.experiment, str(cfg.run)),
+        "group": cfg.wandb.group or cfg.experiment,
+        "tags": list(cfg.wandb.tags),
+        "mode": mode,
+        "resume": "allow",
+        "config": flat_dict(cfg),
+    }
+    if cfg.wandb.entity:
+        kwargs["entity"] = cfg.wandb.entity
+    return kwargs
+
+
 def build_loggers(cfg: DictConfig, run_path: Path) -> list[Logger]:
     loggers: list[Logger] = [CSVLogger(save_dir=str(run_path), name="", version="csv")]
     mode = resolve_wandb_mode(cfg.wandb.mode)
@@ -55,19 +72,7 @@ def build_loggers(cfg: DictConfig, run_path: Path) -> list[Logger]:
         return loggers
     from pytorch_lightning.loggers import WandbLogger
 
-    kwargs: dict[str, Any] = {
-        "project": cfg.wandb.project,
-        "name": f"{cfg.experiment}/{cfg.run}",
-        "id": wandb_run_id(cfg.experiment, str(cfg.run)),
-        "group": cfg.wandb.group or cfg.experiment,
-        "tags": list(cfg.wandb.tags),
-        "save_dir": str(run_path),
-        "mode": mode,
-        "resume": "allow",
-        "config": flat_dict(cfg),
-    }
-    if cfg.wandb.entity:
-        kwargs["entity"] = cfg.wandb.entity
+    kwargs = {**wandb_run_kwargs(cfg, mode), "save_dir": str(run_path)}
     log.info("W&B logging %s (mode=%s, id=%s)", cfg.wandb.project, mode, kwargs["id"])
     loggers.append(WandbLogger(**kwargs))
     return loggers

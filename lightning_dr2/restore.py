@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from lightning_dr2.callbacks.writer import RestoreWriter
 from lightning_dr2.config import ConfigError, RestoreConfig, load_config, save_config
 from lightning_dr2.datasets.datamodule import ShardedData
-from lightning_dr2.datasets.images import BadImageError, list_images, read_image
+from lightning_dr2.datasets.images import BadImageError, image_to_tensor, list_images, read_image
 from lightning_dr2.dr2.pipeline import (
     DEFAULT_ENHANCER_FILE,
     DEFAULT_UNET_FILE,
@@ -46,6 +46,11 @@ from lightning_dr2.modules.restorer import RestoreModule
 from lightning_dr2.weights import sha256sum
 
 log = logging.getLogger(__name__)
+
+
+def resolve_accelerator(name: str) -> str:
+    """`auto` -> "gpu" when CUDA is available, else "cpu" (decided here: the pipeline's dtype follows it)."""
+    return name if name != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
 
 
 def output_name(rel: str) -> str:
@@ -68,8 +73,7 @@ class RestoreInputs(Dataset):
             arr = read_image(self.root / rel)
         except BadImageError as err:
             return {"bad": rel, "reason": err.reason}
-        x = torch.from_numpy(arr).permute(2, 0, 1).float().div(127.5).sub(1.0)[None]
-        lq = resize(x, self.image_size).clamp(-1, 1)[0]
+        lq = resize(image_to_tensor(arr)[None], self.image_size).clamp(-1, 1)[0]
         return {"lq": lq, "name": rel, "seed": image_seed(self.seed, rel)}
 
 
@@ -129,7 +133,7 @@ def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSumma
     save_config(cfg, output_dir / "restore_config.yaml")
     log.info("%d images to restore, %d already done in %s", len(todo), skipped, output_dir)
 
-    accelerator = cfg.accelerator if cfg.accelerator != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
+    accelerator = resolve_accelerator(cfg.accelerator)
     pipe = DR2E.from_config(cfg, device="cpu", weights_dir=weights_dir)
     unet_id, enhancer_id = _weights_ids(cfg, pipe, weights_dir)
     settings = {

@@ -16,6 +16,14 @@ import torch
 from torch import nn
 
 
+def ema_or_live(trainer: pl.Trainer, pl_module: pl.LightningModule, attr: str = "net") -> nn.Module:
+    """The network to sample/evaluate with: the EMA copy when an `EMA` callback holds one, else the live one."""
+    for cb in trainer.callbacks:
+        if isinstance(cb, EMA) and cb.module is not None:
+            return cb.module
+    return getattr(pl_module, attr)
+
+
 class EMA(pl.Callback):
     """EMA of `pl_module.<attr>` (default `net`), updated once per optimizer step.
 

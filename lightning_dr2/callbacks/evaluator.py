@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.utils import save_image
 
-from lightning_dr2.callbacks.ema import EMA
+from lightning_dr2.callbacks.ema import ema_or_live
 from lightning_dr2.datasets.datamodule import ShardSampler
 from lightning_dr2.dr2.pipeline import DR2E, image_seed, resize
 from lightning_dr2.metrics.suite import MetricSuite
@@ -109,12 +109,6 @@ class DR2Evaluator(pl.Callback):
                 log.info("evaluator: %s %s", metric, note)
         return self.suites[key].to(device)
 
-    def _unet(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> nn.Module:
-        for cb in trainer.callbacks:
-            if isinstance(cb, EMA) and cb.module is not None:
-                return cb.module
-        return pl_module.net
-
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         step = trainer.global_step
         if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and step != self._done_step:
@@ -131,7 +125,7 @@ class DR2Evaluator(pl.Callback):
     @torch.no_grad()
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         assert self.splits is not None, "setup() builds the eval splits"
-        unet = self._unet(trainer, pl_module)
+        unet = ema_or_live(trainer, pl_module)
         was_training = unet.training
         unet.eval()
         device = pl_module.device

@@ -10,7 +10,7 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from torchvision.utils import save_image
 
-from lightning_dr2.callbacks.ema import EMA
+from lightning_dr2.callbacks.ema import ema_or_live
 from lightning_dr2.diffusion import create_diffusion
 from lightning_dr2.diffusion.sampling import sample_images
 
@@ -43,12 +43,6 @@ class SampleGrid(pl.Callback):
         self.seed = seed
         self.last_path: Path | None = None
 
-    def _network(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> torch.nn.Module:
-        for cb in trainer.callbacks:
-            if isinstance(cb, EMA) and cb.module is not None:
-                return cb.module
-        return pl_module.net
-
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         step = trainer.global_step
         if (
@@ -68,7 +62,7 @@ class SampleGrid(pl.Callback):
     def sample(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Path | None:
         if not trainer.is_global_zero:
             return None
-        net = self._network(trainer, pl_module)
+        net = ema_or_live(trainer, pl_module)
         hp = pl_module.hparams
         respacing = f"ddim{self.steps}" if self.method == "ddim" else [self.steps]
         diffusion = create_diffusion(

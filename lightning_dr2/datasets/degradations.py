@@ -128,9 +128,7 @@ class DegradationParams:
         if self.jpeg_quality is not None:
             self.jpeg_quality = _integer(owner, "jpeg_quality", self.jpeg_quality, low=1, high=100)
         self.interpolation = _choice(owner, "interpolation", self.interpolation, tuple(INTERPOLATIONS))
-        self.up_interpolation = _choice(
-            owner, "up_interpolation", self.up_interpolation, tuple(INTERPOLATIONS)
-        )
+        self.up_interpolation = _choice(owner, "up_interpolation", self.up_interpolation, tuple(INTERPOLATIONS))
         self.resize_back = _flag(owner, "resize_back", self.resize_back)
         if self.noise_seed is not None:
             self.noise_seed = _integer(owner, "noise_seed", self.noise_seed, low=0)
@@ -168,9 +166,7 @@ class DegradationSpec:
     def __post_init__(self) -> None:
         owner = "DegradationSpec"
         self.kernel_size = _kernel_size(owner, self.kernel_size)
-        probs = tuple(
-            _real(owner, "kernel_prob", p, low=0.0) for p in self._pair("kernel_prob", self.kernel_prob)
-        )
+        probs = tuple(_real(owner, "kernel_prob", p, low=0.0) for p in self._pair("kernel_prob", self.kernel_prob))
         if sum(probs) <= 0:
             raise ValueError(f"{owner}.kernel_prob must not be all zero, got {probs}")
         self.kernel_prob = (probs[0] / sum(probs), probs[1] / sum(probs))
@@ -192,9 +188,7 @@ class DegradationSpec:
         if not names:
             raise ValueError(f"{owner}.interpolations must name at least one of {list(INTERPOLATIONS)}")
         self.interpolations = tuple(_choice(owner, "interpolations", n, tuple(INTERPOLATIONS)) for n in names)
-        self.up_interpolation = _choice(
-            owner, "up_interpolation", self.up_interpolation, tuple(INTERPOLATIONS)
-        )
+        self.up_interpolation = _choice(owner, "up_interpolation", self.up_interpolation, tuple(INTERPOLATIONS))
         self.resize_back = _flag(owner, "resize_back", self.resize_back)
 
     @staticmethod
@@ -204,14 +198,10 @@ class DegradationSpec:
         try:
             lo, hi = value
         except (TypeError, ValueError):
-            raise ValueError(
-                f"DegradationSpec.{name} must be a number or a (low, high) pair, got {value!r}"
-            ) from None
+            raise ValueError(f"DegradationSpec.{name} must be a number or a (low, high) pair, got {value!r}") from None
         return lo, hi
 
-    def _range(
-        self, name: str, value: Any, *, low: float | None = None, strict: bool = False
-    ) -> tuple[float, float]:
+    def _range(self, name: str, value: Any, *, low: float | None = None, strict: bool = False) -> tuple[float, float]:
         lo, hi = self._pair(name, value)
         lo = _real("DegradationSpec", name, lo, low=low, strict=strict)
         hi = _real("DegradationSpec", name, hi, low=low, strict=strict)
@@ -261,9 +251,7 @@ class DegradationSpec:
         return _from_dict(cls, data)
 
 
-def gaussian_kernel(
-    size: int, sigma_x: float, sigma_y: float | None = None, rotation: float = 0.0
-) -> np.ndarray:
+def gaussian_kernel(size: int, sigma_x: float, sigma_y: float | None = None, rotation: float = 0.0) -> np.ndarray:
     """A normalised (sums to 1) 2-D Gaussian, float64, size x size; anisotropic when sigma_y differs.
 
     Written by hand because OpenCV (`cv2.getGaussianKernel`) and albumentations' functional API only
@@ -273,9 +261,7 @@ def gaussian_kernel(
     """
     size = _kernel_size("gaussian_kernel", size)
     sigma_x = _real("gaussian_kernel", "sigma_x", sigma_x, low=0.0, strict=True)
-    sigma_y = (
-        sigma_x if sigma_y is None else _real("gaussian_kernel", "sigma_y", sigma_y, low=0.0, strict=True)
-    )
+    sigma_y = sigma_x if sigma_y is None else _real("gaussian_kernel", "sigma_y", sigma_y, low=0.0, strict=True)
     rotation = _real("gaussian_kernel", "rotation", rotation)
     half = size // 2
     ax = np.arange(-half, half + 1, dtype=np.float64)
@@ -297,9 +283,7 @@ def _check_image(image: Any) -> np.ndarray:
     return image
 
 
-def degrade(
-    image: np.ndarray, params: DegradationParams, rng: np.random.Generator | None = None
-) -> np.ndarray:
+def degrade(image: np.ndarray, params: DegradationParams, rng: np.random.Generator | None = None) -> np.ndarray:
     """Apply y = [(x * k) down_r + n]_JPEG_q up_r to one H x W x 3 uint8 RGB image; returns uint8 RGB.
 
     Blur, resize and noise run in float32 on [0, 1] (as GFPGAN/BasicSR do), so only the JPEG step (or the
@@ -327,9 +311,7 @@ def degrade(
     if params.noise_sigma > 0:
         if rng is None:
             if params.noise_seed is None:
-                raise ValueError(
-                    "params.noise_seed is None and no rng was given: noise would not be reproducible"
-                )
+                raise ValueError("params.noise_seed is None and no rng was given: noise would not be reproducible")
             rng = np.random.default_rng(params.noise_seed)
         shape = (low_h, low_w, 1) if params.gray_noise else (low_h, low_w, 3)
         noise = rng.standard_normal(shape, dtype=np.float32) * np.float32(params.noise_sigma / 255.0)

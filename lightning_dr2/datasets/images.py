@@ -85,9 +85,7 @@ def list_images(root: str | os.PathLike) -> list[Path]:
             found.append((path.relative_to(root).as_posix(), path))
     if not found:
         other = f" ({n_other} other files found)" if n_other else ""
-        raise ValueError(
-            f"no image files in folder {root}{other}; looked for extensions {_extensions_text()}"
-        )
+        raise ValueError(f"no image files in folder {root}{other}; looked for extensions {_extensions_text()}")
     found.sort(key=lambda item: item[0])
     return [path for _, path in found]
 
@@ -126,9 +124,7 @@ def load_pil(path: str | os.PathLike) -> Image.Image:
     """Fully decode `path` into an 8-bit RGB PIL image, or raise `BadImageError`."""
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # Some libraries flip this global; then truncated files decode with grey fill and no error.
-        warnings.warn(
-            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True: truncated images go undetected", stacklevel=2
-        )
+        warnings.warn("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True: truncated images go undetected", stacklevel=2)
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -183,6 +179,11 @@ def scan(
     else:
         reasons = [_check(p) for p in tqdm(paths, **bar)]
     return {str(p): r for p, r in zip(paths, reasons, strict=True) if r is not None}
+
+
+def image_to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 RGB -> (3, H, W) float32 in [-1, 1] (a copy: safe for read-only arrays)."""
+    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
 
 
 def center_crop_resize(img: Image.Image, size: int) -> Image.Image:
@@ -257,8 +258,7 @@ class ImageFolder(Dataset):
                 self.bad_files.add(path)
                 log.warning("skipping %s (%d bad so far in this process)", err, len(self.bad_files))
                 continue
-            image = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
-            return {"image": image, "index": i, "path": path}
+            return {"image": image_to_tensor(arr), "index": i, "path": path}
         raise RuntimeError(
             f"none of the {n} image files in {self.root} could be decoded; run "
             "`lightning_dr2.datasets.scan` on the folder to list the reasons"

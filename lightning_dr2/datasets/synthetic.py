@@ -234,9 +234,7 @@ class _Face:
             tilt = side * u(0, 12)
             p.ellipse(fg, c, ear_ax, _rgba(self.skin * 0.9), tilt)
             p.ellipse(skin_mask, c, ear_ax, 255, tilt)
-            p.ellipse(
-                fg, (c[0] + side * 0.006, c[1]), (ear_ax[0] * 0.5, ear_ax[1] * 0.6), _rgba(self.skin * 0.7)
-            )
+            p.ellipse(fg, (c[0] + side * 0.006, c[1]), (ear_ax[0] * 0.5, ear_ax[1] * 0.6), _rgba(self.skin * 0.7))
         p.fill(fg, self.outline_pts, _rgba(self.skin))
         p.fill(skin_mask, self.outline_pts, 255)
 
@@ -375,9 +373,7 @@ class _Face:
                 _rgba((60, 22, 28)),
             )
             teeth = np.stack([x[3:-3], mid[3:-3] + opened * 0.55 * (1 - v[3:-3] ** 2)], 1)
-            p.fill(
-                fg, np.concatenate([np.stack([x[3:-3], mid[3:-3]], 1), teeth[::-1]]), _rgba((232, 226, 214))
-            )
+            p.fill(fg, np.concatenate([np.stack([x[3:-3], mid[3:-3]], 1), teeth[::-1]]), _rgba((232, 226, 214)))
         p.fill(fg, np.concatenate([np.stack([x, mid], 1), upper[::-1]]), _rgba(lip * 0.88))
         p.fill(fg, np.concatenate([np.stack([x, lower_mid], 1), lower[::-1]]), _rgba(lip))
         p.ellipse(fg, (mx, lower_mid[12] + ll * 0.45), (mw * 0.3, ll * 0.22), _rgba(lip * 1.15))
@@ -452,9 +448,7 @@ class _Face:
             r = u(0.55, 1.0)
             t0, t1 = u(1.0, 1.45) * np.pi, u(1.55, 2.0) * np.pi
             shade = u(0.65, 1.3)
-            p.line(
-                layer, _arc(0.5 + u(-0.03, 0.03), cy, ax * r, ay * r, t0, t1, 16), _rgba(color * shade), 0.004
-            )
+            p.line(layer, _arc(0.5 + u(-0.03, 0.03), cy, ax * r, ay * r, t0, t1, 16), _rgba(color * shade), 0.004)
         X, Y = _grid(self.side // 4)  # smooth: compute at quarter resolution
         rr = np.sqrt(((X - 0.5) / ax) ** 2 + ((Y - cy) / ay) ** 2)
         sheen = 1 + u(0.1, 0.3) * np.exp(-(((rr - u(0.75, 0.9)) / 0.07) ** 2)) * (Y < cy)

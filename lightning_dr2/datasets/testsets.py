@@ -34,14 +34,21 @@ from typing import Any
 import cv2
 import numpy as np
 import PIL
-import torch
 import yaml
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from lightning_dr2 import __version__
 from lightning_dr2.datasets.degradations import DegradationSpec, degrade_with_seed
-from lightning_dr2.datasets.images import BadImageError, center_crop_resize, list_images, load_pil, read_image, scan
+from lightning_dr2.datasets.images import (
+    BadImageError,
+    center_crop_resize,
+    image_to_tensor,
+    list_images,
+    load_pil,
+    read_image,
+    scan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -640,11 +647,6 @@ testset_main.__test__ = False  # pytest would otherwise collect it from any test
 # ------------------------------------------------------------------------------------------ reading
 
 
-def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 -> (3, H, W) float32 in [-1, 1]."""
-    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
-
-
 def list_splits(testset_dir: str | os.PathLike) -> list[str]:
     """Split names of a built set: manifest order first, then any other folder holding an `lq/` folder."""
     root = Path(testset_dir)
@@ -720,7 +722,12 @@ class PairedSplit(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rel, lq, hq = self.pairs[index]
-        return {"lq": _to_tensor(read_image(lq)), "hq": _to_tensor(read_image(hq)), "name": rel, "index": index}
+        return {
+            "lq": image_to_tensor(read_image(lq)),
+            "hq": image_to_tensor(read_image(hq)),
+            "name": rel,
+            "index": index,
+        }
 
 
 class RealLQSet(Dataset):
@@ -751,4 +758,4 @@ class RealLQSet(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rel, path = self.files[index]
-        return {"lq": _to_tensor(read_image(path)), "name": rel, "index": index}
+        return {"lq": image_to_tensor(read_image(path)), "name": rel, "index": index}

@@ -93,13 +93,9 @@ class GaussianDiffusion:
         self.learn_sigma = learned
 
         self.num_timesteps = len(betas)
-        self.timestep_map = (
-            list(range(self.num_timesteps)) if timestep_map is None else [int(s) for s in timestep_map]
-        )
+        self.timestep_map = list(range(self.num_timesteps)) if timestep_map is None else [int(s) for s in timestep_map]
         if len(self.timestep_map) != self.num_timesteps:
-            raise ValueError(
-                f"timestep_map has {len(self.timestep_map)} entries for {self.num_timesteps} steps"
-            )
+            raise ValueError(f"timestep_map has {len(self.timestep_map)} entries for {self.num_timesteps} steps")
 
         self.betas = betas
         alphas = 1.0 - betas
@@ -112,13 +108,9 @@ class GaussianDiffusion:
         self.sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod - 1)
         # q(x_{t-1} | x_t, x_0); its variance is 0 at t = 0, so the log is clipped to the t = 1 value.
         self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
-        self.posterior_log_variance_clipped = np.log(
-            np.append(self.posterior_variance[1], self.posterior_variance[1:])
-        )
+        self.posterior_log_variance_clipped = np.log(np.append(self.posterior_variance[1], self.posterior_variance[1:]))
         self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
-        self.posterior_mean_coef2 = (
-            (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
-        )
+        self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
         self.log_betas = np.log(betas)
         # "fixed_large" uses beta_t, with beta~_1 at t = 0 for a sensible decoder variance.
         self.large_variance = np.append(self.posterior_variance[1], betas[1:])
@@ -183,9 +175,7 @@ class GaussianDiffusion:
             + self._extract("sqrt_one_minus_alphas_cumprod", t, x_start) * noise
         )
 
-    def q_posterior_mean_variance(
-        self, x_start: Tensor, x_t: Tensor, t: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    def q_posterior_mean_variance(self, x_start: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Mean, variance and clipped log variance of the posterior q(x_{t-1} | x_t, x_0)."""
         _check_same_shape(x_start, x_t, "x_start")
         mean = (
@@ -316,17 +306,11 @@ class GaussianDiffusion:
         eps = self._predict_eps_from_xstart(x, t, out["pred_xstart"])
         alpha_bar = self._extract("alphas_cumprod", t, x)
         alpha_bar_prev = self._extract("alphas_cumprod_prev", t, x)
-        sigma = (
-            eta
-            * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar))
-            * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
-        )
+        sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
         if noise is None:
             noise = _randn_like(x, generator)
         _check_same_shape(noise, x, "noise")
-        mean_pred = (
-            out["pred_xstart"] * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps
-        )
+        mean_pred = out["pred_xstart"] * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps
         nonzero = (t != 0).to(mean_pred.dtype).view(-1, *([1] * (x.ndim - 1)))
         return {"sample": mean_pred + nonzero * sigma * noise, **out}
 
@@ -479,9 +463,7 @@ class GaussianDiffusion:
     ) -> Tensor:
         """Uniform training timesteps in [0, num_timesteps) (drawn on the generator's device if given)."""
         draw_device = generator.device if generator is not None else device
-        return torch.randint(
-            0, self.num_timesteps, (batch_size,), generator=generator, device=draw_device
-        ).to(device)
+        return torch.randint(0, self.num_timesteps, (batch_size,), generator=generator, device=draw_device).to(device)
 
     def _vb_terms_bpd(
         self, output: Tensor, x_start: Tensor, x_t: Tensor, t: Tensor, clip_denoised: bool
@@ -559,9 +541,7 @@ class GaussianDiffusion:
             t = torch.full((x_start.shape[0],), i, dtype=torch.long, device=x_start.device)
             noise = _randn_like(x_start, generator)
             x_t = self.q_sample(x_start, t, noise)
-            out = self._vb_terms_bpd(
-                self._run_model(model, x_t, t, model_kwargs), x_start, x_t, t, clip_denoised
-            )
+            out = self._vb_terms_bpd(self._run_model(model, x_t, t, model_kwargs), x_start, x_t, t, clip_denoised)
             vb.append(out["output"])
             xstart_mse.append(mean_flat((out["pred_xstart"] - x_start) ** 2))
             mse.append(mean_flat((self._predict_eps_from_xstart(x_t, t, out["pred_xstart"]) - noise) ** 2))

@@ -13,9 +13,7 @@ def mean_flat(x: Tensor) -> Tensor:
     return x.mean(dim=tuple(range(1, x.ndim)))
 
 
-def normal_kl(
-    mean1: Tensor | float, logvar1: Tensor | float, mean2: Tensor | float, logvar2: Tensor | float
-) -> Tensor:
+def normal_kl(mean1: Tensor | float, logvar1: Tensor | float, mean2: Tensor | float, logvar2: Tensor | float) -> Tensor:
     """Elementwise KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) in nats; arguments broadcast.
 
     Log-variances (not variances) are taken because the learned variances span many orders of magnitude.
@@ -24,9 +22,7 @@ def normal_kl(
     if like is None:
         raise TypeError("normal_kl needs at least one tensor argument")
     logvar1, logvar2 = (torch.as_tensor(v, dtype=like.dtype, device=like.device) for v in (logvar1, logvar2))
-    return 0.5 * (
-        -1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2)
-    )
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
 
 
 def approx_standard_normal_cdf(x: Tensor) -> Tensor:
@@ -42,8 +38,7 @@ def discretized_gaussian_log_likelihood(x: Tensor, means: Tensor, log_scales: Te
     """
     if not x.shape == means.shape == log_scales.shape:
         raise ValueError(
-            f"shapes differ: x {tuple(x.shape)}, means {tuple(means.shape)}, "
-            f"log_scales {tuple(log_scales.shape)}"
+            f"shapes differ: x {tuple(x.shape)}, means {tuple(means.shape)}, log_scales {tuple(log_scales.shape)}"
         )
     centered = x - means
     inv_std = torch.exp(-log_scales)

@@ -66,9 +66,7 @@ def _ddim_timesteps(num_timesteps: int, spec: str) -> set[int]:
     try:
         desired = int(spec[len("ddim") :])
     except ValueError:
-        raise ValueError(
-            f"bad respacing {spec!r}: expected 'ddimN' with an integer N, e.g. 'ddim25'"
-        ) from None
+        raise ValueError(f"bad respacing {spec!r}: expected 'ddimN' with an integer N, e.g. 'ddim25'") from None
     for stride in range(1, num_timesteps):
         steps = range(0, num_timesteps, stride)
         if len(steps) == desired:
@@ -91,9 +89,7 @@ def respace_betas(betas: np.ndarray, use_timesteps: Iterable[int]) -> tuple[np.n
     if not timestep_map:
         raise ValueError("respacing kept no timesteps")
     if timestep_map[0] < 0 or timestep_map[-1] >= len(betas):
-        raise ValueError(
-            f"kept timesteps must lie in [0, {len(betas)}), got {timestep_map[0]}..{timestep_map[-1]}"
-        )
+        raise ValueError(f"kept timesteps must lie in [0, {len(betas)}), got {timestep_map[0]}..{timestep_map[-1]}")
     alphas_cumprod = np.cumprod(1.0 - betas)
     new_betas = []
     previous = 1.0

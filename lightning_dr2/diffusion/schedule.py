@@ -35,9 +35,7 @@ def beta_schedule(name: str, steps: int) -> np.ndarray:
     raise ValueError(f"unknown beta schedule {name!r}; valid schedules: {', '.join(SCHEDULES)}")
 
 
-def betas_from_alpha_bar(
-    steps: int, alpha_bar: Callable[[float], float], max_beta: float = 0.999
-) -> np.ndarray:
+def betas_from_alpha_bar(steps: int, alpha_bar: Callable[[float], float], max_beta: float = 0.999) -> np.ndarray:
     """Discretise a continuous alpha_bar(t), t in [0, 1], into `steps` betas.
 
     Betas are capped at `max_beta` because alpha_bar reaches 0 at t = 1, where the last beta would be 1

@@ -35,15 +35,11 @@ def frechet_distance(
     if mu1.shape != mu2.shape:
         raise ValueError(f"mean vectors have different shapes: {mu1.shape} vs {mu2.shape}")
     if sigma1.shape != sigma2.shape or sigma1.shape != (mu1.shape[0], mu1.shape[0]):
-        raise ValueError(
-            f"covariances must both be {mu1.shape[0]}x{mu1.shape[0]}, got {sigma1.shape}, {sigma2.shape}"
-        )
+        raise ValueError(f"covariances must both be {mu1.shape[0]}x{mu1.shape[0]}, got {sigma1.shape}, {sigma2.shape}")
     diff = mu1 - mu2
     covmean = scipy.linalg.sqrtm(sigma1.dot(sigma2))
     if not np.isfinite(covmean).all():
-        warnings.warn(
-            f"frechet_distance: singular product of covariances; adding {eps} to the diagonals", stacklevel=2
-        )
+        warnings.warn(f"frechet_distance: singular product of covariances; adding {eps} to the diagonals", stacklevel=2)
         offset = np.eye(sigma1.shape[0]) * eps
         covmean = scipy.linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
     if np.iscomplexobj(covmean):  # numerical error can leave a small imaginary component
@@ -165,9 +161,7 @@ def _numpy_safe_globals() -> list[Any]:
             (multiarray._reconstruct, f"{module}._reconstruct"),
             (multiarray.scalar, f"{module}.scalar"),
         ]
-    allowed += [
-        type(np.dtype(t)) for t in (np.float64, np.float32, np.int64)
-    ]  # numpy.dtypes.Float64DType, ...
+    allowed += [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64)]  # numpy.dtypes.Float64DType, ...
     return allowed
 
 
@@ -213,14 +207,10 @@ def load_stats(path: str | os.PathLike) -> FIDStats:
         raise ValueError(f"{path} does not hold a dict of statistics (got {type(obj).__name__})")
     mu_key, sigma_key = ("mu", "sigma") if "mu" in obj else ("mean", "cov")
     if mu_key not in obj or sigma_key not in obj:
-        raise ValueError(
-            f"{path} lacks FID statistics: expected keys mu/sigma or mean/cov, found {sorted(obj)}"
-        )
+        raise ValueError(f"{path} lacks FID statistics: expected keys mu/sigma or mean/cov, found {sorted(obj)}")
     mu, sigma = (_as_float64(path, k, obj[k]) for k in (mu_key, sigma_key))
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise ValueError(
-            f"{path}: expected mean (D,) and covariance (D, D), got {mu.shape} and {sigma.shape}"
-        )
+        raise ValueError(f"{path}: expected mean (D,) and covariance (D, D), got {mu.shape} and {sigma.shape}")
     count = obj.get("count")
     return FIDStats(mu, sigma, None if count is None else int(count))
 

@@ -153,15 +153,11 @@ def arcface_preprocess(
     if gray not in GRAY_MODES:
         raise ValueError(f"arcface_preprocess: gray must be one of {sorted(GRAY_MODES)}, got {gray!r}")
     if len(value_range) != 2 or not float(value_range[1]) > float(value_range[0]):
-        raise ValueError(
-            f"arcface_preprocess: value_range must be (low, high) with low < high, got {value_range}"
-        )
+        raise ValueError(f"arcface_preprocess: value_range must be (low, high) with low < high, got {value_range}")
     low, high = float(value_range[0]), float(value_range[1])
     x = images.detach().to(torch.float32)
     if not torch.isfinite(x).all():
-        raise ValueError(
-            "arcface_preprocess: images contain NaN or inf; the identity distance would be meaningless"
-        )
+        raise ValueError("arcface_preprocess: images contain NaN or inf; the identity distance would be meaningless")
     levels = ((x.clamp(low, high) - low) / (high - low) * 255.0).round().to(torch.int32)
     (coef_r, coef_g, coef_b), offset = GRAY_MODES[gray]
     r, g, b = levels.unbind(dim=1)

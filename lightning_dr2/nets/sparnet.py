@@ -83,9 +83,7 @@ class ConvLayer(nn.Module):
     bias only when no norm follows it (a norm would cancel it), as in the checkpoints.
     """
 
-    def __init__(
-        self, c_in: int, c_out: int, scale: str = "none", norm_type: str = "none", act: bool = False
-    ) -> None:
+    def __init__(self, c_in: int, c_out: int, scale: str = "none", norm_type: str = "none", act: bool = False) -> None:
         super().__init__()
         self.upsample = scale == "up"
         self.pad = nn.ReflectionPad2d(1)
@@ -141,9 +139,7 @@ class ResidualBlock(nn.Module):
     rescaling) when the resolution or width changes, else the identity.
     """
 
-    def __init__(
-        self, c_in: int, c_out: int, scale: str, norm_type: str, att_name: str, att_depth: int
-    ) -> None:
+    def __init__(self, c_in: int, c_out: int, scale: str, norm_type: str, att_name: str, att_depth: int) -> None:
         super().__init__()
         if scale == "none" and c_in == c_out:
             self.shortcut_func: nn.Module = nn.Identity()
@@ -193,20 +189,13 @@ class SPARNet(nn.Module):
             raise ValueError(f"att_name must be one of {ATT_NAMES}, got {att_name!r}")
         if not 0 < min_ch <= max_ch:
             raise ValueError(f"need 0 < min_ch <= max_ch, got min_ch={min_ch}, max_ch={max_ch}")
-        if (
-            min_feat_size < 2
-            or size < min_feat_size
-            or not _is_pow2(size // min_feat_size)
-            or size % min_feat_size
-        ):
+        if min_feat_size < 2 or size < min_feat_size or not _is_pow2(size // min_feat_size) or size % min_feat_size:
             raise ValueError(
                 f"size must be min_feat_size * 2**k with min_feat_size >= 2, got size={size}, "
                 f"min_feat_size={min_feat_size}"
             )
         if bottleneck_size < 1 or not _is_pow2(bottleneck_size) or bottleneck_size > _ATT_TOP_RES:
-            raise ValueError(
-                f"bottleneck_size must be a power of two in [1, {_ATT_TOP_RES}], got {bottleneck_size}"
-            )
+            raise ValueError(f"bottleneck_size must be a power of two in [1, {_ATT_TOP_RES}], got {bottleneck_size}")
         self.config: dict[str, Any] = dict(
             size=size,
             min_ch=min_ch,
@@ -227,10 +216,7 @@ class SPARNet(nn.Module):
         # Per block: (state-dict name, c_in, c_out, scale, output resolution, hourglass depth).
         top = int(math.log2(_ATT_TOP_RES // bottleneck_size))
         mid = top - steps + 1
-        down = [
-            (f"encoder.{i + 1}", widths[i], widths[i + 1], "down", size >> (i + 1), top - i)
-            for i in range(steps)
-        ]
+        down = [(f"encoder.{i + 1}", widths[i], widths[i + 1], "down", size >> (i + 1), top - i) for i in range(steps)]
         same = [(f"res_layers.{i}", widths[-1], widths[-1], "none", min_feat_size, mid) for i in range(n_res)]
         up = [
             (

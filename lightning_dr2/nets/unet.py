@@ -306,18 +306,14 @@ class AttentionBlock(nn.Module):
             self.num_heads = num_heads
         else:
             if channels % num_head_channels:
-                raise ValueError(
-                    f"channels {channels} not divisible by num_head_channels {num_head_channels}"
-                )
+                raise ValueError(f"channels {channels} not divisible by num_head_channels {num_head_channels}")
             self.num_heads = channels // num_head_channels
         if channels % self.num_heads:
             raise ValueError(f"channels {channels} not divisible by num_heads {self.num_heads}")
         self.use_checkpoint = use_checkpoint
         self.norm = GroupNorm32(channels)
         self.qkv = nn.Conv1d(channels, channels * 3, 1)
-        self.attention = (
-            QKVAttention(self.num_heads) if use_new_attention_order else QKVAttentionLegacy(self.num_heads)
-        )
+        self.attention = QKVAttention(self.num_heads) if use_new_attention_order else QKVAttentionLegacy(self.num_heads)
         self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -428,9 +424,7 @@ class UNet(nn.Module):
                 skip_chans.append(ch)
                 ds *= 2
 
-        self.middle_block = TimestepEmbedSequential(
-            res_block(ch, ch), attention(ch, num_heads), res_block(ch, ch)
-        )
+        self.middle_block = TimestepEmbedSequential(res_block(ch, ch), attention(ch, num_heads), res_block(ch, ch))
 
         self.output_blocks = nn.ModuleList([])
         for level, mult in reversed(list(enumerate(channel_mult))):
@@ -491,9 +485,7 @@ class UNet(nn.Module):
             )
         factor = 2 ** (len(self.channel_mult) - 1)
         if x.ndim != 4 or x.shape[-1] % factor or x.shape[-2] % factor:
-            raise ValueError(
-                f"expected x of shape (B, C, H, W) with H, W divisible by {factor}, got {tuple(x.shape)}"
-            )
+            raise ValueError(f"expected x of shape (B, C, H, W) with H, W divisible by {factor}, got {tuple(x.shape)}")
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         if t.shape != (x.shape[0],):
