@@ -178,3 +178,38 @@ def test_backward_reaches_every_parameter():
     model = SPARNet(**SMALL).train()
     model(torch.rand(1, 3, 16, 16) * 2 - 1).square().mean().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def _reference_widths(size: int, min_ch: int, max_ch: int, min_feat_size: int) -> list[int]:
+    """Face-SPARNet's rule written out: clip the start, double from the clipped value, clip each level."""
+    steps = (size // min_feat_size).bit_length() - 1
+    n = max(min_ch, min(max_ch // (steps + 1), max_ch))
+    widths = []
+    for _ in range(steps + 1):
+        widths.append(max(min_ch, min(n, max_ch)))
+        n *= 2
+    return widths
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(size=64, min_ch=32, max_ch=64, min_feat_size=8, res_depth=1, bottleneck_size=8),  # start clipped up
+        dict(size=32, min_ch=16, max_ch=32, min_feat_size=4, res_depth=1, bottleneck_size=16),  # start clipped up
+        SMALL,  # start not clipped
+    ],
+)
+def test_widths_follow_reference_when_min_ch_clips(config):
+    """Encoder block i maps width i -> i+1, the decoder mirrors it; checked on the conv weight shapes."""
+    widths = _reference_widths(config["size"], config["min_ch"], config["max_ch"], config["min_feat_size"])
+    model = SPARNet(**config, spectral_norm=False)
+    assert model.encoder[0].conv2d.weight.shape[0] == widths[0]
+    steps = len(widths) - 1
+    for i in range(steps):
+        conv = model.encoder[i + 1].conv1.conv2d.weight
+        assert tuple(conv.shape[:2]) == (widths[i + 1], widths[i]), f"encoder.{i + 1}"
+        conv = model.decoder[i].conv1.conv2d.weight
+        assert tuple(conv.shape[:2]) == (widths[steps - i - 1], widths[steps - i]), f"decoder.{i}"
+    assert model.out_conv.conv2d.weight.shape[1] == widths[0]
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, config["size"], config["size"])).shape == (1, 3, config["size"], config["size"])

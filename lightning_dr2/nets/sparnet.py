@@ -163,9 +163,10 @@ class ResidualBlock(nn.Module):
 class SPARNet(nn.Module):
     """SPARNet generator: a (B, 3, size, size) image in [-1, 1] to the restored image, same size.
 
-    Widths: the encoder goes from c0 = max_ch // (D + 1) to c0 * 2**D, each clipped to [min_ch, max_ch],
-    with D = log2(size / min_feat_size) downsampling blocks; the decoder mirrors it. `res_depth` counts
-    like the releases: there are `res_depth + 3 - D` blocks at `min_feat_size` (9 for SPARNetHD).
+    Widths: c0 = max_ch // (D + 1) clipped to [min_ch, max_ch]; the encoder goes from c0 to c0 * 2**D,
+    each level clipped to [min_ch, max_ch] again (Face-SPARNet's rule), with D = log2(size / min_feat_size)
+    downsampling blocks; the decoder mirrors it. `res_depth` counts like the releases: there are
+    `res_depth + 3 - D` blocks at `min_feat_size` (9 for SPARNetHD).
     `bottleneck_size` sets the attention hourglass depth (see `_ATT_TOP_RES`). The output is not
     squashed (no tanh), as in the releases: clamp it to [-1, 1] when saving images.
     """
@@ -211,8 +212,10 @@ class SPARNet(nn.Module):
 
         steps = int(math.log2(size // min_feat_size))
         n_res = max(0, res_depth + 3 - steps)
-        base = max_ch // (steps + 1)
-        widths = [max(min_ch, min(base * 2**i, max_ch)) for i in range(steps + 1)]
+        # Face-SPARNet clips the starting width, then keeps doubling from the clipped value (clipping each
+        # level's width again); clipping only base * 2**i would differ whenever max_ch // (steps + 1) < min_ch.
+        base = _clip(max_ch // (steps + 1), min_ch, max_ch)
+        widths = [_clip(base * 2**i, min_ch, max_ch) for i in range(steps + 1)]
         # Per block: (state-dict name, c_in, c_out, scale, output resolution, hourglass depth).
         top = int(math.log2(_ATT_TOP_RES // bottleneck_size))
         mid = top - steps + 1
@@ -265,6 +268,10 @@ class SPARNet(nn.Module):
                 f"got {tuple(x.shape)}; resize the input to {self.size}x{self.size} first"
             )
         return self.out_conv(self.decoder(self.res_layers(self.encoder(x))))
+
+
+def _clip(width: int, min_ch: int, max_ch: int) -> int:
+    return max(min_ch, min(width, max_ch))
 
 
 def _is_pow2(n: int) -> bool:
