@@ -108,6 +108,7 @@ class WandbConfig:
     entity: str | None = None
     group: str | None = None  # defaults to the experiment name
     tags: list[str] = field(default_factory=list)
+    init_timeout: float = 30.0  # seconds to wait for an online start before continuing offline
 
 
 @dataclass

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
 import re
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig
-from pytorch_lightning.loggers import CSVLogger, Logger
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 from lightning_dr2.config import flat_dict
 
@@ -49,7 +53,12 @@ def wandb_run_id(experiment: str, run: str) -> str:
 
 
 def wandb_run_kwargs(cfg: DictConfig, mode: str) -> dict[str, Any]:
-    """`wandb.init` arguments of a run: name `<experiment>/<run>`, stable id, group, tags, flat config."""
+    """`wandb.init` arguments of a run: name `<experiment>/<run>`, stable id, group, tags, flat config.
+
+    The run start is bounded by `wandb.init_timeout` seconds (wandb's own default waits minutes).
+    """
+    import wandb
+
     kwargs: dict[str, Any] = {
         "project": cfg.wandb.project,
         "name": f"{cfg.experiment}/{cfg.run}",
@@ -59,20 +68,107 @@ def wandb_run_kwargs(cfg: DictConfig, mode: str) -> dict[str, Any]:
         "mode": mode,
         "resume": "allow",
         "config": flat_dict(cfg),
+        "settings": wandb.Settings(init_timeout=cfg.wandb.init_timeout),
     }
     if cfg.wandb.entity:
         kwargs["entity"] = cfg.wandb.entity
     return kwargs
 
 
+class _HistoryWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that a resumed run continues the earlier metrics.csv.
+
+    Lightning deletes an existing metrics.csv when a logger starts; a requeued or resumed run would then
+    keep only the steps after its checkpoint. Here the earlier rows are kept up to the first step the
+    resumed run logs again (rows at or after it were logged after the checkpoint and are logged anew),
+    so every step appears once. The first save rewrites the file atomically; later saves append.
+    """
+
+    def _check_log_dir_exists(self) -> None:
+        self._history: list[dict[str, str]] | None = None
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as fh:
+                self._history = list(csv.DictReader(fh))
+
+    def save(self) -> None:
+        if self._history is None or not self.metrics:
+            super().save()
+            return
+        first_new = min(int(row["step"]) for row in self.metrics)
+        kept = [row for row in self._history if row.get("step") and int(float(row["step"])) < first_new]
+        rows = kept + self.metrics
+        self.metrics_keys = sorted(set().union(*rows))
+        tmp = f"{self.metrics_file_path}.tmp"
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self.metrics_keys)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.metrics_file_path)
+        self._history = None
+        self.metrics = []
+
+
+class HistoryCSVLogger(CSVLogger):
+    """CSVLogger whose metrics.csv survives a resume (see `_HistoryWriter`)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            os.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _HistoryWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+T = TypeVar("T")
+
+
+def start_with_offline_fallback(start: Callable[[], T], init_kwargs: MutableMapping[str, Any]) -> T:
+    """Start a W&B run; if an online start fails (no key, bad key, no network, timeout), continue offline.
+
+    W&B must never stop a run: the failure is said once, with the command that uploads the run later.
+    `init_kwargs` (the `wandb.init` arguments `start` uses) is switched to offline in place.
+    """
+    import wandb
+
+    try:
+        return start()
+    except (wandb.errors.Error, OSError, TimeoutError) as err:
+        if init_kwargs.get("mode") != "online":
+            raise
+        where = Path(init_kwargs.get("dir") or init_kwargs.get("save_dir") or ".") / "wandb" / "offline-run-*"
+        log.warning(
+            "W&B could not start online (%s: %s); continuing offline. Upload later with: wandb sync %s",
+            type(err).__name__,
+            str(err).splitlines()[0] if str(err) else "",
+            where,
+        )
+        init_kwargs["mode"] = "offline"
+        return start()
+
+
+class FallbackWandbLogger(WandbLogger):
+    """Lightning's WandbLogger whose online start falls back to offline instead of failing the run."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        if self._experiment is not None:
+            return self._experiment
+
+        def start() -> Any:
+            self._experiment = None
+            return super(FallbackWandbLogger, self).experiment
+
+        return start_with_offline_fallback(start, self._wandb_init)
+
+
 def build_loggers(cfg: DictConfig, run_path: Path) -> list[Logger]:
-    loggers: list[Logger] = [CSVLogger(save_dir=str(run_path), name="", version="csv")]
+    loggers: list[Logger] = [HistoryCSVLogger(save_dir=str(run_path), name="", version="csv")]
     mode = resolve_wandb_mode(cfg.wandb.mode)
     if mode == "disabled":
         return loggers
-    from pytorch_lightning.loggers import WandbLogger
-
     kwargs = {**wandb_run_kwargs(cfg, mode), "save_dir": str(run_path)}
     log.info("W&B logging %s (mode=%s, id=%s)", cfg.wandb.project, mode, kwargs["id"])
-    loggers.append(WandbLogger(**kwargs))
+    loggers.append(FallbackWandbLogger(**kwargs))
     return loggers
