@@ -19,6 +19,7 @@ from lightning_dr2.callbacks.samples import SampleGrid
 from lightning_dr2.config import ConfigError, resolve_run_name, run_dir, save_config
 from lightning_dr2.datasets.datamodule import FaceDataModule
 from lightning_dr2.loggers import build_loggers
+from lightning_dr2.runinfo import record_run_info
 from lightning_dr2.modules.ddpm import DDPMModule
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ def train_ddpm(cfg: DictConfig) -> TrainResult:
     ckpt_path = resolve_resume(cfg, path)
     pl.seed_everything(cfg.seed, workers=True)
     save_config(cfg, path / "config.yaml")
+    record_run_info(path)
 
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
