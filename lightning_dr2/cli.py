@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -201,11 +202,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    from lightning_dr2.callbacks.preemption import TrainingInterrupted
     from lightning_dr2.config import ConfigError
     from lightning_dr2.nets.loading import WeightsError
 
     try:
         return int(args.func(args) or 0)
+    except TrainingInterrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        return 128 + signal.SIGTERM  # the shell's code for a SIGTERM'd job: not finished, resumable
     except (ConfigError, WeightsError, FileNotFoundError, ValueError) as err:
         if args.verbose:
             raise

@@ -12,15 +12,18 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_dr2.callbacks.curves import LossCurve
 from lightning_dr2.callbacks.ema import EMA
+from lightning_dr2.callbacks.preemption import PreemptionCheckpoint, TrainingInterrupted
 from lightning_dr2.callbacks.samples import SampleGrid
+from lightning_dr2.checkpoints import AtomicCheckpointIO, newest_valid_checkpoint, remove_stale_temp_files
 from lightning_dr2.config import ConfigError, resolve_run_name, run_dir, save_config
 from lightning_dr2.datasets.datamodule import FaceDataModule
 from lightning_dr2.loggers import build_loggers
-from lightning_dr2.runinfo import record_run_info
 from lightning_dr2.modules.ddpm import DDPMModule
+from lightning_dr2.runinfo import record_run_info
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +37,23 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 
 def resolve_resume(cfg: DictConfig, run_path: Path) -> str | None:
-    """The checkpoint to resume from, if any (see `ExperimentConfig.resume`)."""
+    """The checkpoint to resume from, if any (see `ExperimentConfig.resume`).
+
+    auto/true take the newest checkpoint of the run that loads (periodic, last, signal or SLURM requeue);
+    a torn newer one is reported and skipped. true fails when there is none; a path is used as given.
+    """
     value = str(cfg.resume).strip()
-    last = run_path / "checkpoints" / "last.ckpt"
     if value.lower() in ("false", "no", "none", ""):
         return None
-    if value.lower() == "auto":
-        return str(last) if last.is_file() else None
-    if value.lower() == "true":
-        if not last.is_file():
+    if value.lower() in ("auto", "true"):
+        remove_stale_temp_files(run_path)
+        newest = newest_valid_checkpoint(run_path)
+        if newest is None and value.lower() == "true":
             raise ConfigError(
-                f"resume=true but {last} does not exist. Name the run to continue with run=<name> "
-                f"(runs are under {run_path.parent}) or pass resume=<path/to.ckpt>."
+                f"resume=true but {run_path / 'checkpoints'} holds no readable checkpoint. Name the run to "
+                f"continue with run=<name> (runs are under {run_path.parent}) or pass resume=<path/to.ckpt>."
             )
-        return str(last)
+        return str(newest) if newest is not None else None
     if not Path(value).is_file():
         raise ConfigError(f"resume={value}: no such checkpoint file")
     return value
@@ -147,8 +153,10 @@ def train_ddpm(cfg: DictConfig) -> TrainResult:
         save_top_k=cfg.checkpoint.save_top_k,
         save_last=True,
     )
+    preemption = PreemptionCheckpoint(path / "checkpoints")
     callbacks: list[pl.Callback] = [
         ema,
+        preemption,
         samples,
         curve,
         checkpoints,
@@ -178,8 +186,12 @@ def train_ddpm(cfg: DictConfig) -> TrainResult:
         enable_progress_bar=t.progress_bar,
         use_distributed_sampler=False,  # FaceDataModule shards and seeds its own sampler
         max_epochs=-1,
+        plugins=[AtomicCheckpointIO()],
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException as err:
+        raise TrainingInterrupted(trainer.global_step, preemption.saved) from err
 
     export_path = None
     if trainer.is_global_zero:
