@@ -35,9 +35,21 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from lightning_dr2.restore import restore_main
+    from lightning_dr2.config import RestoreConfig, load_config
+    from lightning_dr2.restore import run_restore
 
-    return restore_main(args.input, args.output, args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, schema=RestoreConfig)
+    cfg.input, cfg.output = args.input, args.output
+    summary = run_restore(cfg)
+    print(
+        f"restored {summary.restored} images ({summary.skipped} already done) "
+        f"in {summary.seconds:.1f} s -> {summary.output}"
+    )
+    if summary.bad:
+        print(f"{len(summary.bad)} unreadable inputs skipped (listed in {summary.output / 'bad_files.txt'}):")
+        for rel, reason in summary.bad[:20]:
+            print(f"  {rel}: {reason}")
+    return 0
 
 
 def _cmd_weights(args: argparse.Namespace) -> int:
@@ -54,9 +66,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_testset(args: argparse.Namespace) -> int:
-    from lightning_dr2.datasets.testsets import testset_main
+    from lightning_dr2.datasets.testset_builder import build_testset
+    from lightning_dr2.datasets.testsets import LQ_DIR, MANIFEST
 
-    return testset_main(args.hq, args.out, args.spec, overwrite=args.overwrite, limit=args.limit, workers=args.workers)
+    report = build_testset(args.hq, args.out, args.spec, overwrite=args.overwrite, limit=args.limit, workers=args.workers)
+    spec = report.spec
+    print(
+        f"{report.out}: test set '{spec.name}' (spec {spec.spec_hash()[:12]}), {len(spec.splits)} splits x "
+        f"{report.images} images at {spec.hq_size}px; {report.written} files written, {report.reused} already present"
+    )
+    for name in spec.splits:
+        print(f"  {name}: {report.out / name / LQ_DIR}")
+    if report.bad_files:
+        print(f"  {len(report.bad_files)} bad HQ file(s) skipped (see bad_files in {report.out / MANIFEST})")
+    return 0
 
 
 def _cmd_fid_stats(args: argparse.Namespace) -> int:
@@ -85,9 +108,10 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from lightning_dr2.datasets.synthetic import synth_main
+    from lightning_dr2.datasets.synthetic import generate_faces
 
-    synth_main(n=args.n, size=args.size, out=args.out, seed=args.seed)
+    generate_faces(args.out, n=args.n, size=args.size, seed=args.seed, progress=True)
+    print(f"{args.out}: {args.n} synthetic faces at {args.size}x{args.size}")
     return 0
 
 

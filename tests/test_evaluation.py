@@ -16,7 +16,8 @@ from PIL import Image
 from lightning_dr2.callbacks.evaluator import DR2Evaluator
 from lightning_dr2.config import EvalConfig, load_config
 from lightning_dr2.datasets.synthetic import render_face
-from lightning_dr2.datasets.testsets import build_testset, load_spec
+from lightning_dr2.datasets.testset_builder import build_testset
+from lightning_dr2.datasets.testset_spec import load_spec
 from lightning_dr2.evaluation import run_eval
 from lightning_dr2.modules.ddpm import DDPMModule
 
