@@ -53,9 +53,30 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _cmd_weights(args: argparse.Namespace) -> int:
-    from lightning_dr2.weights import weights_main
+    """Without fetch options: the status table (or JSON). With them: fetch each file (into --weights-dir,
+    else `default_dest()`), report each result; exit status 1 if any failed."""
+    from lightning_dr2.weights import WEIGHTS, fetch_each, format_table, list_weights, missing_files
 
-    return weights_main(args.fetch, args.fetch_all, args.weights_dir, args.json)
+    if not args.fetch and not args.fetch_all:
+        rows = list_weights(args.weights_dir)
+        print(json.dumps(rows, indent=2) if args.json else format_table(rows, args.weights_dir))
+        return 0
+    names, manual = missing_files(args.weights_dir) if args.fetch_all else ([], [])
+    names = list(dict.fromkeys([*(args.fetch or []), *names]))
+    results = fetch_each(names, args.weights_dir)
+    if args.json:
+        print(json.dumps({"results": results, "manual": manual}, indent=2))
+    else:
+        if not names:
+            print("Every file with a download URL is present.")
+        for r in results:
+            if r["ok"]:
+                print(f"{r['name']}: {'downloaded to' if r['downloaded'] else 'already present at'} {r['path']}")
+            else:
+                print(f"{r['name']}: FAILED\n{r['error']}", file=sys.stderr)
+        for name in manual:
+            print(f"{name}: not fetched, no direct URL; manual download: {WEIGHTS[name].source}")
+    return 0 if all(r["ok"] for r in results) else 1
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -69,7 +90,9 @@ def _cmd_testset(args: argparse.Namespace) -> int:
     from lightning_dr2.datasets.testset_builder import build_testset
     from lightning_dr2.datasets.testsets import LQ_DIR, MANIFEST
 
-    report = build_testset(args.hq, args.out, args.spec, overwrite=args.overwrite, limit=args.limit, workers=args.workers)
+    report = build_testset(
+        args.hq, args.out, args.spec, overwrite=args.overwrite, limit=args.limit, workers=args.workers
+    )
     spec = report.spec
     print(
         f"{report.out}: test set '{spec.name}' (spec {spec.spec_hash()[:12]}), {len(spec.splits)} splits x "

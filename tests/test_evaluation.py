@@ -127,7 +127,7 @@ def test_missing_metric_weights_are_errors_unless_skipped(
     testset: Path, unet_file: Path, tmp_path: Path, monkeypatch
 ) -> None:
     monkeypatch.setenv("DR2_WEIGHTS", str(tmp_path / "empty"))
-    monkeypatch.setattr("lightning_dr2.weights.PROJECT_ROOT", tmp_path)
+    monkeypatch.setattr("lightning_dr2.weights.lookup.PROJECT_ROOT", tmp_path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(FileNotFoundError, match="pt_inception-2015-12-05-6726825d.pth"):
         run_eval(eval_cfg(testset, unet_file, tmp_path, "random_metric_networks=false", "metrics=[psnr, fid]"))
