@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_dr2.datasets.degradations import DegradationParams, degrade
 from lightning_dr2.cli import main
 from lightning_dr2.config import ConfigError
+from lightning_dr2.datasets.degradations import DegradationParams, degrade
 from lightning_dr2.datasets.synthetic import render_face
 from lightning_dr2.datasets.testset_builder import build_testset
 from lightning_dr2.datasets.testset_spec import TESTSETS_DIR, TestSetSpec, load_spec

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 """Suffixes (lower case) that `list_images` picks up; matching ignores case."""
 
+
 def _extensions_text() -> str:
     return ", ".join(sorted(IMAGE_EXTENSIONS))
 

@@ -344,7 +344,3 @@ def build_testset(
         log.warning("%s: skipped %d bad HQ image(s), listed under bad_files in %s", hq_dir, len(bad), out / MANIFEST)
     log.info("test set %s in %s: %d files written, %d already present", spec.name, out, written, reused)
     return BuildReport(out=out, spec=spec, images=len(jobs) - len(bad), bad_files=bad, written=written, reused=reused)
-
-
-
-
