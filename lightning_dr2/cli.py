@@ -236,7 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks with JSON output (device, dtype, batch, img/s, peak memory)")
     p.add_argument("what", choices=["train", "restore", "eval"], help="what to measure")
     p.add_argument(
-        "overrides", nargs="*", help="key=value: batch=16 size=256 flags=dr2|tiny compile=true dtype=bf16 steps=20"
+        "overrides",
+        nargs="*",
+        help="key=value (bench.TrainBenchOptions, RestoreBenchOptions, EvalBenchOptions): batch=16 flags=dr2|tiny "
+        "compile=true dtype=bf16 steps=20",
     )
     p.add_argument("--out", default=None, help="also write the JSON here")
     p.set_defaults(func=_cmd_bench)
