@@ -6,18 +6,22 @@ anchors in DESIGN.md were measured on one H200 at 256x256 with the DR2 UNet flag
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import resource
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
+from lightning_dr2.config import ConfigError, load_structured
 from lightning_dr2.diffusion import create_diffusion
+from lightning_dr2.io import read_image, to_uint8_images, write_json, write_png
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS, UNet
 
 TINY_UNET_FLAGS: dict[str, Any] = {
@@ -30,21 +34,75 @@ TINY_UNET_FLAGS: dict[str, Any] = {
 UNET_PRESETS = {"dr2": DR2_FFHQ256_FLAGS, "tiny": TINY_UNET_FLAGS}
 
 
-def parse_overrides(items: Sequence[str], defaults: dict[str, Any]) -> dict[str, Any]:
-    """`key=value` strings onto `defaults`, converted to the default's type; unknown keys are errors."""
-    out = dict(defaults)
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in defaults:
-            raise ValueError(f"bad benchmark option '{item}': expected key=value with key in {sorted(defaults)}")
-        kind = type(defaults[key])
-        if kind is bool:
-            out[key] = value.lower() in ("1", "true", "yes", "on")
-        elif defaults[key] is None:
-            out[key] = value
-        else:
-            out[key] = kind(value)
-    return out
+@dataclass
+class TrainBenchOptions:
+    """`bench train`: one DDPM training step of the UNet (defaults: `for_device`)."""
+
+    flags: str = "tiny"  # a UNET_PRESETS name: dr2 | tiny
+    batch: int = 4
+    dtype: str = "fp32"  # fp32 | bf16 | fp16
+    compile: bool = False
+    channels_last: bool = False
+    device: str = "cpu"
+    steps: int = 3
+    warmup: int = 1
+
+    @classmethod
+    def for_device(cls, cuda: bool) -> TrainBenchOptions:
+        """The DESIGN.md anchor settings on a GPU; tiny ones that finish in seconds on a CPU."""
+        if not cuda:
+            return cls()
+        return cls(
+            flags="dr2", batch=16, dtype="bf16", compile=True, channels_last=True, device="cuda", steps=20, warmup=5
+        )
+
+
+@dataclass
+class RestoreBenchOptions:
+    """`bench restore`: DR2 + enhancer end to end with random weights (defaults: `for_device`)."""
+
+    flags: str = "tiny"
+    batch: int = 2
+    N: int = 8
+    tau: int = 35
+    dtype: str = "fp32"
+    compile: bool = False
+    channels_last: bool = False
+    device: str = "cpu"
+    repeats: int = 1
+    enhancer: str = "sparnethd"
+    check: bool = True  # compare the fast path with fp32 eager (PSNR), when dtype is not fp32
+
+    @classmethod
+    def for_device(cls, cuda: bool) -> RestoreBenchOptions:
+        if not cuda:
+            return cls()
+        return cls(flags="dr2", batch=32, dtype="bf16", compile=True, channels_last=True, device="cuda", repeats=3)
+
+
+@dataclass
+class EvalBenchOptions(RestoreBenchOptions):
+    """`bench eval`: the restore benchmark's options, plus the metrics timed against it."""
+
+    metrics: str = "psnr,ssim,lpips,fid,deg"  # comma-separated metric names
+
+    @classmethod
+    def for_device(cls, cuda: bool) -> EvalBenchOptions:
+        return cls(**asdict(RestoreBenchOptions.for_device(cuda)))
+
+
+def load_options(schema: type, options: Sequence[str]) -> DictConfig:
+    """`key=value` options onto the schema's defaults for this machine; unknown keys and wrong types raise
+    `ConfigError` naming the key (the same machinery as experiment configs)."""
+    cfg = load_structured(schema.for_device(torch.cuda.is_available()), overrides=options)
+    _choice(cfg, "flags", sorted(UNET_PRESETS))
+    _choice(cfg, "dtype", ["bf16", "fp16", "fp32"])
+    return cfg
+
+
+def _choice(cfg: DictConfig, key: str, allowed: list[str]) -> None:
+    if cfg[key] not in allowed:
+        raise ConfigError(f"benchmark option {key}={cfg[key]!r}: expected one of {allowed}")
 
 
 def device_info(device: torch.device) -> dict[str, Any]:
@@ -80,26 +138,8 @@ def time_steps(step: Callable[[], None], device: torch.device, warmup: int, step
     return (time.perf_counter() - start) / steps
 
 
-def bench_train(options: Sequence[str]) -> dict[str, Any]:
+def bench_train(opts: DictConfig) -> dict[str, Any]:
     """One DDPM training step (hybrid loss, AdamW) of the UNet: img/s and peak memory."""
-    default_device = "cuda" if torch.cuda.is_available() else "cpu"
-    opts = parse_overrides(
-        options,
-        {
-            "flags": "dr2" if default_device == "cuda" else "tiny",
-            "batch": 16 if default_device == "cuda" else 4,
-            "dtype": "bf16" if default_device == "cuda" else "fp32",
-            "compile": default_device == "cuda",
-            "channels_last": default_device == "cuda",
-            "device": default_device,
-            "steps": 20 if default_device == "cuda" else 3,
-            "warmup": 5 if default_device == "cuda" else 1,
-        },
-    )
-    if opts["flags"] not in UNET_PRESETS:
-        raise ValueError(f"flags must be one of {sorted(UNET_PRESETS)}, got {opts['flags']!r}")
-    if opts["dtype"] not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"dtype must be fp32, bf16 or fp16, got {opts['dtype']!r}")
     device = torch.device(opts["device"])
     flags = UNET_PRESETS[opts["flags"]]
     torch.manual_seed(0)
@@ -153,30 +193,13 @@ def psnr_db(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
-def bench_restore(options: Sequence[str]) -> dict[str, Any]:
+def bench_restore(opts: DictConfig) -> dict[str, Any]:
     """DR2 + SPARNetHD end to end (random weights): ms/image, UNet calls, peak memory, bf16-vs-fp32 PSNR.
 
     On GPU the defaults are the DR2 release's networks at (N, tau) = (8, 35), 256 -> 512; on CPU a tiny
     UNet and SPARNet (64 px) so the benchmark finishes in seconds. The fast path (bf16 autocast,
     channels_last, optional torch.compile) is compared with the fp32 eager path under identical noise.
     """
-    cuda = torch.cuda.is_available()
-    opts = parse_overrides(
-        options,
-        {
-            "flags": "dr2" if cuda else "tiny",
-            "batch": 32 if cuda else 2,
-            "N": 8,
-            "tau": 35,
-            "dtype": "bf16" if cuda else "fp32",
-            "compile": cuda,
-            "channels_last": cuda,
-            "device": "cuda" if cuda else "cpu",
-            "repeats": 3 if cuda else 1,
-            "enhancer": "sparnethd",
-            "check": True,
-        },
-    )
     from lightning_dr2.dr2.pipeline import DR2E, build_enhancer
 
     device = torch.device(opts["device"])
@@ -231,27 +254,16 @@ def bench_restore(options: Sequence[str]) -> dict[str, Any]:
     return result
 
 
-def bench_eval(options: Sequence[str]) -> dict[str, Any]:
+def bench_eval(opts: DictConfig) -> dict[str, Any]:
     """Evaluation overhead against restoration time, per image, at one batch size.
 
     Times (a) DR2 + SPARNetHD restoration (as `bench restore`), (b) the metric suite (PSNR, SSIM, LPIPS,
     FID features, Deg; networks with random weights, same cost as the real ones) and (c) the PNG I/O
     of the eval job (encode output, decode output + ground truth + input). Goal: (b + c) < 10% of (a).
     """
-    import io
-
-    from PIL import Image
-
-    from lightning_dr2.dr2.pipeline import to_uint8_images
     from lightning_dr2.metrics.suite import MetricSuite
 
-    cuda = torch.cuda.is_available()
-    restore_opts = [o for o in options if not o.startswith(("metrics=", "check="))]
-    restore = bench_restore([*restore_opts, "check=false"])
-    opts = parse_overrides(
-        [o for o in options if o.split("=")[0] in ("batch", "device", "metrics")],
-        {"batch": restore["batch"], "device": "cuda" if cuda else "cpu", "metrics": "psnr,ssim,lpips,fid,deg"},
-    )
+    restore = bench_restore(OmegaConf.merge(opts, {"check": False}))
     device = torch.device(opts["device"])
     size = restore["enhancer_size"]
     suite = MetricSuite(opts["metrics"].split(","), random_networks=True).to(device)
@@ -262,12 +274,11 @@ def bench_eval(options: Sequence[str]) -> dict[str, Any]:
     images = to_uint8_images(pred)
 
     def png_io() -> None:
-        for image in images:
-            buffer = io.BytesIO()
-            Image.fromarray(image).save(buffer, format="PNG")
-            for _ in range(3):  # output, ground truth, input are read back by the scoring job
-                buffer.seek(0)
-                Image.open(buffer).convert("RGB").load()
+        with tempfile.TemporaryDirectory() as folder:
+            for i, image in enumerate(images):
+                path = write_png(Path(folder) / f"{i}.png", image)
+                for _ in range(3):  # output, ground truth, input are read back by the scoring job
+                    read_image(path)
 
     io_s = time_steps(png_io, torch.device("cpu"), warmup=0, steps=1)
     restore_ms = restore["ms_per_image"]
@@ -288,18 +299,19 @@ def bench_eval(options: Sequence[str]) -> dict[str, Any]:
     }
 
 
-BENCHMARKS: dict[str, Callable[[Sequence[str]], dict[str, Any]]] = {
-    "train": bench_train,
-    "restore": bench_restore,
-    "eval": bench_eval,
+BENCHMARKS: dict[str, tuple[type, Callable[[DictConfig], dict[str, Any]]]] = {
+    "train": (TrainBenchOptions, bench_train),
+    "restore": (RestoreBenchOptions, bench_restore),
+    "eval": (EvalBenchOptions, bench_eval),
 }
 
 
 def run_benchmark(what: str, options: Sequence[str], out: str | Path | None = None) -> dict[str, Any]:
+    """Run benchmark `what` with `key=value` options; return its JSON-ready result (also written to `out`)."""
     if what not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {what!r}; choose from {sorted(BENCHMARKS)}")
-    result = BENCHMARKS[what](options)
+        raise ConfigError(f"unknown benchmark {what!r}; choose from {sorted(BENCHMARKS)}")
+    schema, run = BENCHMARKS[what]
+    result = run(load_options(schema, options))
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=2))
+        write_json(out, result)
     return result

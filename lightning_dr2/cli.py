@@ -36,15 +36,48 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from lightning_dr2.restore import restore_main
+    from lightning_dr2.config import RestoreConfig, load_config
+    from lightning_dr2.restore import run_restore
 
-    return restore_main(args.input, args.output, args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, schema=RestoreConfig)
+    cfg.input, cfg.output = args.input, args.output
+    summary = run_restore(cfg)
+    print(
+        f"restored {summary.restored} images ({summary.skipped} already done) "
+        f"in {summary.seconds:.1f} s -> {summary.output}"
+    )
+    if summary.bad:
+        print(f"{len(summary.bad)} unreadable inputs skipped (listed in {summary.output / 'bad_files.txt'}):")
+        for rel, reason in summary.bad[:20]:
+            print(f"  {rel}: {reason}")
+    return 0
 
 
 def _cmd_weights(args: argparse.Namespace) -> int:
-    from lightning_dr2.weights import weights_main
+    """Without fetch options: the status table (or JSON). With them: fetch each file (into --weights-dir,
+    else `default_dest()`), report each result; exit status 1 if any failed."""
+    from lightning_dr2.weights import WEIGHTS, fetch_each, format_table, list_weights, missing_files
 
-    return weights_main(args.fetch, args.fetch_all, args.weights_dir, args.json)
+    if not args.fetch and not args.fetch_all:
+        rows = list_weights(args.weights_dir)
+        print(json.dumps(rows, indent=2) if args.json else format_table(rows, args.weights_dir))
+        return 0
+    names, manual = missing_files(args.weights_dir) if args.fetch_all else ([], [])
+    names = list(dict.fromkeys([*(args.fetch or []), *names]))
+    results = fetch_each(names, args.weights_dir)
+    if args.json:
+        print(json.dumps({"results": results, "manual": manual}, indent=2))
+    else:
+        if not names:
+            print("Every file with a download URL is present.")
+        for r in results:
+            if r["ok"]:
+                print(f"{r['name']}: {'downloaded to' if r['downloaded'] else 'already present at'} {r['path']}")
+            else:
+                print(f"{r['name']}: FAILED\n{r['error']}", file=sys.stderr)
+        for name in manual:
+            print(f"{name}: not fetched, no direct URL; manual download: {WEIGHTS[name].source}")
+    return 0 if all(r["ok"] for r in results) else 1
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -55,9 +88,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_testset(args: argparse.Namespace) -> int:
-    from lightning_dr2.datasets.testsets import testset_main
+    from lightning_dr2.datasets.testset_builder import build_testset
+    from lightning_dr2.datasets.testsets import LQ_DIR, MANIFEST
 
-    return testset_main(args.hq, args.out, args.spec, overwrite=args.overwrite, limit=args.limit, workers=args.workers)
+    report = build_testset(
+        args.hq, args.out, args.spec, overwrite=args.overwrite, limit=args.limit, workers=args.workers
+    )
+    spec = report.spec
+    print(
+        f"{report.out}: test set '{spec.name}' (spec {spec.spec_hash()[:12]}), {len(spec.splits)} splits x "
+        f"{report.images} images at {spec.hq_size}px; {report.written} files written, {report.reused} already present"
+    )
+    for name in spec.splits:
+        print(f"  {name}: {report.out / name / LQ_DIR}")
+    if report.bad_files:
+        print(f"  {len(report.bad_files)} bad HQ file(s) skipped (see bad_files in {report.out / MANIFEST})")
+    return 0
 
 
 def _cmd_fid_stats(args: argparse.Namespace) -> int:
@@ -86,9 +132,10 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from lightning_dr2.datasets.synthetic import synth_main
+    from lightning_dr2.datasets.synthetic import generate_faces
 
-    synth_main(n=args.n, size=args.size, out=args.out, seed=args.seed)
+    generate_faces(args.out, n=args.n, size=args.size, seed=args.seed, progress=True)
+    print(f"{args.out}: {args.n} synthetic faces at {args.size}x{args.size}")
     return 0
 
 
@@ -190,7 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks with JSON output (device, dtype, batch, img/s, peak memory)")
     p.add_argument("what", choices=["train", "restore", "eval"], help="what to measure")
     p.add_argument(
-        "overrides", nargs="*", help="key=value: batch=16 size=256 flags=dr2|tiny compile=true dtype=bf16 steps=20"
+        "overrides",
+        nargs="*",
+        help="key=value (bench.TrainBenchOptions, RestoreBenchOptions, EvalBenchOptions): batch=16 flags=dr2|tiny "
+        "compile=true dtype=bf16 steps=20",
     )
     p.add_argument("--out", default=None, help="also write the JSON here")
     p.set_defaults(func=_cmd_bench)

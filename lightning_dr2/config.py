@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -292,17 +294,46 @@ def load_config(
 
     `experiment=None` starts from the schema's defaults alone.
     """
-    cfg = OmegaConf.structured(schema)
     if experiment is None:
-        return _apply_overrides(cfg, overrides)
+        return load_structured(schema, overrides=overrides)
     path = experiment_path(experiment)
-    cfg = _merge(cfg, OmegaConf.load(path), f"{path}")
-    if "experiment" not in OmegaConf.load(path):
+    cfg = load_structured(schema, path, overrides)
+    if "experiment" not in read_yaml(path):
         cfg.experiment = path.stem
+    return cfg
+
+
+def read_yaml(path: str | Path) -> DictConfig:
+    """A YAML file as an OmegaConf node; syntax errors and repeated keys name the file."""
+    try:
+        node = OmegaConf.load(path)
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping of keys to values, got a {type(node).__name__}")
+    return node
+
+
+def load_structured(
+    schema: type | Any,
+    source: str | Path | Mapping[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+    origin: str | None = None,
+) -> DictConfig:
+    """Any structured schema (a dataclass, or an instance giving other defaults) <- `source` <- overrides.
+
+    `source` is a YAML file or a mapping (named `origin` in errors). Unknown keys and wrong types raise
+    `ConfigError` naming the key and where it came from, the same for every config of the framework.
+    """
+    cfg = OmegaConf.structured(schema)
+    if isinstance(source, Mapping):
+        cfg = _merge(cfg, source, origin or "a mapping")
+    elif source is not None:
+        cfg = _merge(cfg, read_yaml(source), origin or str(source))
     return _apply_overrides(cfg, overrides)
 
 
-def _apply_overrides(cfg: DictConfig, overrides: list[str] | tuple[str, ...]) -> DictConfig:
+def _apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value (e.g. trainer.max_steps=100)")
@@ -310,7 +341,7 @@ def _apply_overrides(cfg: DictConfig, overrides: list[str] | tuple[str, ...]) ->
     return cfg
 
 
-def _merge(cfg: DictConfig, other: DictConfig, source: str) -> DictConfig:
+def _merge(cfg: DictConfig, other: DictConfig | Mapping[str, Any], source: str) -> DictConfig:
     try:
         return OmegaConf.merge(cfg, other)
     except OmegaConfBaseException as err:

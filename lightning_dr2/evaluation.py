@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 from torchvision.utils import save_image
 
+from lightning_dr2.callbacks.writer import output_name
 from lightning_dr2.config import (
     ConfigError,
     EvalConfig,
@@ -38,11 +39,11 @@ from lightning_dr2.config import (
     save_config,
 )
 from lightning_dr2.datasets.datamodule import ShardedData
-from lightning_dr2.datasets.images import image_to_tensor, list_images, read_image
+from lightning_dr2.datasets.images import list_images
 from lightning_dr2.dr2 import default_omega
-from lightning_dr2.dr2.pipeline import resize
+from lightning_dr2.io import image_to_tensor, read_image, resize, write_table
 from lightning_dr2.metrics.suite import MetricSuite
-from lightning_dr2.restore import output_name, resolve_accelerator, run_restore, write_table
+from lightning_dr2.restore import resolve_accelerator, run_restore
 
 log = logging.getLogger(__name__)
 INPUT_SETTING = "input"

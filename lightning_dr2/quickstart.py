@@ -22,10 +22,12 @@ from torchvision.utils import save_image
 from lightning_dr2.config import EvalConfig, load_config
 from lightning_dr2.datasets.degradations import DegradationSpec, degrade_with_seed
 from lightning_dr2.datasets.synthetic import face_seed, render_face
-from lightning_dr2.datasets.testsets import build_testset, load_spec
-from lightning_dr2.dr2.pipeline import DR2E, load_unet, to_tensor
+from lightning_dr2.datasets.testset_builder import build_testset
+from lightning_dr2.datasets.testset_spec import load_spec
+from lightning_dr2.dr2.pipeline import DR2E, load_unet
 from lightning_dr2.evaluation import metrics_table, run_eval
-from lightning_dr2.metrics.psnr_ssim import psnr_per_image, to_uint8
+from lightning_dr2.io import images_to_tensor, to_uint8
+from lightning_dr2.metrics.psnr_ssim import psnr_per_image
 from lightning_dr2.train import train_ddpm
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ def dr2_demo(unet_path: Path, out_dir: Path, size: int, n: int = 8, N: int = 4, 
     targets = [render_face(face_seed(HELD_OUT_SEED, i), size) for i in range(n)]
     degraded = [degrade_with_seed(face, DEMO_DEGRADATION, seed=(HELD_OUT_SEED, i))[0] for i, face in enumerate(targets)]
     pipe = DR2E(load_unet(unet_path), None, N=N, tau=tau, enhancer_size=size)
-    lq, hq = to_tensor(degraded), to_tensor(targets)
+    lq, hq = images_to_tensor(degraded), images_to_tensor(targets)
     restored = pipe.restore_tensors(lq, seeds=list(range(n)))["dr2"]
     grid = torch.stack([lq, restored, hq], dim=1).flatten(0, 1)  # rows: input | DR2 | target
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -12,27 +12,22 @@ Runs through Lightning `Trainer.predict` (any number of GPUs); each image is pro
 
 from __future__ import annotations
 
-import csv
 import functools
-import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from PIL import Image
 from torch.utils.data import Dataset
 
-from lightning_dr2.callbacks.writer import RestoreWriter
-from lightning_dr2.config import ConfigError, RestoreConfig, load_config, save_config
+from lightning_dr2.callbacks.writer import RestoreWriter, output_name
+from lightning_dr2.config import ConfigError, save_config
 from lightning_dr2.datasets.datamodule import ShardedData
-from lightning_dr2.datasets.images import BadImageError, image_to_tensor, list_images, read_image
+from lightning_dr2.datasets.images import list_images
 from lightning_dr2.dr2.pipeline import (
     DEFAULT_ENHANCER_FILE,
     DEFAULT_UNET_FILE,
@@ -40,8 +35,8 @@ from lightning_dr2.dr2.pipeline import (
     RANDOM,
     image_seed,
     locate_weights,
-    resize,
 )
+from lightning_dr2.io import BadImageError, image_to_tensor, read_image, resize
 from lightning_dr2.modules.restorer import RestoreModule
 from lightning_dr2.weights import sha256sum
 
@@ -51,11 +46,6 @@ log = logging.getLogger(__name__)
 def resolve_accelerator(name: str) -> str:
     """`auto` -> "gpu" when CUDA is available, else "cpu" (decided here: the pipeline's dtype follows it)."""
     return name if name != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
-
-
-def output_name(rel: str) -> str:
-    """Outputs are PNG whatever the input format: `a/b.jpg` -> `a/b.png`."""
-    return str(Path(rel).with_suffix(".png"))
 
 
 class RestoreInputs(Dataset):
@@ -101,6 +91,8 @@ def weights_identity(path: Path) -> str:
 
 @dataclass
 class RestoreSummary:
+    """What one `run_restore` did (the CLI prints it)."""
+
     output: Path
     restored: int
     skipped: int
@@ -182,44 +174,3 @@ def _weights_ids(cfg: DictConfig, pipe: DR2E, weights_dir: str | None) -> tuple[
     if cfg.enhancer.weights == RANDOM:
         return unet, RANDOM
     return unet, weights_identity(locate_weights(cfg.enhancer.weights, DEFAULT_ENHANCER_FILE, weights_dir))
-
-
-def restore_main(input_dir: str, output_dir: str, experiment: str | None, overrides: list[str]) -> int:
-    cfg = load_config(experiment, overrides, schema=RestoreConfig)
-    cfg.input, cfg.output = input_dir, output_dir
-    summary = run_restore(cfg)
-    print(
-        f"restored {summary.restored} images ({summary.skipped} already done) "
-        f"in {summary.seconds:.1f} s -> {summary.output}"
-    )
-    if summary.bad:
-        print(f"{len(summary.bad)} unreadable inputs skipped (listed in {summary.output / 'bad_files.txt'}):")
-        for rel, reason in summary.bad[:20]:
-            print(f"  {rel}: {reason}")
-    return 0
-
-
-def write_png(path: Path, image: np.ndarray) -> None:
-    """Atomic PNG write: a crash never leaves a truncated output that a resume would take as finished."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
-def write_table(path: Path, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)

@@ -21,6 +21,7 @@ from lightning_dr2.callbacks.samples import SampleGrid
 from lightning_dr2.checkpoints import AtomicCheckpointIO, newest_valid_checkpoint, remove_stale_temp_files
 from lightning_dr2.config import ConfigError, resolve_run_name, run_dir, save_config
 from lightning_dr2.datasets.datamodule import FaceDataModule
+from lightning_dr2.io import atomic_write
 from lightning_dr2.loggers import build_loggers
 from lightning_dr2.modules.ddpm import DDPMModule
 from lightning_dr2.runinfo import record_run_info
@@ -209,9 +210,7 @@ def export_unet(net: torch.nn.Module, flags: dict[str, Any], out: str | Path) ->
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(out)
+    atomic_write(out, lambda tmp: torch.save(state, tmp))
     out.with_suffix(".json").write_text(json.dumps(dict(flags), indent=2))
     return out
 

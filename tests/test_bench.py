@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from lightning_dr2.bench import parse_overrides, run_benchmark
+from lightning_dr2.bench import EvalBenchOptions, RestoreBenchOptions, TrainBenchOptions, load_options, run_benchmark
+from lightning_dr2.config import ConfigError
 
 
 def test_bench_train_reports_device_dtype_batch(tmp_path) -> None:
@@ -30,8 +31,27 @@ def test_bench_eval_reports_overhead_fraction() -> None:
     )
 
 
-def test_bad_benchmark_options_are_named() -> None:
-    with pytest.raises(ValueError, match="batchsize"):
-        parse_overrides(["batchsize=3"], {"batch": 1})
-    with pytest.raises(ValueError, match="unknown benchmark"):
+@pytest.mark.parametrize(
+    ("schema", "option", "words"),
+    [
+        (TrainBenchOptions, "batchsize=3", ["'batchsize'", "command-line override 'batchsize=3'"]),
+        (RestoreBenchOptions, "batch=many", ["'batch'", "many"]),
+        (EvalBenchOptions, "check=maybe", ["'check'", "maybe"]),
+        (TrainBenchOptions, "flags=huge", ["flags", "huge", "tiny"]),
+        (RestoreBenchOptions, "dtype=int8", ["dtype", "int8", "bf16"]),
+    ],
+)
+def test_bad_benchmark_options_are_named(schema, option, words) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_options(schema, [option])
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_benchmark_options_are_typed_and_device_aware() -> None:
+    opts = load_options(EvalBenchOptions, ["batch=3", "compile=true", "metrics=psnr"])
+    assert opts.batch == 3 and opts.compile is True and opts.metrics == "psnr" and opts.N == 8
+    assert TrainBenchOptions.for_device(True).flags == "dr2" and TrainBenchOptions.for_device(False).flags == "tiny"
+    assert EvalBenchOptions.for_device(True).batch == RestoreBenchOptions.for_device(True).batch
+    with pytest.raises(ConfigError, match="unknown benchmark"):
         run_benchmark("nope", [])

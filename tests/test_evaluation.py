@@ -16,7 +16,8 @@ from PIL import Image
 from lightning_dr2.callbacks.evaluator import DR2Evaluator
 from lightning_dr2.config import EvalConfig, load_config
 from lightning_dr2.datasets.synthetic import render_face
-from lightning_dr2.datasets.testsets import build_testset, load_spec
+from lightning_dr2.datasets.testset_builder import build_testset
+from lightning_dr2.datasets.testset_spec import load_spec
 from lightning_dr2.evaluation import run_eval
 from lightning_dr2.modules.ddpm import DDPMModule
 
@@ -126,7 +127,7 @@ def test_missing_metric_weights_are_errors_unless_skipped(
     testset: Path, unet_file: Path, tmp_path: Path, monkeypatch
 ) -> None:
     monkeypatch.setenv("DR2_WEIGHTS", str(tmp_path / "empty"))
-    monkeypatch.setattr("lightning_dr2.weights.PROJECT_ROOT", tmp_path)
+    monkeypatch.setattr("lightning_dr2.weights.lookup.PROJECT_ROOT", tmp_path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(FileNotFoundError, match="pt_inception-2015-12-05-6726825d.pth"):
         run_eval(eval_cfg(testset, unet_file, tmp_path, "random_metric_networks=false", "metrics=[psnr, fid]"))

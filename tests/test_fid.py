@@ -11,7 +11,7 @@ import torchvision
 from PIL import Image
 from torch import Tensor, nn
 
-import lightning_dr2.weights as weights_mod
+import lightning_dr2.weights.lookup as weights_lookup
 from lightning_dr2.metrics.fid import FID, compute_fid_stats, uint8_to_network_input
 from lightning_dr2.metrics.frechet import FIDStats, load_stats, save_stats
 from lightning_dr2.metrics.psnr_ssim import to_uint8
@@ -125,7 +125,7 @@ def test_missing_weights_names_the_file(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DR2_WEIGHTS", str(empty))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(weights_mod, "PROJECT_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(weights_lookup, "PROJECT_ROOT", tmp_path / "repo")
     with pytest.raises(FileNotFoundError, match=FID_WEIGHTS_NAME):
         load_fid_inception(weights_dir=empty)
     with pytest.raises(FileNotFoundError, match=FID_WEIGHTS_NAME):

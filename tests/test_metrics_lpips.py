@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.hub
 
-import lightning_dr2.weights as weights_mod
+import lightning_dr2.weights.lookup as weights_lookup
 from lightning_dr2.metrics.lpips import BACKBONE_FILES, LPIPSMetric, find_backbone
 
 
@@ -19,7 +19,7 @@ def no_downloads(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.delenv("DR2_WEIGHTS", raising=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(weights_mod, "PROJECT_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(weights_lookup, "PROJECT_ROOT", tmp_path / "repo")
 
 
 def refuse(url, *args, **kwargs):

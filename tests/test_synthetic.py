@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from itertools import combinations
 from pathlib import Path
@@ -10,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightning_dr2.datasets import generate_faces, read_image, render_face, synth_main
+from lightning_dr2.cli import main
+from lightning_dr2.datasets import generate_faces, render_face
 from lightning_dr2.datasets.synthetic import face_seed
+from lightning_dr2.io import read_image
 
 
 def test_render_is_deterministic_per_seed():
@@ -42,7 +45,7 @@ def test_faces_are_centred_like_ffhq():
     assert 0.42 <= (20 + np.argmin(rows) + 0.5) / 64 <= 0.52
 
 
-def test_generate_faces_writes_and_resumes(tmp_path: Path, capsys):
+def test_generate_faces_writes_and_resumes(tmp_path: Path, capsys, caplog):
     out = tmp_path / "faces"
     paths = generate_faces(out, n=5, size=16, seed=3)
     assert [p.name for p in paths] == [f"{i:05d}.png" for i in range(5)]
@@ -55,8 +58,10 @@ def test_generate_faces_writes_and_resumes(tmp_path: Path, capsys):
 
     before = paths[4].read_bytes()
     os.remove(paths[4])
-    synth_main(n=5, size=16, out=str(out), seed=3)
-    assert "1 written, 4 already present" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="lightning_dr2.datasets.synthetic"):
+        assert main(["synth", "--n", "5", "--size", "16", "--out", str(out), "--seed", "3"]) == 0
+    assert "1 written, 4 already present" in caplog.text
+    assert f"{out}: 5 synthetic faces at 16x16" in capsys.readouterr().out
     assert paths[4].read_bytes() == before
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no leftover tmp files
 

@@ -12,20 +12,14 @@ import numpy as np
 import pytest
 import torch
 
+from lightning_dr2.cli import main
+from lightning_dr2.config import ConfigError
 from lightning_dr2.datasets.degradations import DegradationParams, degrade
-from lightning_dr2.datasets.images import read_image
 from lightning_dr2.datasets.synthetic import render_face
-from lightning_dr2.datasets.testsets import (
-    MANIFEST,
-    TESTSETS_DIR,
-    PairedSplit,
-    RealLQSet,
-    TestSetSpec,
-    build_testset,
-    list_splits,
-    load_spec,
-    testset_main,
-)
+from lightning_dr2.datasets.testset_builder import build_testset
+from lightning_dr2.datasets.testset_spec import TESTSETS_DIR, TestSetSpec, load_spec
+from lightning_dr2.datasets.testsets import MANIFEST, PairedSplit, RealLQSet, list_splits
+from lightning_dr2.io import read_image
 
 TINY = TESTSETS_DIR / "tiny_synthetic.yaml"
 CELEBA = TESTSETS_DIR / "celeba_test.yaml"
@@ -61,7 +55,7 @@ def hq_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def built(hq_dir, tmp_path_factory) -> Path:
     """The tiny set built once; tests that change it work on a copy."""
-    return build_testset(hq_dir, tmp_path_factory.mktemp("built") / "tiny", TINY, progress=False)
+    return build_testset(hq_dir, tmp_path_factory.mktemp("built") / "tiny", TINY, progress=False).out
 
 
 def copy_of(built: Path, tmp_path: Path) -> Path:
@@ -135,7 +129,9 @@ def test_explicit_split_overrides_grid(tmp_path) -> None:
         ("splits:\n  a: {jpeg_range: [0, 10]}\n", ["split a", "jpeg_range"]),
         ("splits:\n  'bad/name': {}\n", ["bad/name"]),
         ("scales: [4]\n", ["severities"]),
-        ("splits:\n  a: {}\n  a: {}\n", ["duplicate key 'a'"]),
+        ("splits:\n  a: {}\n  a: {}\n", ["duplicate key a"]),
+        ("scales: 4\nseverities: {mild: {}}\n", ["scales"]),
+        ("defaults: {kernel_size: [3]}\n", ["defaults.kernel_size"]),
         ("severities:\n  mild: {scale_range: 2}\nscales: [4]\n", ["scale_range"]),
     ],
 )
@@ -145,10 +141,17 @@ def test_bad_spec_errors_name_key_and_file(tmp_path, text: str, words: list[str]
     if "splits" not in text and "severities" not in text:
         base += "splits: {a: {}}\n"
     path.write_text(base + text)
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ConfigError) as err:
         load_spec(path)
     for word in [str(path), *words]:
         assert word in str(err.value)
+
+
+def test_spec_mapping_errors_name_key_and_origin() -> None:
+    with pytest.raises(ConfigError, match=r"manifest of x: key 'hq_size'.*big"):
+        TestSetSpec.from_dict({"name": "t", "hq_size": "big", "seed": 0, "splits": {"a": {}}}, origin="manifest of x")
+    with pytest.raises(ConfigError, match=r"manifest of x: missing key 'seed'"):
+        TestSetSpec.from_dict({"name": "t", "hq_size": 8, "splits": {"a": {}}}, origin="manifest of x")
 
 
 def test_missing_spec_names_known_ones() -> None:
@@ -193,7 +196,7 @@ def test_layout_and_manifest(built: Path, hq_dir: Path) -> None:
 
 
 def test_rebuild_is_byte_identical_with_workers(built: Path, hq_dir: Path, tmp_path) -> None:
-    other = build_testset(hq_dir, tmp_path / "again", TINY, workers=2, progress=False)
+    other = build_testset(hq_dir, tmp_path / "again", TINY, workers=2, progress=False).out
     assert pngs(other) == pngs(built)
     assert (other / MANIFEST).read_bytes() == (built / MANIFEST).read_bytes()
 
@@ -201,20 +204,21 @@ def test_rebuild_is_byte_identical_with_workers(built: Path, hq_dir: Path, tmp_p
 def test_resume_skips_and_repairs(built: Path, hq_dir: Path, tmp_path, capsys) -> None:
     out = copy_of(built, tmp_path)
     before = pngs(out)
-    assert testset_main(str(hq_dir), str(out), str(TINY)) == 0
+    command = ["testset", "--hq", str(hq_dir), "--out", str(out), "--spec", str(TINY)]
+    assert main(command) == 0
     text = capsys.readouterr().out
     assert "0 files written" in text and f"{N_GOOD * 5} already present" in text and "1 bad HQ" in text
     (out / "x8_severe" / "lq" / "face2.png").unlink()
     (out / "x4_mild" / "lq" / "face3.png").write_bytes(b"tampered")
     (out / "hq" / "face4.png").unlink()  # re-derived HQ has the recorded hash, so its LQs are kept
-    assert testset_main(str(hq_dir), str(out), str(TINY)) == 0
+    assert main(command) == 0
     assert "3 files written" in capsys.readouterr().out
     assert pngs(out) == before
 
 
 def test_limit_then_extend(built: Path, hq_dir: Path, tmp_path) -> None:
     # limit counts files of the sorted listing: broken.png, face0.png, face1.png
-    out = build_testset(hq_dir, tmp_path / "part", TINY, limit=3, progress=False)
+    out = build_testset(hq_dir, tmp_path / "part", TINY, limit=3, progress=False).out
     assert manifest(out)["n_images"] == 2 and len(PairedSplit(out, "x4_mild")) == 2
     build_testset(hq_dir, out, TINY, progress=False)  # same seeds: the full build only adds
     assert pngs(out) == pngs(built)

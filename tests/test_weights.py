@@ -18,21 +18,23 @@ from pathlib import Path
 
 import pytest
 
-import lightning_dr2.weights as W
+from lightning_dr2.cli import main
 from lightning_dr2.weights import (
     WEIGHTS,
     ChecksumError,
     FetchError,
     MissingWeightsError,
     WeightFile,
+    default_dest,
     fetch,
     find_weight,
     format_table,
     list_weights,
+    lookup,
+    registry,
     search_dirs,
     sha256sum,
     verify,
-    weights_main,
 )
 
 LOCAL = "http://127.0.0.1:"
@@ -44,7 +46,7 @@ def isolated(monkeypatch, tmp_path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.delenv("DR2_WEIGHTS", raising=False)
-    monkeypatch.setattr(W, "PROJECT_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(lookup, "PROJECT_ROOT", tmp_path / "repo")
     real_urlopen = urllib.request.urlopen
 
     def local_only(request, *args, **kwargs):
@@ -99,6 +101,14 @@ def register(monkeypatch, name: str, sha256: str | None, urls: tuple[str, ...] =
     return entry
 
 
+def use_registry(monkeypatch, entries: dict[str, WeightFile]) -> None:
+    """Replace the registry's contents for one test (every module holds the same dict)."""
+    for name in list(WEIGHTS):
+        monkeypatch.delitem(WEIGHTS, name)
+    for name, entry in entries.items():
+        monkeypatch.setitem(WEIGHTS, name, entry)
+
+
 def put(folder: Path, name: str, data: bytes = b"weights") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_bytes(data)
@@ -113,7 +123,7 @@ def digest(data: bytes) -> str:
 
 
 def test_registry_sanity():
-    names = [w.name for w in W._REGISTRY]
+    names = [w.name for w in registry._REGISTRY]
     assert len(names) == len(set(names)) and list(WEIGHTS) == names
     assert all(key == w.name for key, w in WEIGHTS.items())
     for required in (
@@ -222,9 +232,8 @@ def test_list_weights_statuses(tmp_path, monkeypatch):
     good = put(folder, "good.pth", b"good")
     put(folder, "bad.pth", b"bad")
     put(folder, "unhashed.pth", b"?")
-    monkeypatch.setattr(
-        W,
-        "WEIGHTS",
+    use_registry(
+        monkeypatch,
         {
             "good.pth": WeightFile("good.pth", "test", "d", sha256=digest(b"good")[:10], used_by="t"),
             "bad.pth": WeightFile("bad.pth", "test", "d", sha256=digest(b"other")[:10], used_by="t"),
@@ -248,11 +257,11 @@ def test_list_weights_statuses(tmp_path, monkeypatch):
     assert "weights --fetch absent.pth" in table and "ask the authors" in table and "--fetch-all" in table
 
 
-def test_weights_main_lists_json(capsys):
-    assert weights_main(fetch=None, all_missing=False, weights_dir=None, as_json=True) == 0
+def test_weights_command_lists_json(capsys):
+    assert main(["weights", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["name"] for r in rows} == set(WEIGHTS) and not any(r["present"] for r in rows)
-    assert weights_main(fetch=None, all_missing=False, weights_dir=None, as_json=False) == 0
+    assert main(["weights"]) == 0
     assert "DR2_FFHQ.pkl" in capsys.readouterr().out
 
 
@@ -279,7 +288,7 @@ def test_fetch_default_dest_is_env(server, tmp_path, monkeypatch):
     monkeypatch.setenv("DR2_WEIGHTS", str(tmp_path / "env"))
     assert fetch(["tiny.pth"], progress=False) == [tmp_path / "env" / "tiny.pth"]
     monkeypatch.delenv("DR2_WEIGHTS")
-    assert W.default_dest() == tmp_path / "repo" / "data" / "weights"
+    assert default_dest() == tmp_path / "repo" / "data" / "weights"
 
 
 def test_fetch_bad_checksum_leaves_nothing(server, tmp_path, monkeypatch):
@@ -333,23 +342,22 @@ def test_fetch_url_override_for_unregistered_file(server, tmp_path):
     assert paths == [tmp_path / "dest" / "extra.pth"] and paths[0].read_bytes() == b"extra"
 
 
-def test_weights_main_fetch_all(server, tmp_path, monkeypatch, capsys):
+def test_weights_command_fetch_all(server, tmp_path, monkeypatch, capsys):
     base, served = server
     put(served, "a.pth", b"aaa")
-    monkeypatch.setattr(
-        W,
-        "WEIGHTS",
+    use_registry(
+        monkeypatch,
         {
             "a.pth": WeightFile("a.pth", "test", "d", sha256=digest(b"aaa"), urls=(f"{base}/a.pth",)),
             "manual.pth": WeightFile("manual.pth", "test", "d", source="ask the authors"),
         },
     )
     dest = tmp_path / "dest"
-    assert weights_main(fetch=None, all_missing=True, weights_dir=str(dest), as_json=False) == 0
+    assert main(["weights", "--fetch-all", "--weights-dir", str(dest)]) == 0
     out = capsys.readouterr().out
     assert (dest / "a.pth").read_bytes() == b"aaa"
     assert "a.pth: downloaded to" in out and "manual.pth" in out and "ask the authors" in out
     # A failing fetch makes the command fail, and says why.
-    assert weights_main(fetch=["manual.pth"], all_missing=False, weights_dir=str(dest), as_json=True) == 1
+    assert main(["weights", "--fetch", "manual.pth", "--weights-dir", str(dest), "--json"]) == 1
     result = json.loads(capsys.readouterr().out)
     assert result["results"][0]["ok"] is False and "ask the authors" in result["results"][0]["error"]

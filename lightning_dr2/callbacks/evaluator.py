@@ -26,7 +26,8 @@ from torchvision.utils import save_image
 
 from lightning_dr2.callbacks.ema import ema_or_live
 from lightning_dr2.datasets.datamodule import ShardSampler
-from lightning_dr2.dr2.pipeline import DR2E, image_seed, resize
+from lightning_dr2.dr2.pipeline import DR2E, image_seed
+from lightning_dr2.io import resize
 from lightning_dr2.metrics.suite import MetricSuite
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,12 @@ import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from lightning_dr2.dr2.pipeline import resize, to_uint8_images
+from lightning_dr2.io import atomic_write, resize, to_uint8_images, write_json, write_png, write_table
+
+
+def output_name(rel: str) -> str:
+    """Outputs are PNG whatever the input format: `a/b.jpg` -> `a/b.png`."""
+    return str(Path(rel).with_suffix(".png"))
 
 
 class RestoreWriter(BasePredictionWriter):
@@ -47,8 +52,6 @@ class RestoreWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        from lightning_dr2.restore import output_name, write_png
-
         lines = [json.dumps({"name": rel, "status": "bad", "reason": reason}) for rel, reason in batch["bad"]]
         if prediction["name"]:
             finals = to_uint8_images(prediction["output"])
@@ -83,8 +86,6 @@ class RestoreWriter(BasePredictionWriter):
 
     def merge_manifests(self) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
         """Fold every rank's JSON lines (and an earlier run's manifest) into manifest.csv / .json."""
-        from lightning_dr2.restore import write_json, write_table
-
         records: dict[str, dict[str, Any]] = {}
         previous = self.output_dir / "manifest.json"
         if previous.is_file():
@@ -105,5 +106,5 @@ class RestoreWriter(BasePredictionWriter):
         write_json(previous, {"settings": self.settings, "input": str(self.input_dir), "images": ordered})
         write_table(self.output_dir / "manifest.csv", good)
         if bad:
-            (self.output_dir / "bad_files.txt").write_text("".join(f"{r['name']}\t{r['reason']}\n" for r in bad))
+            atomic_write(self.output_dir / "bad_files.txt", "".join(f"{r['name']}\t{r['reason']}\n" for r in bad))
         return ordered, bad_now

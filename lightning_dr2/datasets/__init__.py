@@ -1,5 +1,7 @@
 """Image folders, synthetic faces and DataModules (see `images`, `synthetic`, `datamodule`).
 
+Decoding and encoding images is `lightning_dr2.io`'s job.
+
 Re-exports resolve lazily (PEP 562), so `python -m lightning_dr2 synth` and worker processes that only
 need `synthetic` do not pay for importing PyTorch Lightning and albumentations.
 """
@@ -12,45 +14,26 @@ from typing import TYPE_CHECKING
 _EXPORTS = {
     "FaceDataModule": "datamodule",
     "IMAGE_EXTENSIONS": "images",
-    "BadImageError": "images",
     "ImageFolder": "images",
-    "center_crop_resize": "images",
     "list_images": "images",
-    "load_pil": "images",
-    "read_image": "images",
     "scan": "images",
     "generate_faces": "synthetic",
     "render_face": "synthetic",
-    "synth_main": "synthetic",
 }
 __all__ = [
-    "BadImageError",
     "FaceDataModule",
     "IMAGE_EXTENSIONS",
     "ImageFolder",
-    "center_crop_resize",
     "generate_faces",
     "list_images",
-    "load_pil",
-    "read_image",
     "render_face",
     "scan",
-    "synth_main",
 ]
 
 if TYPE_CHECKING:
     from .datamodule import FaceDataModule
-    from .images import (
-        IMAGE_EXTENSIONS,
-        BadImageError,
-        ImageFolder,
-        center_crop_resize,
-        list_images,
-        load_pil,
-        read_image,
-        scan,
-    )
-    from .synthetic import generate_faces, render_face, synth_main
+    from .images import IMAGE_EXTENSIONS, ImageFolder, list_images, scan
+    from .synthetic import generate_faces, render_face
 
 
 def __getattr__(name: str):

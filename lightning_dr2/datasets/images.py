@@ -1,50 +1,28 @@
-"""Folders of face images: listing, robust decoding, and a square-crop `ImageFolder` dataset.
+"""Folders of face images: listing, scanning for bad files, and a square-crop `ImageFolder` dataset.
 
-Real datasets (FFHQ scrapes, CelebA, WIDER crops) contain odd files: grayscale or palette images,
-alpha channels, 16-bit PNGs, CMYK JPEGs, rotated phone photos, and the occasional corrupt, truncated or
-empty file. Everything here turns those into plain HxWx3 uint8 RGB or a `BadImageError` naming the file,
-so a bad file costs a logged skip instead of a crashed run or a silently wrong tensor.
+Decoding (odd modes, alpha, 16-bit, EXIF, corrupt files -> `BadImageError`) lives in `lightning_dr2.io`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import albumentations as A
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from lightning_dr2.io import BadImageError, center_crop_resize, image_to_tensor, load_pil
 from lightning_dr2.parallel import spawn_pool
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 """Suffixes (lower case) that `list_images` picks up; matching ignores case."""
-
-# RGBA and other alpha images are composited on this colour rather than having alpha dropped: dropping
-# alpha exposes whatever colour the editor left under transparent pixels (often black or garbage).
-ALPHA_BACKGROUND = (255, 255, 255)
-
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
-
-
-class BadImageError(Exception):
-    """A file that cannot be decoded into an RGB image (corrupt, truncated, empty, unsupported)."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        super().__init__(str(path), reason)  # args stay (path, reason) so the error pickles across workers
-        self.path = str(path)
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"bad image {self.path}: {self.reason}"
 
 
 def _extensions_text() -> str:
@@ -90,69 +68,6 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     return [path for _, path in found]
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any PIL mode we accept to 8-bit RGB (see `read_image` for the rules)."""
-    if img.mode in _SIXTEEN_BIT_MODES or img.mode == "I":
-        values = np.asarray(img).astype(np.float64)
-        if values.size and (values.min() < 0 or values.max() > 65535):
-            raise ValueError(f"{img.mode} image with values outside 0..65535")
-        # Scale 0..65535 onto 0..255 (x / 257) instead of letting PIL clip everything above 255 to white.
-        gray = np.rint(values / 257.0).astype(np.uint8)
-        return Image.fromarray(gray, "L").convert("RGB")
-    if img.mode == "F":
-        raise ValueError("floating-point (mode F) images are not supported")
-    if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    # L, 1, CMYK (naive conversion, no ICC profile), YCbCr, RGBX, RGB.
-    return img.convert("RGB")
-
-
-def _exif_transpose(img: Image.Image, path: Path) -> Image.Image:
-    """Apply the EXIF orientation; a malformed EXIF block costs a warning, not the (decodable) image."""
-    try:
-        return ImageOps.exif_transpose(img)
-    except Exception as err:
-        log.warning("ignoring unreadable EXIF orientation of %s (%s: %s)", path, type(err).__name__, err)
-        return img
-
-
-def load_pil(path: str | os.PathLike) -> Image.Image:
-    """Fully decode `path` into an 8-bit RGB PIL image, or raise `BadImageError`."""
-    if ImageFile.LOAD_TRUNCATED_IMAGES:
-        # Some libraries flip this global; then truncated files decode with grey fill and no error.
-        warnings.warn("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True: truncated images go undetected", stacklevel=2)
-    path = Path(path)
-    try:
-        if path.stat().st_size == 0:
-            raise BadImageError(path, "empty file (0 bytes)")
-        with Image.open(path) as img:
-            img.load()  # Image.open is lazy: decode now so corrupt and truncated data raise here
-            return _to_rgb(_exif_transpose(img, path))
-    except BadImageError:
-        raise
-    except FileNotFoundError:
-        raise BadImageError(path, "file not found") from None
-    except Exception as err:  # PIL raises OSError, SyntaxError, struct.error, ... for broken data
-        raise BadImageError(path, f"{type(err).__name__}: {err}") from err
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as an HxWx3 uint8 RGB array.
-
-    Grayscale, 1-bit and palette images are expanded to RGB; images with alpha (RGBA, LA, palette with
-    transparency) are composited on white (`ALPHA_BACKGROUND`), not alpha-dropped; 16-bit images are
-    scaled to 8 bits (65535 -> 255, 32768 -> 128) instead of clipped (32-bit integer images are taken as
-    16-bit data; float images are rejected); CMYK is converted naively (no ICC);
-    the EXIF orientation tag is applied. Corrupt, truncated, empty or unsupported files raise
-    `BadImageError(path, reason)`.
-    """
-    return np.asarray(load_pil(path))
-
-
 def _check(path: Path) -> str | None:
     try:
         load_pil(path)
@@ -179,29 +94,6 @@ def scan(
     else:
         reasons = [_check(p) for p in tqdm(paths, **bar)]
     return {str(p): r for p, r in zip(paths, reasons, strict=True) if r is not None}
-
-
-def image_to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 RGB -> (3, H, W) float32 in [-1, 1] (a copy: safe for read-only arrays)."""
-    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
-
-
-def center_crop_resize(img: Image.Image, size: int) -> Image.Image:
-    """Center-crop to a square (the short side) and resize to `size` x `size`.
-
-    PIL's BICUBIC resize is antialiased (its kernel widens with the downscale factor), and
-    `reducing_gap=2.0` first box-averages by an integer factor, which is faster for 1024 -> 64 with no
-    visible difference. Box reduction followed by bicubic is also guided-diffusion's preprocessing, i.e.
-    what the published ADM/DR2 FFHQ checkpoints saw in training.
-    """
-    w, h = img.size
-    if w != h:
-        side = min(w, h)
-        left, top = (w - side) // 2, (h - side) // 2
-        img = img.crop((left, top, left + side, top + side))
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.BICUBIC, reducing_gap=2.0)
-    return img
 
 
 class ImageFolder(Dataset):
@@ -239,7 +131,7 @@ class ImageFolder(Dataset):
         return arr
 
     def __getitem__(self, key: int | tuple[int, bool]) -> dict:
-        """`dataset[i]`, or `dataset[(i, flip)]` as `EpochSampler` yields: the sampler decides the flip, so
+        """`dataset[i]`, or `dataset[(i, flip)]` as `datamodule.StreamSampler` yields: the sampler decides the flip, so
         augmentation is a pure function of (seed, epoch, position), identical across worker counts and
         after a resume. A plain index flips with probability 1/2 from torch's RNG when `flip` is on."""
         if isinstance(key, tuple):

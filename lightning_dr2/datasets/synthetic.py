@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from lightning_dr2.io import write_json, write_png
 from lightning_dr2.parallel import spawn_pool
 
 log = logging.getLogger(__name__)
@@ -532,15 +533,9 @@ def _is_done(path: Path, size: int) -> bool:
 
 
 def _write_face(job: tuple[int, int, str]) -> None:
-    """Render and write one PNG atomically (tmp file + os.replace), so an interrupted run leaves no
-    half-written image; the tmp name starts with '.', which `list_images` ignores."""
+    """Render and write one PNG atomically, so an interrupted run leaves no half-written image."""
     seed, size, path = job
-    ok, png = cv2.imencode(".png", render_face(seed, size)[..., ::-1])
-    if not ok:
-        raise OSError(f"could not encode synthetic face {path}")
-    tmp = Path(path).with_name(f".{Path(path).stem}.{os.getpid()}.tmp")
-    tmp.write_bytes(png.tobytes())
-    os.replace(tmp, path)
+    write_png(path, render_face(seed, size))
 
 
 def _worker_init() -> None:
@@ -559,14 +554,23 @@ def _write_manifest(out: Path, n: int, size: int, seed: int) -> None:
                     f"not {manifest[key]!r}; use another folder or delete it"
                 )
         manifest["n"] = max(n, int(old.get("n", 0)))
-    tmp = path.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(path, manifest)
 
 
-def _generate(
-    out_dir: str | os.PathLike, n: int, size: int, seed: int, workers: int | None, progress: bool
-) -> tuple[list[Path], int]:
+def generate_faces(
+    out_dir: str | os.PathLike,
+    n: int,
+    size: int,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = False,
+) -> list[Path]:
+    """Write `n` synthetic faces as `out_dir/00000.png`, ... plus `manifest.json`; return all n paths.
+
+    Resumable: images already present at the right size are kept, so an interrupted or repeated call
+    only writes what is missing. Image i is `render_face(face_seed(seed, i), size)`, independent of
+    `workers` (None: one process per core, at most 8).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_manifest(out, n, size, seed)
@@ -584,29 +588,5 @@ def _generate(
             for job in todo:
                 _write_face(job)
                 bar.update()
-    return paths, len(todo)
-
-
-def generate_faces(
-    out_dir: str | os.PathLike,
-    n: int,
-    size: int,
-    seed: int = 0,
-    workers: int | None = None,
-    progress: bool = False,
-) -> list[Path]:
-    """Write `n` synthetic faces as `out_dir/00000.png`, ... plus `manifest.json`; return all n paths.
-
-    Resumable: images already present at the right size are kept, so an interrupted or repeated call
-    only writes what is missing. Image i is `render_face(face_seed(seed, i), size)`, independent of
-    `workers` (None: one process per core, at most 8).
-    """
-    paths, written = _generate(out_dir, n, size, seed, workers, progress)
-    log.info("synthetic faces in %s: %d written, %d already present", out_dir, written, n - written)
+    log.info("synthetic faces in %s: %d written, %d already present", out, len(todo), n - len(todo))
     return paths
-
-
-def synth_main(n: int, size: int, out: str, seed: int = 0) -> None:
-    """CLI entry (`python -m lightning_dr2 synth --n 2000 --size 64 --out data/synthetic`)."""
-    _, written = _generate(out, n, size, seed, workers=None, progress=True)
-    print(f"{out}: {n} synthetic faces at {size}x{size} ({written} written, {n - written} already present)")

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_dr2.dr2.remover import DR2, NoiseFn
+from lightning_dr2.io import images_to_tensor, resize, to_uint8_images
 from lightning_dr2.nets.loading import load_into, read_state_dict
 from lightning_dr2.nets.sparnet import SPARNet, fold_spectral_norm, load_sparnet
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS, UNet
@@ -102,28 +102,6 @@ def image_seed(base_seed: int, name: str) -> int:
     of GPUs; the seed is recorded in the restore manifest.
     """
     return (int(base_seed) * 1_000_003 + zlib.crc32(name.encode("utf-8"))) % (2**63 - 1)
-
-
-def resize(x: Tensor, size: int) -> Tensor:
-    """Bicubic resize of a batch to size x size, antialiased when downscaling (no-op at that size)."""
-    if tuple(x.shape[-2:]) == (size, size):
-        return x
-    down = x.shape[-1] > size or x.shape[-2] > size
-    return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=down)
-
-
-def to_tensor(images: Sequence[np.ndarray]) -> Tensor:
-    """uint8 HxWx3 RGB arrays (all the same size) -> (B, 3, H, W) float in [-1, 1]."""
-    batch = np.stack([np.asarray(im) for im in images])
-    if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[-1] != 3:
-        raise ValueError(f"expected uint8 HxWx3 RGB images of one size, got array {batch.dtype} {batch.shape}")
-    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
-def to_uint8_images(x: Tensor) -> list[np.ndarray]:
-    """(B, 3, H, W) in [-1, 1] -> uint8 HxWx3 arrays (rounded like BasicSR's tensor2img)."""
-    arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return list(arr.permute(0, 2, 3, 1).cpu().numpy())
 
 
 class DR2E:
@@ -259,7 +237,7 @@ class DR2E:
         """Restore a [-1, 1] tensor batch, or a list of uint8 HxWx3 RGB arrays (returned as such)."""
         if isinstance(images, Tensor):
             return self.restore_tensors(images, seeds)["output"]
-        return to_uint8_images(self.restore_tensors(to_tensor(images), seeds)["output"])
+        return to_uint8_images(self.restore_tensors(images_to_tensor(images), seeds)["output"])
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype | None:

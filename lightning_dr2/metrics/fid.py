@@ -31,9 +31,9 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from tqdm.auto import tqdm
 
-from lightning_dr2.datasets.images import BadImageError, list_images, read_image
+from lightning_dr2.datasets.images import list_images
+from lightning_dr2.io import BadImageError, read_image, to_uint8
 from lightning_dr2.metrics.frechet import FeatureStats, FIDStats, frechet_distance, load_stats, save_stats
-from lightning_dr2.metrics.psnr_ssim import to_uint8
 from lightning_dr2.nets.inception import FEATURE_DIM, load_fid_inception
 
 __all__ = ["FID", "FolderStats", "compute_fid_stats", "uint8_to_network_input"]

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from lightning_dr2.metrics.psnr_ssim import to_uint8
+from lightning_dr2.io import to_uint8
 from lightning_dr2.nets.loading import load_into, read_state_dict
 from lightning_dr2.weights import find_weight
 

@@ -6,7 +6,7 @@ window (sigma 1.5) over the valid region, per channel, then the mean over channe
 the mean of the per-image values. We reproduce that to float64 rounding, but batched in torch so it runs
 on the GPU inside the evaluation callback:
 
-* `to_uint8` quantises [-1, 1] network outputs exactly like BasicSR's `tensor2img` (clamp, scale,
+* `lightning_dr2.io.to_uint8` quantises [-1, 1] network outputs exactly like BasicSR's `tensor2img` (clamp, scale,
   round half to even in float32), i.e. what would be written to the PNG;
 * `psnr_per_image` / `ssim_per_image` take uint8 N x C x H x W tensors;
 * `PSNR` and `SSIM` are torchmetrics Metrics holding float64 sum/count (summed across processes).
@@ -27,26 +27,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
+from lightning_dr2.io import to_uint8
+
 # ITU-R BT.601 Y on the 16-235 scale, RGB order (BasicSR's rgb2ycbcr(y_only=True)).
 _Y_WEIGHTS = (65.481, 128.553, 24.966)
 _SSIM_C1 = (0.01 * 255) ** 2
 _SSIM_C2 = (0.03 * 255) ** 2
-
-
-def to_uint8(images: Tensor, value_range: Sequence[float] = (-1.0, 1.0)) -> Tensor:
-    """Quantise float images to uint8 the way BasicSR's `tensor2img` does before saving a PNG.
-
-    clamp to `value_range`, map to [0, 1], multiply by 255 and round (half to even), all in float32.
-    Non-finite values raise: a NaN would otherwise become an arbitrary byte and a silently wrong score.
-    """
-    low, high = float(value_range[0]), float(value_range[1])
-    if not high > low:
-        raise ValueError(f"value_range must be (low, high) with low < high, got {tuple(value_range)}")
-    x = images.detach().float()
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("images contain NaN or inf; cannot quantise them to uint8")
-    x = (x.clamp(low, high) - low) / (high - low)
-    return (x * 255.0).round().to(torch.uint8)
 
 
 def _as_batch(name: str, images: Tensor) -> Tensor:

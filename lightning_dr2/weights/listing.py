@@ -1,0 +1,106 @@
+"""The status of every registered weight file (present? where? checksum ok?) as rows and as a table."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning_dr2.weights.checksum import hash_matches, sha256sum
+from lightning_dr2.weights.lookup import (
+    MissingWeightsError,
+    find_weight,
+    how_to_get,
+    search_dirs,
+    torch_hub_checkpoints,
+)
+from lightning_dr2.weights.registry import WEIGHTS
+
+
+def list_weights(weights_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """Status of every registered file: where it is, its sha256 and whether it matches (JSON-ready dicts).
+
+    Hashes are computed for present files (slow for big checkpoints, but it is what tells a user that a
+    download is truncated or the wrong file). `checksum_ok` is None when no hash is published.
+    """
+    rows = []
+    for entry in WEIGHTS.values():
+        try:
+            path: Path | None = find_weight(entry.name, weights_dir)
+        except MissingWeightsError:
+            path = None
+        actual = sha256sum(path) if path is not None else None
+        ok = hash_matches(actual, entry.sha256) if actual is not None and entry.sha256 else None
+        rows.append(
+            {
+                "name": entry.name,
+                "role": entry.role,
+                "description": entry.description,
+                "present": path is not None,
+                "path": str(path) if path is not None else None,
+                "size_bytes": path.stat().st_size if path is not None else None,
+                "sha256": actual,
+                "expected_sha256": entry.sha256,
+                "checksum_ok": ok,
+                "urls": list(entry.urls),
+                "source": entry.source,
+                "used_by": entry.used_by,
+            }
+        )
+    return rows
+
+
+def _status(row: Mapping[str, Any]) -> str:
+    if not row["present"]:
+        return "missing"
+    if row["checksum_ok"] is None:
+        return "present (no published hash)"
+    return "ok (sha256 verified)" if row["checksum_ok"] else "BAD CHECKSUM"
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], weights_dir: str | os.PathLike | None = None) -> str:
+    """Plain-text table of `list_weights` rows, then how to get what is missing or broken."""
+    header = ("NAME", "ROLE", "STATUS", "PATH / HOW TO GET")
+    cells = []
+    for row in rows:
+        if row["present"]:
+            where = row["path"]
+        elif row["urls"]:
+            where = f"python -m lightning_dr2 weights --fetch {row['name']}"
+        else:
+            where = "manual download (see below)"
+        cells.append((row["name"], row["role"], _status(row), where))
+    widths = [max(len(str(c[i])) for c in [header, *cells]) for i in range(3)]
+    lines = ["  ".join(str(c[i]).ljust(widths[i]) for i in range(3)) + "  " + str(c[3]) for c in [header, *cells]]
+
+    problems = [r for r in rows if not r["present"] or r["checksum_ok"] is False]
+    present = sum(r["present"] for r in rows)
+    lines.append("")
+    lines.append(f"{present} of {len(rows)} files present. Folders searched (in order; the torch hub cache only")
+    lines.append("for torchvision/pytorch-fid files):")
+    lines += [f"  - {d.absolute()}" for d in search_dirs(weights_dir)]
+    lines.append(f"  - {torch_hub_checkpoints()}")
+    for row in problems:
+        lines.append("")
+        if row["checksum_ok"] is False:
+            lines.append(
+                f"{row['name']}: sha256 {row['sha256']} does not match the published "
+                f"{row['expected_sha256']} "
+                "(truncated or wrong file?): delete it and get it again."
+            )
+        lines.append(f"{row['name']}: {how_to_get(row['name'])}")
+    if any(not r["present"] and r["urls"] for r in rows):
+        lines.append("")
+        lines.append("Fetch every missing file that has a download URL: python -m lightning_dr2 weights --fetch-all")
+    return "\n".join(lines)
+
+
+def missing_files(weights_dir: str | os.PathLike | None = None) -> tuple[list[str], list[str]]:
+    """Registered files missing or failing their checksum: (those with a download URL, manual-only ones)."""
+    fetchable: list[str] = []
+    manual: list[str] = []
+    for row in list_weights(weights_dir):
+        if not row["present"] or row["checksum_ok"] is False:
+            (fetchable if row["urls"] else manual).append(row["name"])
+    return fetchable, manual
