@@ -10,29 +10,23 @@ skipping torn ones, whichever saved it: periodic, `last`, a signal (preemption) 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 
-log = logging.getLogger(__name__)
+from lightning_dr2.io import atomic_write
 
-TEMP_SUFFIX = ".tmp"
+log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, through a temporary file and an atomic rename."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
-        try:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write = super().save_checkpoint
+        atomic_write(path, lambda tmp: write(checkpoint, tmp, storage_options))
 
 
 def checkpoint_candidates(run_path: Path) -> list[Path]:
@@ -68,7 +62,7 @@ def newest_valid_checkpoint(run_path: Path) -> Path | None:
 
 def remove_stale_temp_files(run_path: Path) -> list[Path]:
     """Delete temporary checkpoint files left by a process killed mid-write."""
-    stale = list((run_path / "checkpoints").glob(f".*{TEMP_SUFFIX}"))
+    stale = list((run_path / "checkpoints").glob(".*.tmp"))  # atomic_write's temporary names
     for path in stale:
         path.unlink(missing_ok=True)
         log.info("removed the partial checkpoint %s left by an interrupted write", path)

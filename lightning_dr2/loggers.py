@@ -17,6 +17,7 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 from lightning_dr2.config import flat_dict
+from lightning_dr2.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +99,14 @@ class _HistoryWriter(ExperimentWriter):
         kept = [row for row in self._history if row.get("step") and int(float(row["step"])) < first_new]
         rows = kept + self.metrics
         self.metrics_keys = sorted(set().union(*rows))
-        tmp = f"{self.metrics_file_path}.tmp"
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self.metrics_keys)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.metrics_file_path)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=self.metrics_keys)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        atomic_write(self.metrics_file_path, write)
         self._history = None
         self.metrics = []
 

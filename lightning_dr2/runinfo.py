@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from lightning_dr2.io import write_json
+
 PACKAGES = ("lightning_dr2", "torch", "torchvision", "pytorch-lightning", "torchmetrics", "numpy", "wandb", "lpips")
 SLURM_KEYS = ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_NNODES", "SLURM_NTASKS", "SLURM_RESTART_COUNT")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -94,8 +96,4 @@ def record_run_info(run_path: Path) -> Path:
         except (json.JSONDecodeError, AttributeError):
             attempts = []  # a damaged record must not stop the run; the new one replaces it
     attempts.append(collect_run_info())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"attempts": attempts}, indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_json(path, {"attempts": attempts})
