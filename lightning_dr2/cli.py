@@ -43,11 +43,16 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     cfg.input, cfg.output = args.input, args.output
     summary = run_restore(cfg)
     print(
-        f"restored {summary.restored} images ({summary.skipped} already done) "
-        f"in {summary.seconds:.1f} s -> {summary.output}"
+        f"restored {summary.restored} images ({summary.skipped} reused: same input, weights and settings; "
+        f"{summary.recomputed} made again: made earlier with other ones) in {summary.seconds:.1f} s "
+        f"-> {summary.output}"
     )
+    if summary.reshaped:
+        print(f"{summary.reshaped} non-square inputs made square (input_policy={cfg.input_policy})")
+    if summary.tiny:
+        print(f"{summary.tiny} inputs smaller than 32 px a side: expect little detail")
     if summary.bad:
-        print(f"{len(summary.bad)} unreadable inputs skipped (listed in {summary.output / 'bad_files.txt'}):")
+        print(f"{len(summary.bad)} inputs unusable or outputs flagged (listed in {summary.output / 'bad_files.txt'}):")
         for rel, reason in summary.bad[:20]:
             print(f"  {rel}: {reason}")
     return 0
@@ -261,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingInterrupted as err:
         print(f"interrupted: {err}", file=sys.stderr)
         return 128 + signal.SIGTERM  # the shell's code for a SIGTERM'd job: not finished, resumable
-    except (ConfigError, WeightsError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, WeightsError, FileNotFoundError, ValueError) as err:  # ReuseRefused is a ValueError
         if args.verbose:
             raise
         print(f"error: {err}\n(run with -v for the traceback)", file=sys.stderr)

@@ -227,6 +227,12 @@ class PipelineConfig:
     strategy: str = "auto"  # Lightning picks DDP for several devices; ddp_spawn for notebooks/tests
     num_workers: int = 2
     progress_bar: bool = True
+    # Non-square inputs: center_crop (keep the face's aspect, lose the long side's margins) | pad (keep all,
+    # replicate the border) | stretch (keep all, distort). Recorded per image in the manifest.
+    input_policy: str = "center_crop"
+    # A finished output is reused only when it was made from the same input, weights and settings.
+    # auto: recompute the others; strict: stop and name the settings that changed.
+    reuse: str = "auto"
 
 
 @dataclass

@@ -226,6 +226,29 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=down)
 
 
+SQUARE_POLICIES = ("center_crop", "pad", "stretch")
+
+
+def fit_square(x: torch.Tensor, policy: str) -> torch.Tensor:
+    """Make a (C, H, W) image square before it is resized to a network's square input.
+
+    center_crop keeps the short side (the face's aspect ratio); pad replicates the border up to the long
+    side (nothing lost); stretch leaves the image as it is and the resize distorts it.
+    """
+    if policy not in SQUARE_POLICIES:
+        raise ValueError(f"input_policy must be one of {SQUARE_POLICIES}, got {policy!r}")
+    h, w = x.shape[-2:]
+    if h == w or policy == "stretch":
+        return x
+    if policy == "center_crop":
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        return x[..., top : top + side, left : left + side]
+    dh, dw = max(h, w) - h, max(h, w) - w
+    padded = F.pad(x[None], (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2), mode="replicate")
+    return padded[0]
+
+
 def center_crop_resize(img: Image.Image, size: int) -> Image.Image:
     """Center-crop to a square (the short side) and resize to `size` x `size`.
 

@@ -4,16 +4,19 @@ Restores every face under `--input` (recursively) with DR2 + enhancer and mirror
   OUTPUT/restored/<rel>.png     final output (enhancer size)
   OUTPUT/dr2/<rel>.png          DR2 intermediate x0_hat (UNet size), unless save_dr2=false
   OUTPUT/comparison/<rel>.png   input | DR2 | output, with comparison=true
-  OUTPUT/manifest.csv, .json    per image: N, tau, omega, seed, weights hashes, paths
-  OUTPUT/bad_files.txt          inputs that could not be decoded, with the reason
+  OUTPUT/manifest.csv, .json    per image: N, tau, omega, seed, weights and input hashes, fingerprint
+  OUTPUT/bad_files.txt          inputs that could not be used (undecodable, name clash), and flagged outputs
 Runs through Lightning `Trainer.predict` (any number of GPUs); each image is processed exactly once
-(sharded without padding), files are written atomically, and a rerun skips finished images.
+(sharded without padding), files are written atomically, and a rerun reuses a finished image only when
+its fingerprint (input hash, weights hashes, settings, code version) equals the current one.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from lightning_dr2.callbacks.writer import RestoreWriter, output_name
@@ -36,8 +39,9 @@ from lightning_dr2.dr2.pipeline import (
     image_seed,
     locate_weights,
 )
-from lightning_dr2.io import BadImageError, image_to_tensor, read_image, resize
+from lightning_dr2.io import SQUARE_POLICIES, BadImageError, fit_square, image_to_tensor, read_image, resize
 from lightning_dr2.modules.restorer import RestoreModule
+from lightning_dr2.provenance import REUSE_MODES, ReuseRefused, changed_keys, fingerprint, read_jsonl
 from lightning_dr2.weights import sha256sum
 
 log = logging.getLogger(__name__)
@@ -48,11 +52,15 @@ def resolve_accelerator(name: str) -> str:
     return name if name != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
 
 
-class RestoreInputs(Dataset):
-    """Input faces resized to the UNet size, with their relative name and seed; bad files become None."""
+TINY_INPUT = 32  # inputs below this many pixels a side are upscaled > 8x to the UNet size: warned about
 
-    def __init__(self, root: Path, rels: list[str], image_size: int, seed: int) -> None:
-        self.root, self.rels, self.image_size, self.seed = root, rels, image_size, seed
+
+class RestoreInputs(Dataset):
+    """Input faces made square (`input_policy`) and resized to the UNet size, with name, seed and how they
+    were reshaped; undecodable files become {"bad": ...}."""
+
+    def __init__(self, root: Path, rels: list[str], image_size: int, seed: int, policy: str) -> None:
+        self.root, self.rels, self.image_size, self.seed, self.policy = root, rels, image_size, seed, policy
 
     def __len__(self) -> int:
         return len(self.rels)
@@ -63,8 +71,11 @@ class RestoreInputs(Dataset):
             arr = read_image(self.root / rel)
         except BadImageError as err:
             return {"bad": rel, "reason": err.reason}
-        lq = resize(image_to_tensor(arr)[None], self.image_size).clamp(-1, 1)[0]
-        return {"lq": lq, "name": rel, "seed": image_seed(self.seed, rel)}
+        h, w = arr.shape[:2]
+        square = fit_square(image_to_tensor(arr), self.policy)
+        lq = resize(square[None], self.image_size).clamp(-1, 1)[0]
+        shape = {"input_size": [h, w], "reshaped": self.policy if h != w else "none"}
+        return {"lq": lq, "name": rel, "seed": image_seed(self.seed, rel), "shape": shape}
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -73,6 +84,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "lq": torch.stack([it["lq"] for it in good]) if good else torch.empty(0),
         "name": [it["name"] for it in good],
         "seed": [it["seed"] for it in good],
+        "shape": [it["shape"] for it in good],
         "bad": [(it["bad"], it["reason"]) for it in items if "bad" in it],
     }
 
@@ -95,20 +107,115 @@ class RestoreSummary:
 
     output: Path
     restored: int
-    skipped: int
-    bad: list[tuple[str, str]]
+    skipped: int  # finished earlier with the same fingerprint: reused
+    bad: list[tuple[str, str]]  # inputs that could not be used, and outputs flagged (non-finite, constant)
     seconds: float
+    recomputed: int = 0  # finished earlier with other inputs/weights/settings: made again
+    reshaped: int = 0  # non-square inputs made square by `input_policy`
+    tiny: int = 0  # inputs smaller than TINY_INPUT pixels a side
 
 
-def pending_inputs(input_dir: Path, output_dir: Path, limit: int = 0) -> tuple[list[str], int]:
-    """Relative paths still to restore, and how many already have a final output (resume)."""
-    files = list_images(input_dir)
+def list_inputs(input_dir: Path, output_dir: Path, limit: int = 0) -> tuple[list[str], list[tuple[str, str]]]:
+    """Relative input paths (sorted; the first `limit`), never files under `output_dir` (outputs never become
+    inputs), and inputs whose output name another input already takes (`a.jpg`, `a.png` -> `a.png`)."""
+    out = output_dir.resolve()
+    files = [f for f in list_images(input_dir) if not f.resolve().is_relative_to(out)]
     if limit:
         files = files[:limit]
-    rels = [str(f.relative_to(input_dir)) for f in files]
-    done = [r for r in rels if (output_dir / "restored" / output_name(r)).is_file()]
-    finished = set(done)
-    return [r for r in rels if r not in finished], len(done)
+    rels, clashes, owner = [], [], {}
+    for f in files:
+        rel = str(f.relative_to(input_dir))
+        name = output_name(rel)
+        if name in owner:
+            clashes.append((rel, f"its output {name} is already the output of {owner[name]}; rename one of them"))
+            continue
+        owner[name] = rel
+        rels.append(rel)
+    return rels, clashes
+
+
+def previous_records(output_dir: Path) -> dict[str, dict[str, Any]]:
+    """Records of earlier runs into `output_dir`: the merged manifest, then per-rank lines a crash left."""
+    records: dict[str, dict[str, Any]] = {}
+    manifest = output_dir / "manifest.json"
+    if manifest.is_file():
+        try:
+            images = json.loads(manifest.read_text()).get("images", [])
+        except (json.JSONDecodeError, AttributeError) as err:
+            log.warning("%s is not readable (%s); finished images will be recomputed", manifest, err)
+            images = []
+        records.update({rec["name"]: rec for rec in images if isinstance(rec, dict) and "name" in rec})
+    records.update({rec["name"]: rec for rec in read_jsonl(sorted(output_dir.glob("manifest.rank*.jsonl")))})
+    return records
+
+
+def plan_restore(
+    input_dir: Path, output_dir: Path, rels: list[str], settings: dict[str, Any], reuse: str
+) -> tuple[list[str], list[str], list[str], dict[str, dict[str, str]]]:
+    """(todo, reused, recomputed, provenance): an output is reused only when its recorded fingerprint is
+    the current one; `reuse=strict` refuses to recompute a finished output and names what changed."""
+    if reuse not in REUSE_MODES:
+        raise ConfigError(f"reuse must be one of {REUSE_MODES}, got {reuse!r}")
+    previous = previous_records(output_dir)
+    todo, reused, recomputed, provenance = [], [], [], {}
+    for rel in rels:
+        input_sha = sha256sum(input_dir / rel)
+        fp = fingerprint({**settings, "input_sha256": input_sha})
+        provenance[rel] = {"input_sha256": input_sha, "fingerprint": fp}
+        if not (output_dir / "restored" / output_name(rel)).is_file():
+            todo.append(rel)
+            continue
+        record = previous.get(rel, {})
+        if record.get("status") == "ok" and record.get("fingerprint") == fp:
+            reused.append(rel)
+            continue
+        if reuse == "strict":
+            changed = changed_keys(record, {**settings, "input_sha256": input_sha}) if record else ["(no record)"]
+            raise ReuseRefused(
+                f"reuse=strict: {output_dir / 'restored' / output_name(rel)} was made with other settings "
+                f"(changed: {', '.join(changed)}); use another --output, or reuse=auto to recompute it"
+            )
+        todo.append(rel)
+        recomputed.append(rel)
+    return todo, reused, recomputed, provenance
+
+
+def check_output_dir(output_dir: Path, input_dir: Path) -> None:
+    """The output folder must be a writable folder other than the input; say which and why if not."""
+    if input_dir.resolve() == output_dir.resolve():
+        raise ConfigError(f"--output must differ from --input ({input_dir}): inputs are never overwritten")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"--output {output_dir} is a file, not a folder: choose a folder path")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"--output {output_dir} is not writable ({err.strerror}): choose a writable folder") from err
+
+
+def restore_settings(cfg: DictConfig, pipe: DR2E, weights_dir: str | None) -> dict[str, Any]:
+    """Everything besides the input file that determines an output: recorded per image, fingerprinted."""
+    unet_id, enhancer_id = _weights_ids(cfg, pipe, weights_dir)
+    return {
+        "N": cfg.dr2.N,
+        "tau": cfg.dr2.tau,
+        "omega": pipe.omega_value,
+        "respacing": cfg.dr2.respacing,
+        "sampler": cfg.dr2.sampler,
+        "eta": cfg.dr2.eta,
+        "seed": cfg.seed,
+        "image_size": pipe.image_size,
+        "diffusion": OmegaConf.to_container(cfg.diffusion, resolve=True),
+        "enhancer": cfg.enhancer.name,
+        "enhancer_size": cfg.enhancer.size,
+        "enhancer_options": OmegaConf.to_container(cfg.enhancer.options, resolve=True),
+        "unet_sha256": unet_id,
+        "enhancer_sha256": enhancer_id,
+        "dtype": cfg.dtype,
+        "input_policy": cfg.input_policy,
+    }
 
 
 def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSummary:
@@ -118,30 +225,29 @@ def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSumma
     input_dir, output_dir = Path(cfg.input), Path(cfg.output)
     if not input_dir.is_dir():
         raise FileNotFoundError(f"input folder {input_dir} does not exist")
-    if input_dir.resolve() == output_dir.resolve():
-        raise ConfigError(f"--output must differ from --input ({input_dir}): inputs are never overwritten")
-    todo, skipped = pending_inputs(input_dir, output_dir, cfg.limit)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, output_dir / "restore_config.yaml")
-    log.info("%d images to restore, %d already done in %s", len(todo), skipped, output_dir)
+    if cfg.input_policy not in SQUARE_POLICIES:
+        raise ConfigError(f"input_policy must be one of {SQUARE_POLICIES}, got {cfg.input_policy!r}")
+    check_output_dir(output_dir, input_dir)
+    rels, clashes = list_inputs(input_dir, output_dir, cfg.limit)
 
     accelerator = resolve_accelerator(cfg.accelerator)
     pipe = DR2E.from_config(cfg, device="cpu", weights_dir=weights_dir)
-    unet_id, enhancer_id = _weights_ids(cfg, pipe, weights_dir)
-    settings = {
-        "N": cfg.dr2.N,
-        "tau": cfg.dr2.tau,
-        "omega": pipe.omega_value,
-        "respacing": cfg.dr2.respacing,
-        "sampler": cfg.dr2.sampler,
-        "enhancer": cfg.enhancer.name,
-        "unet_sha256": unet_id,
-        "enhancer_sha256": enhancer_id,
-    }
-    writer = RestoreWriter(output_dir, input_dir, settings, save_dr2=cfg.save_dr2, comparison=cfg.comparison)
+    settings = restore_settings(cfg, pipe, weights_dir)
+    todo, reused, recomputed, provenance = plan_restore(input_dir, output_dir, rels, settings, cfg.reuse)
+    save_config(cfg, output_dir / "restore_config.yaml")
+    log.info(
+        "%d images to restore (%d made earlier with other settings), %d reused in %s",
+        len(todo),
+        len(recomputed),
+        len(reused),
+        output_dir,
+    )
+    writer = RestoreWriter(
+        output_dir, input_dir, settings, provenance, save_dr2=cfg.save_dr2, comparison=cfg.comparison
+    )
     if todo:
         module = RestoreModule(pipe, compile=cfg.compile, channels_last=cfg.channels_last and accelerator == "gpu")
-        dataset = RestoreInputs(input_dir, todo, pipe.image_size, cfg.seed)
+        dataset = RestoreInputs(input_dir, todo, pipe.image_size, cfg.seed, cfg.input_policy)
         data = ShardedData(dataset, cfg.batch_size, cfg.num_workers, collate_fn=collate)
         trainer = pl.Trainer(
             accelerator=accelerator,
@@ -155,10 +261,26 @@ def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSumma
         )
         trainer.predict(module, datamodule=data, return_predictions=False)
         if not trainer.is_global_zero:
-            return RestoreSummary(output_dir, 0, skipped, [], time.perf_counter() - start)
-    records, bad = writer.merge_manifests()
-    summary = RestoreSummary(output_dir, len(todo) - len(bad), skipped, bad, time.perf_counter() - start)
-    log.info("restored %d, skipped %d finished, %d bad -> %s", summary.restored, skipped, len(bad), output_dir)
+            return RestoreSummary(output_dir, 0, len(reused), [], time.perf_counter() - start)
+    records, bad = writer.merge_manifests(clashes, current=set(rels))
+    made = [r for r in records if r["name"] in set(todo) and r["status"] == "ok"]
+    reshaped = sum(1 for r in made if r.get("reshaped", "none") != "none")
+    tiny = sum(1 for r in made if min(r.get("input_size", [TINY_INPUT])) < TINY_INPUT)
+    if reshaped:
+        log.warning("%d non-square inputs were made square with input_policy=%s", reshaped, cfg.input_policy)
+    if tiny:
+        log.warning("%d inputs are smaller than %d px a side (upscaled > 8x): expect little detail", tiny, TINY_INPUT)
+    summary = RestoreSummary(
+        output_dir,
+        len(made),
+        len(reused),
+        bad,
+        time.perf_counter() - start,
+        recomputed=len(recomputed),
+        reshaped=reshaped,
+        tiny=tiny,
+    )
+    log.info("restored %d, reused %d, %d bad or flagged -> %s", summary.restored, len(reused), len(bad), output_dir)
     return summary
 
 

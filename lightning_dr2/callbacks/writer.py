@@ -1,17 +1,26 @@
-"""Writes restored images as each predict batch finishes, plus a per-rank manifest merged at the end."""
+"""Writes restored images as each predict batch finishes, plus a per-rank manifest merged at the end.
+
+An output that is not finite, or constant (one colour), is flagged instead of written: it would otherwise
+look finished to the next run.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from lightning_dr2.io import atomic_write, resize, to_uint8_images, write_json, write_png, write_table
+from lightning_dr2.provenance import read_jsonl
+
+log = logging.getLogger(__name__)
 
 
 def output_name(rel: str) -> str:
@@ -29,6 +38,7 @@ class RestoreWriter(BasePredictionWriter):
         output_dir: Path,
         input_dir: Path,
         settings: dict[str, Any],
+        provenance: dict[str, dict[str, str]],
         save_dr2: bool = True,
         comparison: bool = False,
     ) -> None:
@@ -36,6 +46,7 @@ class RestoreWriter(BasePredictionWriter):
         self.output_dir = Path(output_dir)
         self.input_dir = Path(input_dir)
         self.settings = settings
+        self.provenance = provenance
         self.save_dr2 = save_dr2
         self.comparison = comparison
 
@@ -54,20 +65,29 @@ class RestoreWriter(BasePredictionWriter):
     ) -> None:
         lines = [json.dumps({"name": rel, "status": "bad", "reason": reason}) for rel, reason in batch["bad"]]
         if prediction["name"]:
-            finals = to_uint8_images(prediction["output"])
-            dr2s = to_uint8_images(prediction["dr2"])
+            problems = [_problem(out, dr2) for out, dr2 in zip(prediction["output"], prediction["dr2"], strict=True)]
+            # Non-finite images are zeroed before quantisation (which refuses NaN); they are never written.
+            finals = to_uint8_images(torch.nan_to_num(prediction["output"].float(), 0.0, 0.0, 0.0))
+            dr2s = to_uint8_images(torch.nan_to_num(prediction["dr2"].float(), 0.0, 0.0, 0.0))
             size = finals[0].shape[0]
             inputs = to_uint8_images(resize(prediction["lq"].float(), size)) if self.comparison else None
             for i, (rel, seed) in enumerate(zip(prediction["name"], prediction["seed"], strict=True)):
                 name = output_name(rel)
                 record = {
                     "name": rel,
-                    "status": "ok",
+                    "status": "ok" if problems[i] is None else "flagged",
                     "seed": int(seed),
                     **self.settings,
-                    "restored": f"restored/{name}",
+                    **self.provenance[rel],
+                    **prediction["shape"][i],
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 }
+                if problems[i] is not None:
+                    record["reason"] = problems[i]
+                    log.warning("%s: %s; not written", rel, problems[i])
+                    lines.append(json.dumps(record))
+                    continue
+                record["restored"] = f"restored/{name}"
                 if self.save_dr2:
                     write_png(self.output_dir / "dr2" / name, dr2s[i])
                     record["dr2"] = f"dr2/{name}"
@@ -84,27 +104,50 @@ class RestoreWriter(BasePredictionWriter):
             with open(self._rank_file(trainer.global_rank), "a") as fh:
                 fh.write("\n".join(lines) + "\n")
 
-    def merge_manifests(self) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
-        """Fold every rank's JSON lines (and an earlier run's manifest) into manifest.csv / .json."""
+    def merge_manifests(
+        self, clashes: list[tuple[str, str]], current: set[str]
+    ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+        """Fold earlier records, every rank's JSON lines and this run's name clashes into manifest.csv/json.
+
+        Returns (records, problems): problems are this run's unusable inputs and flagged outputs. Records of
+        inputs that no longer exist are moved to the manifest's "stale" list (their files are left alone).
+        """
         records: dict[str, dict[str, Any]] = {}
         previous = self.output_dir / "manifest.json"
         if previous.is_file():
-            for rec in json.loads(previous.read_text()).get("images", []):
-                records[rec["name"]] = rec
-        bad_now: list[tuple[str, str]] = []
-        for part in sorted(self.output_dir.glob("manifest.rank*.jsonl")):
-            for line in part.read_text().splitlines():
-                if line.strip():
-                    rec = json.loads(line)
-                    records[rec["name"]] = rec
-                    if rec["status"] == "bad":
-                        bad_now.append((rec["name"], rec["reason"]))
+            try:
+                records.update({r["name"]: r for r in json.loads(previous.read_text()).get("images", [])})
+            except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as err:
+                log.warning("%s is not readable (%s); rebuilding it from this run", previous, err)
+        parts = sorted(self.output_dir.glob("manifest.rank*.jsonl"))
+        new = read_jsonl(parts)
+        new += [{"name": rel, "status": "bad", "reason": reason} for rel, reason in clashes]
+        records.update({rec["name"]: rec for rec in new})
+        problems = [(r["name"], r["reason"]) for r in new if r["status"] != "ok" and r["name"] in current]
+        stale = sorted(n for n in records if n not in current and not (self.input_dir / n).is_file())
+        for name in stale:
+            log.warning("%s: its input is gone from %s; listed under 'stale' in the manifest", name, self.input_dir)
+        ordered = [records[k] for k in sorted(records) if k not in stale]
+        write_json(
+            previous,
+            {"settings": self.settings, "input": str(self.input_dir), "images": ordered, "stale": stale},
+        )
+        write_table(self.output_dir / "manifest.csv", [r for r in ordered if r["status"] == "ok"])
+        unusable = [r for r in ordered if r["status"] != "ok"]
+        if unusable:
+            text = "".join(f"{r['name']}\t{r['status']}\t{r['reason']}\n" for r in unusable)
+            atomic_write(self.output_dir / "bad_files.txt", text)
+        else:
+            (self.output_dir / "bad_files.txt").unlink(missing_ok=True)
+        for part in parts:
             part.unlink()
-        ordered = [records[k] for k in sorted(records)]
-        good = [r for r in ordered if r["status"] == "ok"]
-        bad = [r for r in ordered if r["status"] == "bad"]
-        write_json(previous, {"settings": self.settings, "input": str(self.input_dir), "images": ordered})
-        write_table(self.output_dir / "manifest.csv", good)
-        if bad:
-            atomic_write(self.output_dir / "bad_files.txt", "".join(f"{r['name']}\t{r['reason']}\n" for r in bad))
-        return ordered, bad_now
+        return ordered, problems
+
+
+def _problem(output: torch.Tensor, dr2: torch.Tensor) -> str | None:
+    """Why an output must not count as restored: non-finite values, or one constant colour."""
+    if not bool(torch.isfinite(output).all()) or not bool(torch.isfinite(dr2).all()):
+        return "non-finite output (NaN/Inf): check the weights and the DR2 settings"
+    if float(output.float().amax() - output.float().amin()) == 0.0:
+        return "constant output (a single colour): check the weights and the DR2 settings"
+    return None
