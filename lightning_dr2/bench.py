@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from lightning_dr2.diffusion import create_diffusion
+from lightning_dr2.diffusion import PUBLISHED_DIFFUSION, build_diffusion
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS, UNet
 
 TINY_UNET_FLAGS: dict[str, Any] = {
@@ -107,7 +107,7 @@ def bench_train(options: Sequence[str]) -> dict[str, Any]:
     if opts["channels_last"]:
         net = net.to(memory_format=torch.channels_last)
     model = torch.compile(net) if opts["compile"] else net
-    diffusion = create_diffusion(steps=1000, schedule="linear", learn_sigma=True, loss="hybrid")
+    diffusion = build_diffusion(PUBLISHED_DIFFUSION)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=device.type == "cuda")
     size = flags["image_size"]
     memory_format = torch.channels_last if opts["channels_last"] else torch.contiguous_format

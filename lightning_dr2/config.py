@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lightning_dr2.diffusion import DiffusionConfig
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -43,14 +44,6 @@ class NetConfig:
     class_cond: bool = False
     use_fp16: bool = False
     use_checkpoint: bool = False
-
-
-@dataclass
-class DiffusionConfig:
-    steps: int = 1000
-    schedule: str = "linear"  # linear | cosine
-    predict: str = "eps"
-    loss: str = "auto"  # auto (hybrid with learned sigma, else mse) | mse | hybrid (mse + variational bound)
 
 
 @dataclass
@@ -207,11 +200,18 @@ class DR2Settings:
 
 @dataclass
 class PipelineConfig:
-    """DR2 (+ enhancer) networks, settings and how to run them; shared by restore and eval."""
+    """DR2 (+ enhancer) networks, settings and how to run them; shared by restore and eval.
+
+    `net` and `diffusion` describe the UNet in `unet_weights` when it has no `<weights>.json` sidecar
+    (the defaults are the published DR2 FFHQ-256 network and its linear/1000/eps process). An exported
+    UNet's sidecar wins over both: it records the flags and the diffusion the network was trained
+    with. A `diffusion.*` value set away from its default that contradicts the sidecar is an error
+    naming both (see `dr2.sidecar.resolve_diffusion`), never a silently different process.
+    """
 
     unet_weights: str | None = None  # file, registry name, or "random"; default DR2_FFHQ.pkl from the registry
     net: NetConfig = field(default_factory=lambda: NetConfig(**DR2_FFHQ256_FLAGS))  # a <weights>.json sidecar wins
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # ditto (see the docstring)
     dr2: DR2Settings = field(default_factory=DR2Settings)
     enhancer: EnhancerConfig = field(default_factory=EnhancerConfig)
     batch_size: int = 8
@@ -293,12 +293,22 @@ def load_config(
     """
     cfg = OmegaConf.structured(schema)
     if experiment is None:
-        return _apply_overrides(cfg, overrides)
+        return _check_diffusion(_apply_overrides(cfg, overrides), "the command-line overrides")
     path = experiment_path(experiment)
     cfg = _merge(cfg, OmegaConf.load(path), f"{path}")
     if "experiment" not in OmegaConf.load(path):
         cfg.experiment = path.stem
-    return _apply_overrides(cfg, overrides)
+    return _check_diffusion(_apply_overrides(cfg, overrides), f"{path} and the command-line overrides")
+
+
+def _check_diffusion(cfg: DictConfig, source: str) -> DictConfig:
+    """The `diffusion` section must describe a process (checked once merged: keys may change together)."""
+    if "diffusion" in cfg:
+        try:
+            DiffusionConfig.from_dict(OmegaConf.to_container(cfg.diffusion, resolve=True))  # type: ignore[arg-type]
+        except ValueError as err:
+            raise ConfigError(f"invalid config from {source}: {err}") from err
+    return cfg
 
 
 def _apply_overrides(cfg: DictConfig, overrides: list[str] | tuple[str, ...]) -> DictConfig:
