@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_dr2.config import ConfigError, load_structured
-from lightning_dr2.diffusion import create_diffusion
+from lightning_dr2.diffusion import PUBLISHED_DIFFUSION, build_diffusion
 from lightning_dr2.io import read_image, to_uint8_images, write_json, write_png
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS, UNet
 
@@ -147,7 +147,7 @@ def bench_train(opts: DictConfig) -> dict[str, Any]:
     if opts["channels_last"]:
         net = net.to(memory_format=torch.channels_last)
     model = torch.compile(net) if opts["compile"] else net
-    diffusion = create_diffusion(steps=1000, schedule="linear", learn_sigma=True, loss="hybrid")
+    diffusion = build_diffusion(PUBLISHED_DIFFUSION)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=device.type == "cuda")
     size = flags["image_size"]
     memory_format = torch.channels_last if opts["channels_last"] else torch.contiguous_format

@@ -19,6 +19,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lightning_dr2.diffusion import DiffusionConfig
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -45,14 +46,6 @@ class NetConfig:
     class_cond: bool = False
     use_fp16: bool = False
     use_checkpoint: bool = False
-
-
-@dataclass
-class DiffusionConfig:
-    steps: int = 1000
-    schedule: str = "linear"  # linear | cosine
-    predict: str = "eps"
-    loss: str = "auto"  # auto (hybrid with learned sigma, else mse) | mse | hybrid (mse + variational bound)
 
 
 @dataclass
@@ -210,11 +203,18 @@ class DR2Settings:
 
 @dataclass
 class PipelineConfig:
-    """DR2 (+ enhancer) networks, settings and how to run them; shared by restore and eval."""
+    """DR2 (+ enhancer) networks, settings and how to run them; shared by restore and eval.
+
+    `net` and `diffusion` describe the UNet in `unet_weights` when it has no `<weights>.json` sidecar
+    (the defaults are the published DR2 FFHQ-256 network and its linear/1000/eps process). An exported
+    UNet's sidecar wins over both: it records the flags and the diffusion the network was trained
+    with. A `diffusion.*` value set away from its default that contradicts the sidecar is an error
+    naming both (see `dr2.sidecar.resolve_diffusion`), never a silently different process.
+    """
 
     unet_weights: str | None = None  # file, registry name, or "random"; default DR2_FFHQ.pkl from the registry
     net: NetConfig = field(default_factory=lambda: NetConfig(**DR2_FFHQ256_FLAGS))  # a <weights>.json sidecar wins
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # ditto (see the docstring)
     dr2: DR2Settings = field(default_factory=DR2Settings)
     enhancer: EnhancerConfig = field(default_factory=EnhancerConfig)
     batch_size: int = 8
@@ -301,12 +301,12 @@ def load_config(
     `experiment=None` starts from the schema's defaults alone.
     """
     if experiment is None:
-        return load_structured(schema, overrides=overrides)
+        return _check_diffusion(load_structured(schema, overrides=overrides), "the command-line overrides")
     path = experiment_path(experiment)
     cfg = load_structured(schema, path, overrides)
     if "experiment" not in read_yaml(path):
         cfg.experiment = path.stem
-    return cfg
+    return _check_diffusion(cfg, f"{path} and the command-line overrides")
 
 
 def read_yaml(path: str | Path) -> DictConfig:
@@ -337,6 +337,16 @@ def load_structured(
     elif source is not None:
         cfg = _merge(cfg, read_yaml(source), origin or str(source))
     return _apply_overrides(cfg, overrides)
+
+
+def _check_diffusion(cfg: DictConfig, source: str) -> DictConfig:
+    """The `diffusion` section must describe a process (checked once merged: keys may change together)."""
+    if "diffusion" in cfg:
+        try:
+            DiffusionConfig.from_dict(OmegaConf.to_container(cfg.diffusion, resolve=True))  # type: ignore[arg-type]
+        except ValueError as err:
+            raise ConfigError(f"invalid config from {source}: {err}") from err
+    return cfg
 
 
 def _apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:

@@ -24,7 +24,7 @@ from lightning_dr2.datasets.degradations import DegradationSpec, degrade_with_se
 from lightning_dr2.datasets.synthetic import face_seed, render_face
 from lightning_dr2.datasets.testset_builder import build_testset
 from lightning_dr2.datasets.testset_spec import load_spec
-from lightning_dr2.dr2.pipeline import DR2E, load_unet
+from lightning_dr2.dr2.pipeline import DR2E
 from lightning_dr2.evaluation import metrics_table, run_eval
 from lightning_dr2.io import images_to_tensor, to_uint8
 from lightning_dr2.metrics.psnr_ssim import psnr_per_image
@@ -43,7 +43,7 @@ def dr2_demo(unet_path: Path, out_dir: Path, size: int, n: int = 8, N: int = 4, 
     """Degrade `n` held-out faces, restore them with DR2 (no enhancer), write the grid, return PSNRs."""
     targets = [render_face(face_seed(HELD_OUT_SEED, i), size) for i in range(n)]
     degraded = [degrade_with_seed(face, DEMO_DEGRADATION, seed=(HELD_OUT_SEED, i))[0] for i, face in enumerate(targets)]
-    pipe = DR2E(load_unet(unet_path), None, N=N, tau=tau, enhancer_size=size)
+    pipe = DR2E.from_weights(unet_path, enhancer="none", N=N, tau=tau, enhancer_size=size)
     lq, hq = images_to_tensor(degraded), images_to_tensor(targets)
     restored = pipe.restore_tensors(lq, seeds=list(range(n)))["dr2"]
     grid = torch.stack([lq, restored, hq], dim=1).flatten(0, 1)  # rows: input | DR2 | target

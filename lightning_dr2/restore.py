@@ -205,9 +205,9 @@ def restore_settings(cfg: DictConfig, pipe: DR2E, weights_dir: str | None) -> di
         "respacing": cfg.dr2.respacing,
         "sampler": cfg.dr2.sampler,
         "eta": cfg.dr2.eta,
-        "seed": cfg.seed,
+        "base_seed": cfg.seed,  # each image's own seed is derived from it and the image name
         "image_size": pipe.image_size,
-        "diffusion": OmegaConf.to_container(cfg.diffusion, resolve=True),
+        "diffusion": pipe.dr2.diffusion_config.to_dict(),  # the process it runs (a sidecar wins over cfg)
         "enhancer": cfg.enhancer.name,
         "enhancer_size": cfg.enhancer.size,
         "enhancer_options": OmegaConf.to_container(cfg.enhancer.options, resolve=True),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,8 @@ from lightning_dr2.callbacks.samples import SampleGrid
 from lightning_dr2.checkpoints import AtomicCheckpointIO, newest_valid_checkpoint, remove_stale_temp_files
 from lightning_dr2.config import ConfigError, resolve_run_name, run_dir, save_config
 from lightning_dr2.datasets.datamodule import FaceDataModule
+from lightning_dr2.diffusion import DiffusionConfig
+from lightning_dr2.dr2.sidecar import write_sidecar
 from lightning_dr2.io import atomic_write
 from lightning_dr2.loggers import build_loggers
 from lightning_dr2.modules.ddpm import DDPMModule
@@ -197,7 +198,10 @@ def train_ddpm(cfg: DictConfig) -> TrainResult:
     export_path = None
     if trainer.is_global_zero:
         export_path = export_unet(
-            ema.module if ema.module is not None else module.net, module.hparams.net, path / "export" / "unet_ema.pt"
+            ema.module if ema.module is not None else module.net,
+            module.hparams.net,
+            module.diffusion_config,
+            path / "export" / "unet_ema.pt",
         )
         log.info("exported EMA UNet -> %s", export_path)
     return TrainResult(
@@ -205,20 +209,25 @@ def train_ddpm(cfg: DictConfig) -> TrainResult:
     )
 
 
-def export_unet(net: torch.nn.Module, flags: dict[str, Any], out: str | Path) -> Path:
-    """Write a plain state dict (loads into `UNet.from_flags(flags)` with strict=True) and its flags as JSON."""
+def export_unet(net: torch.nn.Module, flags: dict[str, Any], diffusion: DiffusionConfig, out: str | Path) -> Path:
+    """Write a plain state dict (loads into `UNet.from_flags(flags)` with strict=True) and its sidecar.
+
+    The sidecar `<out>.json` = {"net": flags, "diffusion": the process it was trained with} (see
+    `dr2.sidecar`), so restore/eval sample it with that process.
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
     atomic_write(out, lambda tmp: torch.save(state, tmp))
-    out.with_suffix(".json").write_text(json.dumps(dict(flags), indent=2))
+    write_sidecar(out, flags, diffusion)
     return out
 
 
 def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
     """Export the EMA UNet of a Lightning checkpoint written by `train_ddpm` (falls back to raw weights)."""
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)  # plain containers and tensors only
-    flags = checkpoint["hyper_parameters"]["net"]
+    hparams = checkpoint["hyper_parameters"]
+    flags = hparams["net"]
     ema_state = next((v for k, v in checkpoint.get("callbacks", {}).items() if k.startswith("EMA")), None)
     if ema_state is not None:
         state = ema_state["weights"]
@@ -229,4 +238,4 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
 
     net = UNet.from_flags(flags)
     net.load_state_dict(state, strict=True)
-    return export_unet(net, flags, out)
+    return export_unet(net, flags, DiffusionConfig.from_dict(hparams["diffusion"], source=f"{ckpt} diffusion"), out)

@@ -138,8 +138,11 @@ def test_resume_true_without_checkpoint_is_an_error(faces: Path, tmp_path: Path)
 
 def test_export_loads_strictly_into_unet_from_flags(faces: Path, tmp_path: Path) -> None:
     result = train_ddpm(tiny_cfg(faces, tmp_path, "export", "trainer.max_steps=2"))
-    flags = json.loads(result.export_path.with_suffix(".json").read_text())
-    net = load_into(UNet.from_flags(flags), read_state_dict(result.export_path), result.export_path)
+    sidecar = json.loads(result.export_path.with_suffix(".json").read_text())
+    assert set(sidecar) == {"net", "diffusion"}
+    assert sidecar["diffusion"] == result.module.diffusion_config.to_dict()
+    assert sidecar["diffusion"]["learn_sigma"] is True  # resolved from net.learn_sigma
+    net = load_into(UNet.from_flags(sidecar["net"]), read_state_dict(result.export_path), result.export_path)
     ema = next(cb for cb in result.trainer.callbacks if type(cb).__name__ == "EMA")
     for key, value in ema.module.state_dict().items():
         torch.testing.assert_close(net.state_dict()[key], value)
@@ -148,3 +151,4 @@ def test_export_loads_strictly_into_unet_from_flags(faces: Path, tmp_path: Path)
     exported = read_state_dict(again)
     for key, value in ema.module.state_dict().items():
         torch.testing.assert_close(exported[key], value)
+    assert json.loads(again.with_suffix(".json").read_text()) == sidecar

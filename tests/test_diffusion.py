@@ -11,14 +11,22 @@ from conftest import load_fixture
 from torch import nn
 
 from lightning_dr2.diffusion import (
+    PUBLISHED_DIFFUSION,
+    DiffusionConfig,
     GaussianDiffusion,
     beta_schedule,
-    create_diffusion,
+    build_diffusion,
     discretized_gaussian_log_likelihood,
     normal_kl,
     respace_betas,
     space_timesteps,
 )
+from lightning_dr2.diffusion.sampling import sample_images
+
+
+def process(respacing=None, *, learn_sigma: bool = True, **config) -> GaussianDiffusion:
+    """A process through the one builder (learned sigma unless told otherwise)."""
+    return build_diffusion(DiffusionConfig(learn_sigma=learn_sigma, **config), respacing)
 
 
 class TwoHeads(nn.Module):
@@ -120,8 +128,8 @@ def test_impossible_respacing_raises(spec, message) -> None:
 
 
 def test_respaced_process_equals_base_at_kept_steps(x0) -> None:
-    base = create_diffusion(steps=1000)
-    spaced = create_diffusion(steps=1000, respacing="ddim25")
+    base = process(steps=1000)
+    spaced = process(steps=1000, respacing="ddim25")
     assert spaced.num_timesteps == 25 and spaced.timestep_map == list(range(0, 1000, 40))
     np.testing.assert_allclose(spaced.alphas_cumprod, base.alphas_cumprod[spaced.timestep_map], rtol=1e-12)
 
@@ -142,7 +150,7 @@ def test_respace_betas_rejects_out_of_range_steps() -> None:
 
 
 def test_q_sample_closed_form(x0) -> None:
-    diffusion = create_diffusion(steps=100)
+    diffusion = process(steps=100)
     noise = torch.randn_like(x0)
     t = torch.tensor([0, 57])
     acp = torch.from_numpy(diffusion.alphas_cumprod)[t].view(-1, 1, 1, 1)
@@ -155,7 +163,7 @@ def test_q_sample_closed_form(x0) -> None:
 
 def test_posterior_matches_gaussian_product(x0) -> None:
     """q(x_{t-1} | x_t, x_0) ∝ q(x_t | x_{t-1}) q(x_{t-1} | x_0): compare against that product in float64."""
-    diffusion = create_diffusion(steps=50, learn_sigma=False)
+    diffusion = process(steps=50, learn_sigma=False)
     x0 = x0.double()
     t = torch.tensor([1, 33])
     x_t = diffusion.q_sample(x0, t, torch.randn_like(x0))
@@ -174,7 +182,7 @@ def test_posterior_matches_gaussian_product(x0) -> None:
 
 @pytest.mark.parametrize("predict", ["eps", "x0", "v"])
 def test_p_mean_variance_with_oracle_recovers_x0(x0, predict) -> None:
-    diffusion = create_diffusion(steps=100, predict=predict)
+    diffusion = process(steps=100, predict=predict)
     t = torch.tensor([5, 80])
     x_t = diffusion.q_sample(x0, t, torch.randn_like(x0))
     out = diffusion.p_mean_variance(oracle(diffusion, x0, predict), x_t, t)
@@ -192,7 +200,7 @@ def test_p_mean_variance_with_oracle_recovers_x0(x0, predict) -> None:
 
 
 def test_p_sample_noise_is_injectable(x0) -> None:
-    diffusion = create_diffusion(steps=1000, respacing="20")
+    diffusion = process(steps=1000, respacing="20")
     model = TwoHeads().eval()
     t = torch.tensor([7, 0])
     zero = diffusion.p_sample(model, x0, t, noise=torch.zeros_like(x0))
@@ -207,46 +215,51 @@ def test_p_sample_noise_is_injectable(x0) -> None:
     torch.testing.assert_close(a["sample"], b["sample"], rtol=0, atol=0)
 
 
+class CountCalls:
+    """Wraps a model and counts its calls (one per sampling step)."""
+
+    def __init__(self, model) -> None:
+        self.model, self.calls = model, 0
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.model(x, t)
+
+
 def test_ddim_eta0_is_deterministic_and_exact_with_oracle(x0) -> None:
-    base = create_diffusion(steps=1000)
-    spaced = create_diffusion(steps=1000, respacing="ddim25")
-    x_T = torch.randn_like(x0)
-    model = oracle(base, x0)  # conditioned on the original step: wrong mapping would break exactness
-    out = spaced.ddim_sample_loop(
-        model, x0.shape, eta=0.0, noise=x_T, generator=torch.Generator().manual_seed(1)
-    )
-    again = spaced.ddim_sample_loop(
-        model, x0.shape, eta=0.0, noise=x_T, generator=torch.Generator().manual_seed(2)
-    )
+    base = process(steps=1000)
+    spaced = process("ddim25", steps=1000)
+    model = CountCalls(oracle(base, x0))  # conditioned on the original step: wrong mapping would break exactness
+    out = sample_images(model, spaced, seeds=[1, 2], image_size=8, method="ddim")
+    assert model.calls == 25
+    again = sample_images(model, spaced, seeds=[1, 2], image_size=8, method="ddim")
     torch.testing.assert_close(out, again, rtol=0, atol=0)
     torch.testing.assert_close(out, x0, rtol=0, atol=1e-4)
 
 
-def test_p_sample_loop_runs_and_is_reproducible(x0) -> None:
-    diffusion = create_diffusion(steps=100, respacing="5")
-    model = TwoHeads().eval()
-    a = diffusion.p_sample_loop(model, x0.shape, generator=torch.Generator().manual_seed(0), progress=True)
-    b = diffusion.p_sample_loop(model, x0.shape, generator=torch.Generator().manual_seed(0))
-    assert a.shape == x0.shape and torch.isfinite(a).all()
-    torch.testing.assert_close(a, b, rtol=0, atol=0)
-    steps = list(
-        diffusion.p_sample_loop_progressive(model, x0.shape, generator=torch.Generator().manual_seed(0))
-    )
-    assert len(steps) == 5
-    exact = diffusion.p_sample_loop(oracle(create_diffusion(steps=100), x0), x0.shape)  # original steps
-    torch.testing.assert_close(exact, x0, rtol=0, atol=1e-4)
+def test_ddpm_sampling_is_reproducible_per_image_and_exact_with_oracle(x0) -> None:
+    diffusion = process("5", steps=100)
+    model = CountCalls(TwoHeads().eval())
+    a = sample_images(model, diffusion, seeds=[0, 1], image_size=8, method="ddpm")
+    assert model.calls == 5 and a.shape == x0.shape and torch.isfinite(a).all()
+    alone = sample_images(model, diffusion, seeds=[1], image_size=8, method="ddpm")
+    torch.testing.assert_close(alone[0], a[1], rtol=1e-5, atol=1e-5)  # per-image seeds: batch-independent
+    other = sample_images(model, diffusion, seeds=[2, 3], image_size=8, method="ddpm")
+    assert not torch.allclose(other, a)
+    exact = sample_images(oracle(process(steps=100), x0), diffusion, seeds=[0, 1], image_size=8, method="ddpm")
+    torch.testing.assert_close(exact, x0, rtol=0, atol=1e-4)  # the net is called with the original steps
 
 
-def test_loop_rejects_wrong_noise_shape() -> None:
-    with pytest.raises(ValueError, match="expected"):
-        create_diffusion(respacing="4").p_sample_loop(TwoHeads(), (1, 3, 8, 8), noise=torch.zeros(1, 3, 4, 4))
+def test_sampling_method_is_checked() -> None:
+    with pytest.raises(ValueError, match="'ddim' or 'ddpm'"):
+        sample_images(TwoHeads(), process("4"), seeds=[0], image_size=8, method="euler")
 
 
 # ------------------------------------------------------------------ training losses
 
 
 def test_hybrid_loss_trains_variance_only_through_vb(x0) -> None:
-    diffusion = create_diffusion(steps=100)
+    diffusion = process(steps=100)
     model = TwoHeads()
     t = torch.tensor([0, 60])
     terms = diffusion.training_losses(model, x0, t, generator=torch.Generator().manual_seed(0))
@@ -267,7 +280,7 @@ def test_hybrid_loss_trains_variance_only_through_vb(x0) -> None:
 @pytest.mark.parametrize("steps", [1000, 100])
 def test_vb_at_t0_is_rescaled_decoder_nll(x0, steps) -> None:
     """vb at t == 0 is the decoder NLL in bits/dim, times num_timesteps / 1000 (as RESCALED_MSE)."""
-    diffusion = create_diffusion(steps=steps)
+    diffusion = process(steps=steps)
     model = TwoHeads()
     t = torch.zeros(2, dtype=torch.long)
     noise = torch.randn_like(x0)
@@ -280,31 +293,24 @@ def test_vb_at_t0_is_rescaled_decoder_nll(x0, steps) -> None:
 
 
 def test_losses_stay_fp32_with_bf16_model(x0) -> None:
-    diffusion = create_diffusion(steps=100)
+    diffusion = process(steps=100)
     model = TwoHeads()
     terms = diffusion.training_losses(lambda x, t: model(x, t).bfloat16(), x0, torch.tensor([1, 9]))
     assert all(v.dtype == torch.float32 for v in terms.values())
 
 
 def test_fixed_variance_mse_loss(x0) -> None:
-    diffusion = create_diffusion(steps=100, learn_sigma=False)
+    diffusion = process(steps=100, learn_sigma=False)
     terms = diffusion.training_losses(lambda x, t: x, x0, diffusion.sample_timesteps(2, "cpu"))
     assert set(terms) == {"loss", "mse"}
     torch.testing.assert_close(terms["loss"], terms["mse"])
 
 
 def test_sample_timesteps_uniform_and_seeded() -> None:
-    diffusion = create_diffusion(respacing="10")
+    diffusion = process(respacing="10")
     t = diffusion.sample_timesteps(1000, "cpu", generator=torch.Generator().manual_seed(0))
     assert t.dtype == torch.long and t.min() == 0 and t.max() == 9
     torch.testing.assert_close(t, diffusion.sample_timesteps(1000, "cpu", torch.Generator().manual_seed(0)))
-
-
-def test_calc_bpd_loop_sums_terms(x0) -> None:
-    diffusion = create_diffusion(steps=8, schedule="cosine")
-    out = diffusion.calc_bpd_loop(TwoHeads(), x0, generator=torch.Generator().manual_seed(0))
-    assert out["vb"].shape == (2, 8) and torch.isfinite(out["total_bpd"]).all()
-    torch.testing.assert_close(out["total_bpd"], out["vb"].sum(dim=1) + out["prior_bpd"])
 
 
 def test_likelihood_helpers() -> None:
@@ -333,7 +339,7 @@ def test_bad_configuration_raises(kwargs, message) -> None:
 
 
 def test_wrong_model_channels_raise(x0) -> None:
-    diffusion = create_diffusion(steps=100)  # learned sigma: expects 6 channels
+    diffusion = process(steps=100)  # learned sigma: expects 6 channels
     with pytest.raises(ValueError, match="expects 6 channels"):
         diffusion.p_mean_variance(lambda x, t: x, x0, torch.tensor([1, 2]))
 
@@ -348,7 +354,7 @@ def test_dr2_remover_fixture_p_mean_variance() -> None:
     except ImportError as err:
         pytest.skip(f"lightning_dr2.nets.unet not available: {err}")
     config = fixture["diffusion"]
-    diffusion = create_diffusion(
+    diffusion = process(
         steps=config["steps"],
         schedule=config["schedule"],
         respacing=[fixture["respacing"]],
@@ -374,3 +380,48 @@ def test_dr2_remover_fixture_p_mean_variance() -> None:
                 atol=1e-4,
                 msg=lambda m, k=key, s=entry["t_respaced"]: f"{k} at t={s}: {m}",
             )
+
+
+# ------------------------------------------------------------------ DiffusionConfig and the builder
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"schedule": "quadratic"}, r"diffusion.schedule='quadratic' is not one of: linear, cosine"),
+        ({"predict": "previous_x"}, r"diffusion.predict='previous_x' is not one of: eps, x0, v"),
+        ({"loss": "l1"}, r"diffusion.loss='l1'"),
+        ({"steps": 1}, r"diffusion.steps must be an integer >= 2, got 1"),
+        ({"steps": 20}, r"diffusion.steps=20 is too short for diffusion.schedule='linear'"),
+        ({"learn_sigma": True, "loss": "mse"}, r"diffusion.loss='mse' with a learned sigma"),
+        ({"learn_sigma": False, "loss": "hybrid"}, r"diffusion.loss='hybrid' trains a learned variance"),
+        ({"stepz": 10}, r"unknown diffusion keys \['stepz'\]"),
+    ],
+)
+def test_diffusion_config_errors_name_the_field(values, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        DiffusionConfig.from_dict(values)
+
+
+def test_diffusion_config_round_trips_and_builds() -> None:
+    config = DiffusionConfig(steps=40, schedule="cosine", predict="x0", learn_sigma=False)
+    assert DiffusionConfig.from_dict(config.to_dict()) == config
+    assert config.loss_type == "mse"
+    diffusion = build_diffusion(config, respacing="10")
+    assert diffusion.num_timesteps == 10 and diffusion.model_mean_type == "x0"
+    assert diffusion.model_var_type == "fixed_large" and diffusion.loss_type == "mse"
+    kept = diffusion.timestep_map
+    np.testing.assert_allclose(diffusion.alphas_cumprod, np.cumprod(1 - beta_schedule("cosine", 40))[kept])
+    learned = build_diffusion(PUBLISHED_DIFFUSION)
+    assert learned.num_timesteps == 1000 and learned.model_var_type == "learned_range"
+    assert learned.loss_type == "hybrid" and learned.model_mean_type == "eps"
+    np.testing.assert_array_equal(learned.betas, beta_schedule("linear", 1000))
+
+
+def test_learn_sigma_follows_the_network() -> None:
+    follow = DiffusionConfig()
+    assert follow.for_network(False).learn_sigma is False and follow.for_network(True).learn_sigma is True
+    with pytest.raises(ValueError, match="not resolved"):
+        build_diffusion(follow)
+    with pytest.raises(ValueError, match=r"diffusion.learn_sigma=True disagrees with the network \(net.learn_sigma"):
+        DiffusionConfig(learn_sigma=True).for_network(False)

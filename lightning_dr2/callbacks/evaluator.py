@@ -93,6 +93,7 @@ class DR2Evaluator(pl.Callback):
         self._done_step = -1
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.diffusion = pl_module.diffusion_config  # DR2 runs the process the module trains
         if self.splits is None:
             self.splits = build_eval_splits(self.sets)
 
@@ -172,6 +173,7 @@ class DR2Evaluator(pl.Callback):
             tau=setting["tau"],
             omega=setting.get("omega"),
             respacing=self.respacing,
+            diffusion=self.diffusion,
             enhancer_size=target_size,
         )
         suite = self._suite(paired, fid_reference, device)

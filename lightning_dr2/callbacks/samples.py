@@ -11,7 +11,7 @@ from pytorch_lightning.loggers import WandbLogger
 from torchvision.utils import save_image
 
 from lightning_dr2.callbacks.ema import ema_or_live
-from lightning_dr2.diffusion import create_diffusion
+from lightning_dr2.diffusion import build_diffusion
 from lightning_dr2.diffusion.sampling import sample_images
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,8 @@ class SampleGrid(pl.Callback):
     """Every `every_n_steps` optimizer steps (and at the end of training) sample `num_samples` images.
 
     Image i always starts from seed `seed + i`, so grids of different steps/runs are comparable.
-    Sampling runs on rank 0 only; the EMA weights are used when an `EMA` callback is present.
+    Sampling runs on rank 0 only; the EMA weights are used when an `EMA` callback is present. The
+    process is the module's `diffusion_config` (the one it trains), respaced to `steps`.
     """
 
     def __init__(
@@ -63,15 +64,9 @@ class SampleGrid(pl.Callback):
         if not trainer.is_global_zero:
             return None
         net = ema_or_live(trainer, pl_module)
-        hp = pl_module.hparams
         respacing = f"ddim{self.steps}" if self.method == "ddim" else [self.steps]
-        diffusion = create_diffusion(
-            steps=hp.diffusion["steps"],
-            schedule=hp.diffusion["schedule"],
-            learn_sigma=hp.net.get("learn_sigma", True),
-            respacing=respacing,
-        )
-        size = int(hp.net["image_size"])
+        diffusion = build_diffusion(pl_module.diffusion_config, respacing=respacing)
+        size = int(pl_module.hparams.net["image_size"])
         was_training = net.training
         net.eval()
         images = sample_images(

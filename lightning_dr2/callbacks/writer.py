@@ -79,7 +79,7 @@ class RestoreWriter(BasePredictionWriter):
                     "seed": int(seed),
                     **self.settings,
                     **self.provenance[rel],
-                    **prediction["shape"][i],
+                    **batch["shape"][i],
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 }
                 if problems[i] is not None:

@@ -1,4 +1,8 @@
-"""Gaussian diffusion (DDPM / improved-DDPM / DDIM) as plain math; the network is passed in.
+"""Gaussian diffusion (DDPM / improved-DDPM / DDIM) as plain single-step math; the network is passed in.
+
+This class holds the closed forms and ONE step of each sampler (`p_sample`, `ddim_sample`) and the
+training losses; the loops live with the samplers that own their noise semantics (`diffusion.sampling`
+for grids, `dr2.remover` for DR2). Build it from a `DiffusionConfig` with `build_diffusion`.
 
 Numerically this follows openai guided-diffusion: schedule buffers are float64 numpy arrays, gathered
 per call at the timesteps and cast to the compute dtype, so published checkpoints give the published
@@ -14,8 +18,7 @@ used, as in DR2).
 from __future__ import annotations
 
 import math
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,8 +26,6 @@ import torch
 from torch import Tensor
 
 from .losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
-from .respace import respace_betas, space_timesteps
-from .schedule import beta_schedule
 
 MEAN_TYPES = ("eps", "x0", "v")
 VAR_TYPES = ("fixed_small", "fixed_large", "learned_range", "learned")
@@ -314,148 +315,6 @@ class GaussianDiffusion:
         nonzero = (t != 0).to(mean_pred.dtype).view(-1, *([1] * (x.ndim - 1)))
         return {"sample": mean_pred + nonzero * sigma * noise, **out}
 
-    def p_sample_loop_progressive(
-        self,
-        model: Model,
-        shape: Sequence[int],
-        noise: Tensor | None = None,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-        clip_denoised: bool = True,
-        denoised_fn: Callable[[Tensor], Tensor] | None = None,
-        model_kwargs: dict[str, Any] | None = None,
-        progress: bool = False,
-    ) -> Iterator[dict[str, Tensor]]:
-        """Ancestral sampling from x_T (`noise`, or drawn), yielding each step's p_sample dict."""
-        yield from self._loop(
-            self.p_sample,
-            model,
-            shape,
-            noise,
-            generator,
-            device,
-            progress,
-            clip_denoised=clip_denoised,
-            denoised_fn=denoised_fn,
-            model_kwargs=model_kwargs,
-        )
-
-    def p_sample_loop(
-        self,
-        model: Model,
-        shape: Sequence[int],
-        noise: Tensor | None = None,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-        clip_denoised: bool = True,
-        denoised_fn: Callable[[Tensor], Tensor] | None = None,
-        model_kwargs: dict[str, Any] | None = None,
-        progress: bool = False,
-    ) -> Tensor:
-        """Ancestral sampling from x_T down to x_0; returns the final sample."""
-        steps = self.p_sample_loop_progressive(
-            model,
-            shape,
-            noise=noise,
-            generator=generator,
-            device=device,
-            clip_denoised=clip_denoised,
-            denoised_fn=denoised_fn,
-            model_kwargs=model_kwargs,
-            progress=progress,
-        )
-        return _last_sample(steps)
-
-    def ddim_sample_loop_progressive(
-        self,
-        model: Model,
-        shape: Sequence[int],
-        eta: float = 0.0,
-        noise: Tensor | None = None,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-        clip_denoised: bool = True,
-        denoised_fn: Callable[[Tensor], Tensor] | None = None,
-        model_kwargs: dict[str, Any] | None = None,
-        progress: bool = False,
-    ) -> Iterator[dict[str, Tensor]]:
-        """DDIM sampling over this process's (usually respaced) grid, yielding each step's dict."""
-        yield from self._loop(
-            self.ddim_sample,
-            model,
-            shape,
-            noise,
-            generator,
-            device,
-            progress,
-            eta=eta,
-            clip_denoised=clip_denoised,
-            denoised_fn=denoised_fn,
-            model_kwargs=model_kwargs,
-        )
-
-    def ddim_sample_loop(
-        self,
-        model: Model,
-        shape: Sequence[int],
-        eta: float = 0.0,
-        noise: Tensor | None = None,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-        clip_denoised: bool = True,
-        denoised_fn: Callable[[Tensor], Tensor] | None = None,
-        model_kwargs: dict[str, Any] | None = None,
-        progress: bool = False,
-    ) -> Tensor:
-        """DDIM sampling from x_T down to x_0; returns the final sample."""
-        steps = self.ddim_sample_loop_progressive(
-            model,
-            shape,
-            eta=eta,
-            noise=noise,
-            generator=generator,
-            device=device,
-            clip_denoised=clip_denoised,
-            denoised_fn=denoised_fn,
-            model_kwargs=model_kwargs,
-            progress=progress,
-        )
-        return _last_sample(steps)
-
-    def _loop(
-        self,
-        step: Callable[..., dict[str, Tensor]],
-        model: Model,
-        shape: Sequence[int],
-        noise: Tensor | None,
-        generator: torch.Generator | None,
-        device: torch.device | str | None,
-        progress: bool,
-        **step_kwargs: Any,
-    ) -> Iterator[dict[str, Tensor]]:
-        device = _infer_device(model, noise, device)
-        if noise is None:
-            x = torch.randn(
-                tuple(shape),
-                generator=generator,
-                device=generator.device if generator is not None else device,
-            ).to(device)
-        else:
-            if tuple(noise.shape) != tuple(shape):
-                raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(shape)}")
-            x = noise.to(device)
-        steps: Iterator[int] | range = range(self.num_timesteps - 1, -1, -1)
-        if progress:
-            from tqdm.auto import tqdm
-
-            steps = tqdm(steps, total=self.num_timesteps, desc="sampling")
-        for i in steps:
-            t = torch.full((x.shape[0],), i, dtype=torch.long, device=device)
-            with torch.no_grad():
-                out = step(model, x, t, generator=generator, **step_kwargs)
-            yield out
-            x = out["sample"]
-
     # ------------------------------------------------------------------ training and likelihood
 
     def sample_timesteps(
@@ -517,71 +376,6 @@ class GaussianDiffusion:
             terms["loss"] = terms["mse"]
         return terms
 
-    def _prior_bpd(self, x_start: Tensor) -> Tensor:
-        """KL(q(x_T | x_0) || N(0, I)) in bits per dim: the (untrainable) prior term of the bound."""
-        t = torch.full((x_start.shape[0],), self.num_timesteps - 1, dtype=torch.long, device=x_start.device)
-        mean, _, log_variance = self.q_mean_variance(x_start, t)
-        return mean_flat(normal_kl(mean, log_variance, 0.0, 0.0)) / math.log(2.0)
-
-    @torch.no_grad()
-    def calc_bpd_loop(
-        self,
-        model: Model,
-        x_start: Tensor,
-        clip_denoised: bool = True,
-        model_kwargs: dict[str, Any] | None = None,
-        generator: torch.Generator | None = None,
-    ) -> dict[str, Tensor]:
-        """The full variational bound in bits per dim (one network call per step).
-
-        Returns total_bpd and prior_bpd (B,), and per-step vb, xstart_mse, mse (B, num_timesteps).
-        """
-        vb, xstart_mse, mse = [], [], []
-        for i in range(self.num_timesteps - 1, -1, -1):
-            t = torch.full((x_start.shape[0],), i, dtype=torch.long, device=x_start.device)
-            noise = _randn_like(x_start, generator)
-            x_t = self.q_sample(x_start, t, noise)
-            out = self._vb_terms_bpd(self._run_model(model, x_t, t, model_kwargs), x_start, x_t, t, clip_denoised)
-            vb.append(out["output"])
-            xstart_mse.append(mean_flat((out["pred_xstart"] - x_start) ** 2))
-            mse.append(mean_flat((self._predict_eps_from_xstart(x_t, t, out["pred_xstart"]) - noise) ** 2))
-        vb_steps = torch.stack(vb, dim=1)
-        prior_bpd = self._prior_bpd(x_start)
-        return {
-            "total_bpd": vb_steps.sum(dim=1) + prior_bpd,
-            "prior_bpd": prior_bpd,
-            "vb": vb_steps,
-            "xstart_mse": torch.stack(xstart_mse, dim=1),
-            "mse": torch.stack(mse, dim=1),
-        }
-
-
-def create_diffusion(
-    steps: int = 1000,
-    schedule: str = "linear",
-    respacing: str | int | Sequence[int] | None = None,
-    learn_sigma: bool = True,
-    sigma_small: bool = False,
-    predict: str = "eps",
-    loss: str | None = None,
-) -> GaussianDiffusion:
-    """Build a (respaced) process with guided-diffusion's `create_gaussian_diffusion` conventions.
-
-    respacing: None/"" for all `steps`, else `space_timesteps` input ("ddim25", "100", [100], 100).
-    learn_sigma: learned-range variance (2*C output channels); otherwise fixed_large, or fixed_small
-        with `sigma_small`. loss: "hybrid"/"mse"; None picks hybrid for learned variance, mse otherwise.
-    """
-    betas = beta_schedule(schedule, steps)
-    timestep_map = None
-    if respacing is not None and respacing != "":
-        betas, timestep_map = respace_betas(betas, space_timesteps(steps, respacing))
-    var_type = "learned_range" if learn_sigma else ("fixed_small" if sigma_small else "fixed_large")
-    if loss is None:
-        loss = "hybrid" if learn_sigma else "mse"
-    return GaussianDiffusion(
-        betas, model_mean_type=predict, model_var_type=var_type, loss_type=loss, timestep_map=timestep_map
-    )
-
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
@@ -591,19 +385,3 @@ def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
 def _check_same_shape(tensor: Tensor, like: Tensor, name: str) -> None:
     if tensor.shape != like.shape:
         raise ValueError(f"{name} has shape {tuple(tensor.shape)}, expected {tuple(like.shape)}")
-
-
-def _last_sample(steps: Iterator[dict[str, Tensor]]) -> Tensor:
-    """Run a progressive loop to the end, holding only the latest step (not all of them) in memory."""
-    return deque(steps, maxlen=1)[0]["sample"]
-
-
-def _infer_device(model: Model, noise: Tensor | None, device: torch.device | str | None) -> torch.device:
-    """Where to sample: explicit `device`, else the initial noise's, else the model's parameters'."""
-    if device is not None:
-        return torch.device(device)
-    if noise is not None:
-        return noise.device
-    parameters = getattr(model, "parameters", None)
-    first = next(iter(parameters()), None) if callable(parameters) else None
-    return first.device if first is not None else torch.device("cpu")

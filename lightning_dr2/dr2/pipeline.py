@@ -10,7 +10,6 @@ the enhancer size -> enhancer (SPARNetHD by default) -> clamp.
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -20,7 +19,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lightning_dr2.diffusion import DiffusionConfig
 from lightning_dr2.dr2.remover import DR2, NoiseFn
+from lightning_dr2.dr2.sidecar import (
+    net_learns_sigma,
+    published_process,
+    read_sidecar,
+    resolve_diffusion,
+    sidecar_path,
+)
 from lightning_dr2.io import images_to_tensor, resize, to_uint8_images
 from lightning_dr2.nets.loading import load_into, read_state_dict
 from lightning_dr2.nets.sparnet import SPARNet, fold_spectral_norm, load_sparnet
@@ -78,21 +85,36 @@ def build_enhancer(
 
 
 def load_unet(
-    weights: str | Path | None = None, flags: Mapping[str, Any] | None = None, weights_dir: str | None = None
-) -> UNet:
-    """The DR2 UNet: `weights` = a file, a registry name, None (DR2_FFHQ.pkl), or "random".
+    weights: str | Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    weights_dir: str | None = None,
+    diffusion: DiffusionConfig | None = None,
+) -> tuple[UNet, DiffusionConfig]:
+    """The DR2 UNet and the diffusion it runs: `weights` = a file, a registry name, None (DR2_FFHQ.pkl), or "random".
 
-    Network flags: a `<file>.json` next to the weights (written by our exports, so a self-trained UNet
-    needs no flags on the command line) wins; else `flags`; else the DR2 FFHQ-256 flags.
+    A `<file>.json` sidecar next to the weights (written by our exports, see `dr2.sidecar`) wins: its
+    flags over `flags`, its process over `diffusion` (a `diffusion` that sets a field away from its
+    default and contradicts the sidecar is an error). Without one: `flags` (default: the DR2 FFHQ-256
+    flags) and `diffusion` (default: the published linear/1000/eps process). learn_sigma always
+    follows the network's flags.
     """
     if weights == RANDOM:
-        return UNet.from_flags(dict(flags or DR2_FFHQ256_FLAGS)).eval()
+        net = UNet.from_flags(dict(flags or DR2_FFHQ256_FLAGS)).eval()
+        return net, _given_process(net.flags, diffusion)
     path = locate_weights(None if weights is None else str(weights), DEFAULT_UNET_FILE, weights_dir)
-    sidecar = path.with_suffix(".json")
-    if sidecar.is_file():
-        flags = json.loads(sidecar.read_text())
-    net = UNet.from_flags(dict(flags or DR2_FFHQ256_FLAGS))
-    return load_into(net, read_state_dict(path), path).eval()
+    recorded = read_sidecar(path)
+    if recorded is None:
+        net = UNet.from_flags(dict(flags or DR2_FFHQ256_FLAGS))
+        process = _given_process(net.flags, diffusion)
+    else:
+        net = UNet.from_flags(recorded[0])
+        process = resolve_diffusion(recorded[1], diffusion, sidecar_path(path))
+    return load_into(net, read_state_dict(path), path).eval(), process
+
+
+def _given_process(flags: Mapping[str, Any], diffusion: DiffusionConfig | None) -> DiffusionConfig:
+    """The caller's process (or the published one) for weights that record none."""
+    return published_process(flags) if diffusion is None else diffusion.for_network(net_learns_sigma(flags))
 
 
 def image_seed(base_seed: int, name: str) -> int:
@@ -115,14 +137,13 @@ class DR2E:
         tau: int = 35,
         omega: int | None = None,
         respacing: int = 100,
-        schedule: str = "linear",
-        steps: int = 1000,
+        diffusion: DiffusionConfig | None = None,
         sampler: str = "ddpm",
         eta: float = 0.0,
         enhancer_size: int = 512,
         dtype: torch.dtype | None = None,
     ) -> None:
-        self.dr2 = DR2(unet, respacing=respacing, schedule=schedule, steps=steps, sampler=sampler, eta=eta, dtype=dtype)
+        self.dr2 = DR2(unet, respacing=respacing, diffusion=diffusion, sampler=sampler, eta=eta, dtype=dtype)
         self.enhancer = enhancer
         self.N, self.tau, self.omega = N, tau, omega
         self.enhancer_size = enhancer_size
@@ -153,10 +174,14 @@ class DR2E:
         unet_flags: Mapping[str, Any] | None = None,
         weights_dir: str | None = None,
         device: str | torch.device = "cpu",
+        diffusion: DiffusionConfig | None = None,
         **settings: Any,
     ) -> DR2E:
-        """Build from weight files (paths, registry names, or "random"); `settings` go to `DR2E(...)`."""
-        net = load_unet(unet, unet_flags, weights_dir)
+        """Build from weight files (paths, registry names, or "random"); `settings` go to `DR2E(...)`.
+
+        The UNet's flags and diffusion come from its sidecar when it has one (see `load_unet`).
+        """
+        net, process = load_unet(unet, unet_flags, weights_dir, diffusion)
         enh = build_enhancer(enhancer, enhancer_weights, enhancer_options, weights_dir)
         native = getattr(enh, "size", None)
         if native is not None and settings.get("enhancer_size", native) != native:
@@ -166,11 +191,11 @@ class DR2E:
             )
         if native is not None:
             settings["enhancer_size"] = int(native)
-        return cls(net, enh, **settings).to(device)
+        return cls(net, enh, diffusion=process, **settings).to(device)
 
     @classmethod
     def from_config(cls, cfg: Any, device: str | torch.device = "cpu", weights_dir: str | None = None) -> DR2E:
-        """From a `RestoreConfig` (see lightning_dr2.config)."""
+        """From a `RestoreConfig`/`EvalConfig` (see lightning_dr2.config; a UNet sidecar wins over net/diffusion)."""
         from omegaconf import OmegaConf
 
         dtype = resolve_dtype(cfg.dtype, torch.device(device))
@@ -186,8 +211,7 @@ class DR2E:
             tau=cfg.dr2.tau,
             omega=cfg.dr2.omega,
             respacing=cfg.dr2.respacing,
-            schedule=cfg.diffusion.schedule,
-            steps=cfg.diffusion.steps,
+            diffusion=DiffusionConfig.from_dict(OmegaConf.to_container(cfg.diffusion, resolve=True)),
             sampler=cfg.dr2.sampler,
             eta=cfg.dr2.eta,
             dtype=dtype,

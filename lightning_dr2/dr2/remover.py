@@ -6,20 +6,21 @@ Algorithm (Wang et al., CVPR 2023; the official `dr2e.py` loop, batched here):
       out = p_sample(x, i)
       if i == tau: return out.pred_xstart          (clipped x0 estimate)
       x = out.sample - Phi_N(out.sample) + Phi_N(q_sample(y, i-1))   (N == 1: x = q_sample(y, i-1))
-on the respaced (default 100-step) learned-sigma process; tau and omega index the respaced grid while
-the UNet receives the original step. Every Gaussian draw goes through one `noise(like)` callable, so
-tests can pin it (zeros) and per-image generators make each image independent of its batch.
+on the respaced (default 100-step) grid of the process the UNet was trained with (`DR2.diffusion_config`);
+tau and omega index the respaced grid while the UNet receives the original step. Every Gaussian draw
+goes through one `noise(like)` callable, so tests can pin it (zeros) and per-image generators make each
+image independent of its batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
-from lightning_dr2.diffusion import create_diffusion
+from lightning_dr2.diffusion import PUBLISHED_DIFFUSION, DiffusionConfig, build_diffusion
 from lightning_dr2.diffusion.noise import PerImageNoise
 from lightning_dr2.dr2.lowpass import lowpass
 
@@ -28,6 +29,15 @@ NoiseFn = Callable[[Tensor], Tensor]
 # The official rule: how far above tau to start, by downsampling factor N.
 _OMEGA_OFFSETS = ((1, 5), (2, 10), (4, 20), (8, 25))
 _OMEGA_OFFSET_ELSE = 30
+
+
+def _learns_sigma(unet: nn.Module, diffusion: DiffusionConfig) -> bool:
+    """A UNet with twice its input channels out predicts a variance too; modules that do not say
+    (test doubles) follow the config, else the published learned sigma."""
+    out_channels = getattr(unet, "out_channels", None)
+    if out_channels is None:
+        return PUBLISHED_DIFFUSION.learn_sigma if diffusion.learn_sigma is None else diffusion.learn_sigma
+    return out_channels == 2 * getattr(unet, "in_channels", 3)
 
 
 def default_omega(N: int, tau: int, num_steps: int = 100) -> int:  # noqa: N803 (the paper's name)
@@ -51,6 +61,10 @@ class DR2Output:
 class DR2:
     """`DR2(unet)(y, N, tau)` -> x0_hat, for a batch of degraded faces y in [-1, 1].
 
+    The process: `diffusion` (a `DiffusionConfig`, e.g. from an exported UNet's sidecar), or the
+    shorthand `schedule`/`steps` (default: the published linear 1000-step eps process); not both.
+    learn_sigma follows the UNet's output channels. `dr2.diffusion_config` is the process it runs,
+    `respacing` the length of the grid tau and omega index.
     sampler: "ddpm" (the official ancestral steps) or "ddim" (deterministic for eta=0, a faster
     variant when combined with a coarser `respacing`; tau/omega always index the respaced grid).
     dtype: run the UNet under autocast in this dtype (e.g. torch.bfloat16 on GPU); the diffusion
@@ -61,20 +75,24 @@ class DR2:
         self,
         unet: nn.Module,
         respacing: int = 100,
-        schedule: str = "linear",
-        steps: int = 1000,
+        schedule: str | None = None,
+        steps: int | None = None,
         sampler: str = "ddpm",
         eta: float = 0.0,
         dtype: torch.dtype | None = None,
+        diffusion: DiffusionConfig | None = None,
     ) -> None:
         if sampler not in ("ddpm", "ddim"):
             raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
-        learn_sigma = getattr(unet, "out_channels", 6) == 6
+        if diffusion is None:
+            shorthand = {k: v for k, v in {"schedule": schedule, "steps": steps}.items() if v is not None}
+            diffusion = replace(PUBLISHED_DIFFUSION, learn_sigma=None, **shorthand)
+        elif schedule is not None or steps is not None:
+            raise ValueError("give the process either as diffusion=DiffusionConfig(...) or as schedule/steps, not both")
         self.unet = unet
         self.respacing = int(respacing)
-        self.diffusion = create_diffusion(
-            steps=steps, schedule=schedule, respacing=[self.respacing], learn_sigma=learn_sigma
-        )
+        self.diffusion_config = diffusion.for_network(_learns_sigma(unet, diffusion), "the UNet's learn_sigma")
+        self.diffusion = build_diffusion(self.diffusion_config, respacing=[self.respacing])
         self.sampler = sampler
         self.eta = eta
         self.dtype = dtype

@@ -12,7 +12,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from lightning_dr2.diffusion import create_diffusion
+from lightning_dr2.diffusion import DiffusionConfig, build_diffusion
 from lightning_dr2.nets.unet import UNet
 
 
@@ -43,13 +43,9 @@ class DDPMModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.net = UNet.from_flags(net)
-        self.diffusion = create_diffusion(
-            steps=diffusion["steps"],
-            schedule=diffusion["schedule"],
-            learn_sigma=net.get("learn_sigma", True),
-            predict=diffusion.get("predict", "eps"),
-            loss=None if diffusion.get("loss", "auto") == "auto" else diffusion["loss"],
-        )
+        # The one process of this run: sample grids, the evaluator and the export all take it from here.
+        self.diffusion_config = DiffusionConfig.from_dict(diffusion).for_network(self.net.flags["learn_sigma"])
+        self.diffusion = build_diffusion(self.diffusion_config)
         self.seed = seed
         self.channels_last = channels_last
         self.compile = compile
@@ -76,7 +72,7 @@ class DDPMModule(pl.LightningModule):
 
     def _losses(self, x: torch.Tensor, gen: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         n = x.shape[0]
-        t = torch.randint(0, self.diffusion.num_timesteps, (n,), device=self.device, generator=gen)
+        t = self.diffusion.sample_timesteps(n, self.device, generator=gen)
         noise = torch.randn(x.shape, device=self.device, dtype=x.dtype, generator=gen)
         return self.diffusion.training_losses(self, x, t, noise=noise), t
 
