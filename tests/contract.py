@@ -12,8 +12,10 @@ import numpy as np
 import torch
 
 # Float outputs in [-1, 1] (DR2 x0_hat, restored images before quantisation, Phi_N) and float64 sums of
-# fp32 features: max abs difference allowed across batch sizes / processes / ISAs.
-FP32_ATOL = 1e-5
+# fp32 features: max abs difference allowed across batch sizes / processes / ISAs. A DR2 loop followed by an
+# enhancer is a chain of ~30 networks: a 64 px SPARNet after DR2 moved by 1.4e-5 between AVX-512 and AVX2
+# kernels. 1e-4 (also the reference fixtures' tolerance) is 1/80 of a uint8 level.
+FP32_ATOL = 1e-4
 # Relative part of the bound, for quantities larger than 1 (feature sums, covariances, FID statistics).
 FP32_RTOL = 1e-5
 # uint8 images (PNG outputs): a pixel value may move by at most this many levels ...
@@ -29,7 +31,7 @@ def assert_fp32_close(actual, expected, msg: str = "") -> None:
         torch.as_tensor(expected).double(),
         rtol=FP32_RTOL,
         atol=FP32_ATOL,
-        msg=msg or None,
+        msg=lambda detail: f"{msg} {detail}".strip(),
     )
 
 

@@ -28,7 +28,7 @@ def test_cross_batch_subset_passes_under(variant: str) -> None:
     pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, **settings, "PYTHONPATH": pythonpath}
     env.pop("PYTEST_CURRENT_TEST", None)
-    cmd = [sys.executable, "-m", "pytest", "-m", "cross_batch", "-q", "-p", "no:cacheprovider", "tests"]
+    cmd = [sys.executable, "-m", "pytest", "-m", "cross_batch", "--tb=short", "-p", "no:cacheprovider", "tests"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     output = proc.stdout + proc.stderr
     tail = "\n".join(output.splitlines()[-60:])
