@@ -29,8 +29,8 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## create .venv and install the package (editable, dev extras); idempotent
 
-test: install ## run the CPU test suite (gpu/weights tests skip themselves)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+test: install ## run the CPU test suite (gpu/weights tests skip themselves; missing ../shared/fixtures is an error)
+	DR2_REQUIRE_FIXTURES=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 quickstart: install ## synthetic faces -> tiny DDPM on CPU -> samples, loss curve (a few minutes)
 	$(PY) -m lightning_dr2 quickstart $(ARGS)

@@ -1,28 +1,140 @@
-"""Shared test helpers: where the reference fixtures live, tiny-config builders."""
+"""Shared test helpers and the suite-wide guards.
+
+- Reference fixtures live in `../shared/fixtures`. Without them their tests skip with the reason, except
+  when `$DR2_REQUIRE_FIXTURES=1` (set by `make test`, hence CI): then a missing folder or file is an error.
+- Every test runs isolated from the developer's machine: working directory, `$DR2_WEIGHTS`, `TORCH_HOME`
+  and the project-root `data/weights` all point into the test's tmp folder (tests marked `weights` keep
+  the real lookup: they exist to find the real files), and the environment is restored after each test (a
+  session-end check asserts it). W&B is forced offline.
+- No test reaches the network: sockets may connect to loopback only.
+- Tiny networks for pipeline tests come from seeded random weights (`seeded_random_`), not from fixtures.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import socket
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
+REQUIRE_FIXTURES_VAR = "DR2_REQUIRE_FIXTURES"
+PYTEST_OWN = "PYTEST_CURRENT_TEST"  # pytest's own per-phase variable
+
+# A 64 px learned-sigma ADM UNet small enough for CPU DR2 loops (same shape family as the fixtures').
+TINY_UNET_FLAGS = {
+    "image_size": 64,
+    "num_channels": 32,
+    "num_res_blocks": 1,
+    "channel_mult": "1,2,2,2",
+    "learn_sigma": True,
+    "class_cond": False,
+    "use_checkpoint": False,
+    "attention_resolutions": "16",
+    "num_heads": 4,
+    "num_head_channels": 32,
+    "num_heads_upsample": -1,
+    "use_scale_shift_norm": True,
+    "dropout": 0.0,
+    "resblock_updown": True,
+    "use_fp16": False,
+    "use_new_attention_order": False,
+}
+# A 64 px SPARNet (the enhancer's architecture at CPU size).
+TINY_SPARNET_CONFIG = {
+    "size": 64,
+    "min_ch": 16,
+    "max_ch": 64,
+    "min_feat_size": 16,
+    "res_depth": 1,
+    "norm_type": "in",
+    "att_name": "spar",
+    "bottleneck_size": 4,
+}
+
+
+def fixtures_required() -> bool:
+    return os.environ.get(REQUIRE_FIXTURES_VAR) == "1"
+
+
+def _missing(what: Path) -> None:
+    message = f"reference fixture {what} not found (expected ../shared/fixtures next to the project)"
+    if fixtures_required():
+        pytest.fail(f"{message}; ${REQUIRE_FIXTURES_VAR}=1 makes this an error", pytrace=False)
+    pytest.skip(message)
+
+
+def fixture_path(name: str) -> Path:
+    """Path of a reference fixture file; skip (or fail under $DR2_REQUIRE_FIXTURES=1) when absent."""
+    path = FIXTURES / name
+    if not path.exists():
+        _missing(path)
+    return path
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
-        pytest.skip(f"reference fixtures not found at {FIXTURES} (expected ../shared/fixtures)")
+        _missing(FIXTURES)
     return FIXTURES
 
 
 def load_fixture(name: str) -> dict:
-    path = FIXTURES / name
-    if not path.exists():
-        pytest.skip(f"reference fixture {path} not found")
-    return torch.load(path, weights_only=True)
+    return torch.load(fixture_path(name), weights_only=True)
+
+
+def seeded_random_(module: nn.Module, seed: int, std: float = 0.1) -> nn.Module:
+    """Fill every parameter from a seeded normal (zero-initialised branches would hide bugs); in place."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return module
+
+
+def tiny_unet(seed: int = 0) -> nn.Module:
+    """The `TINY_UNET_FLAGS` UNet with seeded random weights (no zero-initialised output layer), eval mode."""
+    from lightning_dr2.nets.unet import UNet
+
+    return seeded_random_(UNet.from_flags(TINY_UNET_FLAGS), seed, std=0.05).eval()
+
+
+def tiny_sparnet(seed: int = 0) -> nn.Module:
+    """The `TINY_SPARNET_CONFIG` SPARNet (spectral norm, as released) built under a fixed seed, eval mode.
+
+    A few train-mode forwards run the spectral-norm power iteration, as training would: with the random
+    initial u, v the eval-mode weights are scaled far off and the outputs explode.
+    """
+    from lightning_dr2.nets.sparnet import SPARNet
+
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        net = SPARNet(**TINY_SPARNET_CONFIG).train()
+        x = torch.rand(1, 3, TINY_SPARNET_CONFIG["size"], TINY_SPARNET_CONFIG["size"]) * 2 - 1
+        for _ in range(5):
+            net(x)
+    return net.eval()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if fixtures_required() and not FIXTURES.is_dir():
+        raise pytest.UsageError(
+            f"${REQUIRE_FIXTURES_VAR}=1 but the reference fixtures folder {FIXTURES} does not exist: "
+            "check out the shared fixtures next to the project (../shared/fixtures), or unset the variable "
+            "to let those tests skip"
+        )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which CPU kernels this run uses (tests/test_isa_variants.py checks its subprocesses got theirs)."""
+    return f"cpu capability: {torch.backends.cpu.get_cpu_capability()}"
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -33,3 +145,100 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# ------------------------------------------------------------------------------------------------ isolation
+
+
+def _weights_modules() -> list:
+    """Every loaded module of the weights lookup that holds the project-root constant it searches."""
+    import lightning_dr2.weights  # noqa: F401  (loads the lookup, whether a module or a package)
+
+    return [
+        module
+        for name, module in list(sys.modules.items())
+        if (name == "lightning_dr2.weights" or name.startswith("lightning_dr2.weights."))
+        and hasattr(module, "PROJECT_ROOT")
+    ]
+
+
+@pytest.fixture(autouse=True)
+def environment_restored() -> Iterator[None]:
+    """Each test leaves os.environ as it found it.
+
+    Libraries set variables on purpose (resolve_run_name exports $DR2_RUN for DDP children; Lightning
+    exports its seed): they must not reach the next test. Defined before the fixtures that use
+    `monkeypatch`, so this teardown runs after monkeypatch's undo (which may restore a value a library set).
+    """
+    saved = dict(os.environ)
+    yield
+    for name in set(os.environ) - set(saved) - {PYTEST_OWN}:
+        del os.environ[name]
+    os.environ.update({k: v for k, v in saved.items() if k != PYTEST_OWN})
+
+
+@pytest.fixture(autouse=True)
+def isolated_from_developer_machine(
+    environment_restored: None, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test sees the developer's weights, caches, working directory or W&B login."""
+    if request.node.get_closest_marker("weights") is None:
+        home = tmp_path / "isolated"
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("DR2_WEIGHTS", str(home / "dr2_weights"))
+        monkeypatch.setenv("TORCH_HOME", str(home / "torch_home"))
+        for module in _weights_modules():
+            monkeypatch.setattr(module, "PROJECT_ROOT", home / "project")
+    for name in ("DR2_RUN", "SLURM_JOB_ID", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")  # never online with the developer's W&B login
+
+
+@pytest.fixture(scope="session", autouse=True)
+def environment_unchanged_by_the_session() -> Iterator[None]:
+    before = dict(os.environ)
+    yield
+    after = dict(os.environ)
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)} - {PYTEST_OWN}
+    assert not changed, f"the test session changed environment variables: {sorted(changed)}"
+
+
+def _is_loopback(address) -> bool:
+    if not isinstance(address, tuple):
+        return True  # AF_UNIX paths and other local families
+    host = str(address[0])
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any connection to a non-loopback address fails the test that made it."""
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_create_connection = socket.create_connection
+
+    def refuse(address) -> None:
+        raise AssertionError(f"test tried to reach the network: {address!r} (only loopback is allowed)")
+
+    def connect(self, address):
+        if not _is_loopback(address):
+            refuse(address)
+        return real_connect(self, address)
+
+    def connect_ex(self, address):
+        if not _is_loopback(address):
+            refuse(address)
+        return real_connect_ex(self, address)
+
+    def create_connection(address, *args, **kwargs):
+        if not _is_loopback(address):
+            refuse(address)
+        return real_create_connection(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "create_connection", create_connection)

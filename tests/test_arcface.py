@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES
+from conftest import fixture_path
 
 from lightning_dr2.nets.arcface import ResNetFace18, arcface_preprocess, load_arcface
 from lightning_dr2.nets.loading import WeightsError
@@ -21,9 +21,7 @@ def model() -> ResNetFace18:
 
 
 def test_state_dict_matches_key_manifest(model: ResNetFace18) -> None:
-    path = FIXTURES / "arcface_resnet18_keys.json"
-    if not path.exists():
-        pytest.skip(f"reference fixture {path} not found")
+    path = fixture_path("arcface_resnet18_keys.json")
     manifest = json.loads(path.read_text())
     ours = {k: list(v.shape) for k, v in model.state_dict().items()}
     assert list(ours) == list(manifest["state_dict"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import load_fixture
+from contract import FP32_ATOL, assert_fp32_close
 
 from lightning_dr2.dr2 import DR2, default_omega
 from lightning_dr2.nets.unet import UNet
@@ -64,25 +65,29 @@ def test_unet_calls_per_image(dr2: DR2) -> None:
     assert len(calls) == counted.unet_calls(8, 35) == 26
 
 
+@pytest.mark.cross_batch
 def test_batch_invariance_with_per_image_seeds(dr2: DR2) -> None:
+    """Per-image seeds make the noise exact; the values agree to the contract's fp32 bound, not bitwise."""
     gen = torch.Generator().manual_seed(0)
-    y = torch.rand(5, 3, 64, 64, generator=gen) * 2 - 1
-    seeds = [11, 22, 33, 44, 55]
-    batched = dr2(y, 4, 10, seeds=seeds)
-    for i in (0, 3):
-        alone = dr2(y[i : i + 1], 4, 10, seeds=[seeds[i]])
-        torch.testing.assert_close(alone[0], batched[i], atol=1e-5, rtol=0)
-    other = dr2(y[:1], 4, 10, seeds=[12])
+    y = torch.rand(3, 3, 64, 64, generator=gen) * 2 - 1
+    seeds = [11, 22, 33]
+    batched = dr2(y, 4, 10, 14, seeds=seeds)  # a short loop (5 UNet calls): the suite runs it under 3 ISAs
+    for i in (0, 2):
+        alone = dr2(y[i : i + 1], 4, 10, 14, seeds=[seeds[i]])
+        assert_fp32_close(alone[0], batched[i], msg=f"image {i} alone vs in a batch of 3")
+    other = dr2(y[:1], 4, 10, 14, seeds=[12])
     assert (other[0] - batched[0]).abs().max() > 1e-3  # a different seed really changes the result
 
 
+@pytest.mark.cross_batch
 def test_k_samples_and_std_map(dr2: DR2) -> None:
     y = torch.rand(2, 3, 64, 64) * 2 - 1
-    samples, mean, std = dr2.sample_k(y, 4, 10, k=3, seeds=[1, 2])
-    assert samples.shape == (2, 3, 3, 64, 64) and mean.shape == std.shape == (2, 3, 64, 64)
+    samples, mean, std = dr2.sample_k(y, 4, 10, k=2, omega=12, seeds=[1, 2])
+    assert samples.shape == (2, 2, 3, 64, 64) and mean.shape == std.shape == (2, 3, 64, 64)
     assert std.mean() > 0
-    _, _, std0 = dr2.sample_k(y, 4, 10, k=3, noise=zeros)
-    assert std0.abs().max() == 0
+    # Zero noise: the k copies are the same computation at different batch positions, equal to fp32 rounding.
+    _, _, std0 = dr2.sample_k(y, 4, 10, k=2, omega=12, noise=zeros)
+    assert std0.abs().max() <= FP32_ATOL
 
 
 def test_trajectory_has_one_estimate_per_step(dr2: DR2) -> None:

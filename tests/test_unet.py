@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import FIXTURES, load_fixture
+from conftest import fixture_path, load_fixture
 
 from lightning_dr2.nets.loading import WeightsError, load_into
 from lightning_dr2.nets.unet import (
@@ -62,9 +62,7 @@ def tiny_model(tiny_fixture: dict) -> UNet:
 
 
 def test_dr2_ffhq256_keys_shapes_and_param_count() -> None:
-    path = FIXTURES / "adm_unet_dr2_ffhq256_keys.json"
-    if not path.exists():
-        pytest.skip(f"reference fixture {path} not found")
+    path = fixture_path("adm_unet_dr2_ffhq256_keys.json")
     ref = json.loads(path.read_text())
     with torch.device("meta"):
         model = UNet.from_flags(ref["flags"])
