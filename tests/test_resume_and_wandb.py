@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from lightning_dr2.config import ConfigError, ExperimentConfig, resolve_run_name
@@ -13,11 +14,16 @@ from lightning_dr2.loggers import resolve_wandb_mode, wandb_run_id
 from lightning_dr2.train import resolve_resume
 
 
+def _write_ckpt(path: Path, step: int = 7) -> None:
+    """A minimal readable training checkpoint (resume=auto/true skip files that do not load)."""
+    torch.save({"global_step": step}, path)
+
+
 def _run_path(tmp_path: Path, with_last: bool) -> Path:
     run = tmp_path / "runs" / "exp" / "r1"
     (run / "checkpoints").mkdir(parents=True)
     if with_last:
-        (run / "checkpoints" / "last.ckpt").write_bytes(b"ckpt")
+        _write_ckpt(run / "checkpoints" / "last.ckpt")
     return run
 
 
@@ -47,8 +53,8 @@ def test_true_requires_the_checkpoint(tmp_path: Path) -> None:
     run = _run_path(tmp_path, with_last=False)
     with pytest.raises(ConfigError, match="resume=true") as info:
         resolve_resume(_resume("true"), run)
-    assert str(run / "checkpoints" / "last.ckpt") in str(info.value)
-    (run / "checkpoints" / "last.ckpt").write_bytes(b"ckpt")
+    assert str(run / "checkpoints") in str(info.value)
+    _write_ckpt(run / "checkpoints" / "last.ckpt")
     assert resolve_resume(_resume(True), run) == str(run / "checkpoints" / "last.ckpt")
 
 
