@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lightning_dr2.metrics.catalogue import default_metrics
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -156,7 +157,7 @@ class EvaluatorConfig:
     every_n_steps: int = 5000
     sets: list[EvalSetConfig] = field(default_factory=list)
     settings: list[SettingConfig] = field(default_factory=lambda: [SettingConfig()])
-    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lpips", "fid", "deg"])
+    metrics: list[str] = field(default_factory=default_metrics)
     respacing: int = 100
     batch_size: int = 8
     skip_missing_weights: bool = True
@@ -247,7 +248,7 @@ class EvalConfig(PipelineConfig):
     runs_dir: str = "runs"
     sets: list[EvalSetConfig] = field(default_factory=lambda: [EvalSetConfig()])
     settings: list[SettingConfig] = field(default_factory=lambda: [SettingConfig()])
-    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lpips", "fid", "deg"])
+    metrics: list[str] = field(default_factory=default_metrics)
     lpips_net: str = "vgg"  # vgg (BasicSR/VQFR scripts) | alex
     skip_missing_weights: bool = False  # true: a metric whose weights are missing is skipped with a note
     reference: bool = False  # also evaluate the LQ inputs themselves (the papers' "Input" row)
