@@ -22,6 +22,7 @@ from lightning_dr2.report import (
     Figure,
     Row,
     Section,
+    metric_value,
     metrics_table,
     present_columns,
     setting_name,
@@ -80,16 +81,6 @@ def parse_metrics(metrics: Sequence[str] | None) -> list[str] | None:
     if not chosen:
         raise CompareError(f"no metric given; valid metrics: {', '.join(METRICS)}")
     return chosen
-
-
-def _number(value: Any) -> float | None:
-    """A metric value as float, or None when it was not measured (null, NaN)."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        value = float(value)
-        return None if math.isnan(value) else value
-    return None
 
 
 # ------------------------------------------------------------------------------------------ local runs
@@ -161,7 +152,7 @@ def _entry(item: Any, where: str) -> Row:
             continue  # extra diagnostics such as deg_identical are not comparison columns
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise CompareError(f"{where}: metric '{key}' must be a number or null, got {value!r}")
-        metrics[name] = _number(value)
+        metrics[name] = metric_value(value)
     n_images = item.get("n_images")
     return Row(
         set=item["set"],
@@ -250,7 +241,7 @@ def _wandb_run(run: Any, project: str) -> RunResults:
         if parts[0] != "eval" or len(parts) not in (4, 5) or metric_of(parts[-1].lower()) is None:
             continue
         setting = parts[3] if len(parts) == 5 else default_setting
-        grouped.setdefault((parts[1], parts[2], setting), {})[parts[-1].lower()] = _number(value)
+        grouped.setdefault((parts[1], parts[2], setting), {})[parts[-1].lower()] = metric_value(value)
     entries = [Row(set=s, split=sp, setting=st, metrics=m) for (s, sp, st), m in grouped.items()]
 
     # The framework names runs `<experiment>/<run>` with group = experiment: keep that as the label, so a

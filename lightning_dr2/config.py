@@ -137,8 +137,9 @@ class EvalSetConfig:
     kind: str = "paired"  # paired | real
     splits: list[str] = field(default_factory=list)  # paired sets: empty = every split in the folder
     limit: int = 0  # evaluate the first `limit` images of each split (0 = all)
-    # FID reference statistics (.npz from `fid-stats`, or BasicSR's inception_FFHQ_512-f7b384ab.pth).
-    # None: paired sets use the statistics of their own HQ images; real sets need a file.
+    # FID reference statistics: a path or a bare file name found through the weights lookup (BasicSR's
+    # inception_FFHQ_512-f7b384ab.pth, the papers' reference, or an .npz from `fid-stats`). None: paired
+    # sets use their own HQ images, reported as fid_gt (a different number); real sets need a file.
     fid_reference: str | None = None
 
 

@@ -42,7 +42,7 @@ class Row:
     @classmethod
     def from_result(cls, result: Mapping[str, Any], run: str = "") -> Row:
         """A row of eval's results (`results.json` entries: set, split, setting, n_images, metrics)."""
-        metrics = {k: _number(v) for k, v in result["metrics"].items() if metric_of(k) is not None}
+        metrics = {k: metric_value(v) for k, v in result["metrics"].items() if metric_of(k) is not None}
         return cls(result["set"], result["split"], result["setting"], metrics, result.get("n_images"), run)
 
 
@@ -63,7 +63,8 @@ class Section:
     lines: list[str] = field(default_factory=list)
 
 
-def _number(value: Any) -> float | None:
+def metric_value(value: Any) -> float | None:
+    """A metric value as float, or None when it was not measured (null, NaN) or is not a number."""
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return None if math.isnan(float(value)) else float(value)
