@@ -20,7 +20,10 @@ from lightning_dr2.metrics.catalogue import column_order, format_value, header, 
 
 MISSING = "–"
 REFERENCE_SETTING = "input"  # the papers' "Input" row: the LQ images scored as they are
-LEGEND = f"↑ higher is better, ↓ lower is better; **bold**: best per set and split; {MISSING}: not measured."
+LEGEND = (
+    "↑ higher is better, ↓ lower is better; **bold**: best per set and split (the input row is the baseline, "
+    f"never marked); {MISSING}: not measured."
+)
 
 
 def setting_name(N: Any, tau: Any, omega: Any = None) -> str:  # noqa: N803
