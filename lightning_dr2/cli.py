@@ -31,7 +31,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     from lightning_dr2.quickstart import run_quickstart
 
-    run_quickstart(args.overrides)
+    result = run_quickstart(args.overrides, progress=print)
+    print(result.summary())
     return 0
 
 
@@ -86,10 +87,17 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from lightning_dr2.evaluation import eval_main
+    from lightning_dr2.config import EvalConfig, load_config
+    from lightning_dr2.evaluation import run_eval
+    from lightning_dr2.report import metrics_table
 
     overrides = list(args.overrides) + (["reference=true"] if args.reference else [])
-    return eval_main(args.experiment, overrides)
+    result = run_eval(load_config(args.experiment, overrides, schema=EvalConfig))
+    print(metrics_table(result.table_rows))
+    for metric, note in result.notes.items():
+        print(f"note: {metric}: {note}")
+    print(f"\nresults: {result.run_dir / 'results.json'}\nreport:  {result.report_md}\nhtml:    {result.report_html}")
+    return 0
 
 
 def _cmd_testset(args: argparse.Namespace) -> int:
@@ -122,9 +130,14 @@ def _cmd_fid_stats(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from lightning_dr2.compare import compare_main
+    """The Markdown table on stdout (pipeable), the written files on stderr (bad input: CompareError, exit 2)."""
+    from lightning_dr2.compare import compare
 
-    return compare_main(args.runs, args.metrics, args.out, args.wandb_project, plot=not args.no_plot)
+    result = compare(args.runs, args.metrics, args.out, args.wandb_project, plot=not args.no_plot)
+    print(result.markdown)
+    for path in result.files:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -216,8 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="compare evaluation runs (local results.json or W&B) as a table and plot")
     p.add_argument("runs", nargs="*", help="run directories (or folders holding them)")
-    p.add_argument("--metrics", nargs="+", default=None, help="subset of psnr ssim lpips fid deg")
-    p.add_argument("--out", default=None, help="where to write comparison.md/.csv/.png (default runs/compare)")
+    p.add_argument("--metrics", nargs="+", default=None, help="psnr ssim lpips fid deg (fid: all FID columns)")
+    p.add_argument("--out", default=None, help="where to write comparison.md/.html/.csv/.png (default runs/compare)")
     p.add_argument("--wandb-project", default=None, help="ENTITY/PROJECT: read runs from the W&B API")
     p.add_argument("--no-plot", action="store_true")
     p.set_defaults(func=_cmd_compare)

@@ -2,7 +2,8 @@
 
 Runs come from local run directories (their `results.json`, written by `eval`) or from a W&B project
 (the `eval/<set>/<split>[/<setting>]/<metric>` summary keys the framework logs). Both are turned into
-the same rows, so a table can mix runs that were synced to W&B with runs that only exist on disk.
+the same rows, so a table can mix runs that were synced to W&B with runs that only exist on disk. Tables
+and reports come from the shared report writer (`lightning_dr2.report`), metric metadata from the catalogue.
 """
 
 from __future__ import annotations
@@ -10,18 +11,24 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Canonical order of the metric columns; True: higher is better.
-METRICS: dict[str, bool] = {"psnr": True, "ssim": True, "lpips": False, "fid": False, "deg": False}
-METRIC_TITLES = {"psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "fid": "FID", "deg": "Deg"}
-METRIC_FORMATS = {"psnr": "{:.2f}", "ssim": "{:.4f}", "lpips": "{:.4f}", "fid": "{:.2f}", "deg": "{:.2f}"}
-MISSING = "–"
-REFERENCE_SETTING = "input"  # the "Input" row (LQ images scored as they are): a reference, never "best"
+from lightning_dr2.metrics.catalogue import METRICS, header, metric_of
+from lightning_dr2.report import (
+    REFERENCE_SETTING,
+    Figure,
+    Row,
+    Section,
+    metric_value,
+    metrics_table,
+    present_columns,
+    setting_name,
+    write_report,
+)
+
 DEFAULT_OUT = "runs/compare"
 RESULTS_FILE = "results.json"
 
@@ -31,31 +38,21 @@ class CompareError(ValueError):
 
 
 @dataclass
-class Entry:
-    """One evaluated (set, split, setting) of one run."""
-
-    set: str
-    split: str
-    setting: str
-    metrics: dict[str, float | None]
-    n_images: int | None = None
-
-
-@dataclass
 class RunResults:
     """All entries of one run, with where they came from (a file or a W&B run) for labels and messages."""
 
     label: str
     source: str
     disambiguator: str  # appended to the label when two runs would otherwise share it
-    entries: list[Entry]
+    entries: list[Row]
 
 
 @dataclass
 class Comparison:
-    """What `compare` produced: the ordered rows, the metric columns, the Markdown and the files written."""
+    """What `compare` produced: the ordered rows (each naming its run), the metric columns, the Markdown table
+    and the files written."""
 
-    rows: list[tuple[str, Entry]]
+    rows: list[Row]
     metrics: list[str]
     markdown: str
     runs: list[RunResults]
@@ -66,7 +63,9 @@ class Comparison:
 
 
 def parse_metrics(metrics: Sequence[str] | None) -> list[str] | None:
-    """Validate metric names early, before any file is read, so a typo fails fast with the valid names."""
+    """Validate metric names early, before any file is read, so a typo fails fast with the valid names.
+
+    A name is a catalogue metric (`fid` stands for every FID column) or a result key such as `fid_ffhq512`."""
     if metrics is None:
         return None
     chosen: list[str] = []
@@ -75,28 +74,13 @@ def parse_metrics(metrics: Sequence[str] | None) -> list[str] | None:
             key = part.strip().lower()
             if not key:
                 continue
-            if key not in METRICS:
+            if metric_of(key) is None:
                 raise CompareError(f"unknown metric '{part.strip()}'; valid metrics: {', '.join(METRICS)}")
             if key not in chosen:
                 chosen.append(key)
     if not chosen:
         raise CompareError(f"no metric given; valid metrics: {', '.join(METRICS)}")
     return chosen
-
-
-def _number(value: Any) -> float | None:
-    """A metric value as float, or None when it was not measured (null, NaN)."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        value = float(value)
-        return None if math.isnan(value) else value
-    return None
-
-
-def setting_name(N: Any, tau: Any) -> str:
-    """The same setting label as `eval` writes (e.g. `N8_tau35`)."""
-    return f"N{N}_tau{tau}"
 
 
 # ------------------------------------------------------------------------------------------ local runs
@@ -149,7 +133,7 @@ def load_results(path: str | Path) -> RunResults:
     return RunResults(label=f"{experiment}/{run}", source=str(path), disambiguator=path.parent.name, entries=entries)
 
 
-def _entry(item: Any, where: str) -> Entry:
+def _entry(item: Any, where: str) -> Row:
     if not isinstance(item, dict):
         raise CompareError(f"{where} must be an object, got {type(item).__name__}")
     for key in ("set", "split"):
@@ -164,13 +148,13 @@ def _entry(item: Any, where: str) -> Entry:
     metrics: dict[str, float | None] = {}
     for key, value in raw_metrics.items():
         name = str(key).lower()
-        if name not in METRICS:
+        if metric_of(name) is None:
             continue  # extra diagnostics such as deg_identical are not comparison columns
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise CompareError(f"{where}: metric '{key}' must be a number or null, got {value!r}")
-        metrics[name] = _number(value)
+        metrics[name] = metric_value(value)
     n_images = item.get("n_images")
-    return Entry(
+    return Row(
         set=item["set"],
         split=item["split"],
         setting=str(setting),
@@ -254,11 +238,11 @@ def _wandb_run(run: Any, project: str) -> RunResults:
     grouped: dict[tuple[str, str, str], dict[str, float | None]] = {}
     for key, value in flat.items():
         parts = str(key).split("/")
-        if parts[0] != "eval" or len(parts) not in (4, 5) or parts[-1].lower() not in METRICS:
+        if parts[0] != "eval" or len(parts) not in (4, 5) or metric_of(parts[-1].lower()) is None:
             continue
         setting = parts[3] if len(parts) == 5 else default_setting
-        grouped.setdefault((parts[1], parts[2], setting), {})[parts[-1].lower()] = _number(value)
-    entries = [Entry(set=s, split=sp, setting=st, metrics=m) for (s, sp, st), m in grouped.items()]
+        grouped.setdefault((parts[1], parts[2], setting), {})[parts[-1].lower()] = metric_value(value)
+    entries = [Row(set=s, split=sp, setting=st, metrics=m) for (s, sp, st), m in grouped.items()]
 
     # The framework names runs `<experiment>/<run>` with group = experiment: keep that as the label, so a
     # W&B run reads the same as its local run dir; otherwise prefix the group.
@@ -287,97 +271,46 @@ def unique_labels(runs: list[RunResults]) -> None:
             run.label = f"{run.label} #{seen[run.label]}"
 
 
-def ordered_rows(runs: list[RunResults]) -> list[tuple[str, Entry]]:
-    """Rows grouped by set, then split (first-seen order), runs in the order given: groups read as blocks."""
-    groups: dict[tuple[str, str], list[tuple[str, Entry]]] = {}
+def ordered_rows(runs: list[RunResults]) -> list[Row]:
+    """Rows grouped by set, then split (first-seen order), runs in the order given: groups read as blocks.
+    Each row is named by its run's (unique) label."""
+    groups: dict[tuple[str, str], list[Row]] = {}
     set_order: dict[str, int] = {}
     for run in runs:
         for entry in run.entries:
+            entry.run = run.label
             set_order.setdefault(entry.set, len(set_order))
-            groups.setdefault((entry.set, entry.split), []).append((run.label, entry))
+            groups.setdefault((entry.set, entry.split), []).append(entry)
     keys = sorted(groups, key=lambda key: set_order[key[0]])  # stable: splits keep first-seen order in a set
     return [row for key in keys for row in groups[key]]
 
 
-def present_metrics(rows: Sequence[tuple[str, Entry]]) -> list[str]:
-    """Default columns: every metric any row measured, in the canonical order."""
-    have = {m for _, e in rows for m, v in e.metrics.items() if v is not None}
-    return [m for m in METRICS if m in have]
+def select_columns(chosen: Sequence[str], rows: Sequence[Row]) -> list[str]:
+    """Result keys for the chosen metrics, in the order asked: `fid` expands to every FID column present."""
+    present = {k for r in rows for k in r.metrics}
+    columns: list[str] = []
+    for name in chosen:
+        keys = [name] if name in present else sorted(k for k in present if metric_of(k).name == name)  # type: ignore[union-attr]
+        columns += [k for k in keys or [name] if k not in columns]
+    return columns
 
 
-def format_value(metric: str, value: float | None) -> str:
-    return MISSING if value is None else METRIC_FORMATS[metric].format(value)
-
-
-def header(metric: str) -> str:
-    return f"{METRIC_TITLES[metric]} {'↑' if METRICS[metric] else '↓'}"
-
-
-def best_marks(rows: Sequence[tuple[str, Entry]], metrics: Sequence[str]) -> set[tuple[int, str]]:
-    """(row index, metric) pairs holding the best value of their (set, split) group.
-
-    Compared as displayed, so two values that print the same are both marked; the LQ input reference row
-    is left out because it is a baseline, not a contender (unless a group has nothing else).
-    """
-    groups: dict[tuple[str, str], list[int]] = {}
-    for i, (_, entry) in enumerate(rows):
-        groups.setdefault((entry.set, entry.split), []).append(i)
-    marks: set[tuple[int, str]] = set()
-    for indices in groups.values():
-        contenders = [i for i in indices if rows[i][1].setting != REFERENCE_SETTING] or indices
-        for metric in metrics:
-            scored = [(rows[i][1].metrics.get(metric), i) for i in contenders]
-            scored = [(v, i) for v, i in scored if v is not None]
-            if not scored:
-                continue
-            pick = max if METRICS[metric] else min
-            best = format_value(metric, pick(v for v, _ in scored))
-            marks.update((i, metric) for v, i in scored if format_value(metric, v) == best)
-    return marks
-
-
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def markdown_table(rows: Sequence[tuple[str, Entry]], metrics: Sequence[str]) -> str:
-    marks = best_marks(rows, metrics)
-    head = ["Run", "Set", "Split", "Setting", *(header(m) for m in metrics)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * len(metrics)) + "|"]
-    for i, (label, entry) in enumerate(rows):
-        cells = [_md_cell(label), _md_cell(entry.set), _md_cell(entry.split), _md_cell(entry.setting)]
-        for metric in metrics:
-            text = format_value(metric, entry.metrics.get(metric))
-            cells.append(f"**{text}**" if (i, metric) in marks else text)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def markdown_report(runs: Sequence[RunResults], table: str) -> str:
-    """comparison.md: the table plus where every run came from, so the file stands on its own."""
-    sources = "\n".join(f"- `{run.label}`: {run.source}" for run in runs)
-    legend = f"↑ higher is better, ↓ lower is better; **bold**: best per set and split; {MISSING}: not measured."
-    return f"# Run comparison\n\n{table}\n\n{legend}\n\nRuns:\n\n{sources}\n"
-
-
-def write_csv(rows: Sequence[tuple[str, Entry]], metrics: Sequence[str], path: Path) -> Path:
+def write_csv(rows: Sequence[Row], metrics: Sequence[str], path: Path) -> Path:
     """Raw values (full precision, empty when not measured) for spreadsheets and scripts."""
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["run", "set", "split", "setting", "n_images", *metrics])
-        for label, entry in rows:
-            values = [entry.metrics.get(m) for m in metrics]
-            n = "" if entry.n_images is None else entry.n_images
-            writer.writerow(
-                [label, entry.set, entry.split, entry.setting, n, *("" if v is None else v for v in values)]
-            )
+        for row in rows:
+            values = [row.metrics.get(m) for m in metrics]
+            n = "" if row.n_images is None else row.n_images
+            writer.writerow([row.run, row.set, row.split, row.setting, n, *("" if v is None else v for v in values)])
     return path
 
 
 # ------------------------------------------------------------------------------------------------- plot
 
 
-def plot_comparison(rows: Sequence[tuple[str, Entry]], metrics: Sequence[str], path: Path) -> Path:
+def plot_comparison(rows: Sequence[Row], metrics: Sequence[str], path: Path) -> Path:
     """One panel per metric, splits on x (grouped by set), one line per (run, setting).
 
     Uses the Agg canvas directly instead of switching pyplot's global backend, so calling this from a
@@ -390,7 +323,7 @@ def plot_comparison(rows: Sequence[tuple[str, Entry]], metrics: Sequence[str], p
     positions: dict[tuple[str, str], int] = {}
     set_spans: dict[str, list[int]] = {}
     x = 0
-    for _, entry in rows:
+    for entry in rows:
         if (entry.set, entry.split) in positions:
             continue
         if entry.set not in set_spans and positions:
@@ -401,8 +334,8 @@ def plot_comparison(rows: Sequence[tuple[str, Entry]], metrics: Sequence[str], p
     width = x
 
     series: dict[tuple[str, str], dict[int, dict[str, float | None]]] = {}
-    for label, entry in rows:
-        series.setdefault((label, entry.setting), {})[positions[(entry.set, entry.split)]] = entry.metrics
+    for entry in rows:
+        series.setdefault((entry.run, entry.setting), {})[positions[(entry.set, entry.split)]] = entry.metrics
 
     fig = Figure(figsize=(max(6.0, 1.2 * width + 3.0), 2.3 * len(metrics) + 1.0), layout="constrained")
     FigureCanvasAgg(fig)
@@ -467,35 +400,17 @@ def compare(
     rows = ordered_rows(runs)
     if not rows:
         raise CompareError("the given runs have no results entries: " + ", ".join(r.source for r in runs))
-    columns = chosen if chosen is not None else present_metrics(rows)
+    columns = select_columns(chosen, rows) if chosen is not None else present_columns(rows)
     if not columns:
         raise CompareError("no metric values in the given runs: " + ", ".join(r.source for r in runs))
 
-    table = markdown_table(rows, columns)
     out_dir = Path(out if out is not None else DEFAULT_OUT)
     out_dir.mkdir(parents=True, exist_ok=True)
-    md_path = out_dir / "comparison.md"
-    md_path.write_text(markdown_report(runs, table), encoding="utf-8")
-    files = [md_path, write_csv(rows, columns, out_dir / "comparison.csv")]
+    files = [write_csv(rows, columns, out_dir / "comparison.csv")]
+    figures = []
     if plot:
         files.append(plot_comparison(rows, columns, out_dir / "comparison.png"))
-    return Comparison(rows=rows, metrics=columns, markdown=table, runs=runs, files=files)
-
-
-def compare_main(
-    run_dirs: list[str],
-    metrics: list[str] | None = None,
-    out: str | None = None,
-    wandb_project: str | None = None,
-    plot: bool = True,
-) -> int:
-    """CLI entry: print the Markdown table (stdout stays pipeable), the written files on stderr; 2 on error."""
-    try:
-        result = compare(run_dirs, metrics, out, wandb_project, plot)
-    except CompareError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(result.markdown)
-    for path in result.files:
-        print(f"wrote {path}", file=sys.stderr)
-    return 0
+        figures.append(Figure("Metrics per split", files[-1]))
+    sources = Section("Runs", [f"{run.label}: {run.source}" for run in runs])
+    files = [*write_report(out_dir, "comparison", "Run comparison", rows, columns, [sources], figures), *files]
+    return Comparison(rows=rows, metrics=columns, markdown=metrics_table(rows, columns), runs=runs, files=files)

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lightning_dr2.diffusion import DiffusionConfig
+from lightning_dr2.metrics.catalogue import default_metrics
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -132,8 +133,9 @@ class EvalSetConfig:
     kind: str = "paired"  # paired | real
     splits: list[str] = field(default_factory=list)  # paired sets: empty = every split in the folder
     limit: int = 0  # evaluate the first `limit` images of each split (0 = all)
-    # FID reference statistics (.npz from `fid-stats`, or BasicSR's inception_FFHQ_512-f7b384ab.pth).
-    # None: paired sets use the statistics of their own HQ images; real sets need a file.
+    # FID reference statistics: a path or a bare file name found through the weights lookup (BasicSR's
+    # inception_FFHQ_512-f7b384ab.pth, the papers' reference, or an .npz from `fid-stats`). None: paired
+    # sets use their own HQ images, reported as fid_gt (a different number); real sets need a file.
     fid_reference: str | None = None
 
 
@@ -152,7 +154,7 @@ class EvaluatorConfig:
     every_n_steps: int = 5000
     sets: list[EvalSetConfig] = field(default_factory=list)
     settings: list[SettingConfig] = field(default_factory=lambda: [SettingConfig()])
-    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lpips", "fid", "deg"])
+    metrics: list[str] = field(default_factory=default_metrics)
     respacing: int = 100
     batch_size: int = 8
     skip_missing_weights: bool = True
@@ -256,7 +258,7 @@ class EvalConfig(PipelineConfig):
     runs_dir: str = "runs"
     sets: list[EvalSetConfig] = field(default_factory=lambda: [EvalSetConfig()])
     settings: list[SettingConfig] = field(default_factory=lambda: [SettingConfig()])
-    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim", "lpips", "fid", "deg"])
+    metrics: list[str] = field(default_factory=default_metrics)
     lpips_net: str = "vgg"  # vgg (BasicSR/VQFR scripts) | alex
     skip_missing_weights: bool = False  # true: a metric whose weights are missing is skipped with a note
     reference: bool = False  # also evaluate the LQ inputs themselves (the papers' "Input" row)

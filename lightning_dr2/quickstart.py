@@ -5,19 +5,23 @@
    an input | DR2 | target grid and the PSNR of both against the target;
 3. build a tiny benchmark set (4x/8x x mild/severe) from held-out faces and evaluate the pipeline on
    it like the papers do: metrics table (PSNR/SSIM always; LPIPS/FID/Deg when their weights are
-   present) and a report with input | DR2 | output | GT grids.
+   present) and a report (report.md, self-contained report.html) with input | DR2 | output | GT grids.
+
+Every grid shows faces upscaled (nearest) to at least 128 px. The job returns a `QuickstartResult`;
+`cli.py` prints it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
-from torchvision.utils import save_image
 
 from lightning_dr2.config import EvalConfig, load_config
 from lightning_dr2.datasets.degradations import DegradationSpec, degrade_with_seed
@@ -25,9 +29,10 @@ from lightning_dr2.datasets.synthetic import face_seed, render_face
 from lightning_dr2.datasets.testset_builder import build_testset
 from lightning_dr2.datasets.testset_spec import load_spec
 from lightning_dr2.dr2.pipeline import DR2E
-from lightning_dr2.evaluation import metrics_table, run_eval
+from lightning_dr2.evaluation import EvalResult, run_eval
 from lightning_dr2.io import images_to_tensor, to_uint8
 from lightning_dr2.metrics.psnr_ssim import psnr_per_image
+from lightning_dr2.report import metrics_table, save_grid
 from lightning_dr2.train import train_ddpm
 
 log = logging.getLogger(__name__)
@@ -47,9 +52,7 @@ def dr2_demo(unet_path: Path, out_dir: Path, size: int, n: int = 8, N: int = 4, 
     lq, hq = images_to_tensor(degraded), images_to_tensor(targets)
     restored = pipe.restore_tensors(lq, seeds=list(range(n)))["dr2"]
     grid = torch.stack([lq, restored, hq], dim=1).flatten(0, 1)  # rows: input | DR2 | target
-    out_dir.mkdir(parents=True, exist_ok=True)
-    grid_path = out_dir / "dr2_input_restored_target.png"
-    save_image((grid + 1) / 2, grid_path, nrow=3, padding=2)
+    grid_path = save_grid(grid, out_dir / "dr2_input_restored_target.png", nrow=3)
     psnr_in = psnr_per_image(to_uint8(lq), to_uint8(hq)).mean().item()
     psnr_out = psnr_per_image(to_uint8(restored), to_uint8(hq)).mean().item()
     return {
@@ -62,8 +65,8 @@ def dr2_demo(unet_path: Path, out_dir: Path, size: int, n: int = 8, N: int = 4, 
     }
 
 
-def eval_demo(unet_path: Path, run_dir: Path, size: int, n: int = 12, N: int = 4, tau: int = 20) -> Path:  # noqa: N803
-    """Tiny synthetic benchmark (2 scales x 2 severities) + the eval job on it; returns the eval run dir."""
+def eval_demo(unet_path: Path, run_dir: Path, size: int, n: int = 8, N: int = 4, tau: int = 20) -> EvalResult:  # noqa: N803
+    """Tiny synthetic benchmark (2 scales x 2 severities) + the eval job on it."""
     hq_dir = run_dir / "eval_hq"
     hq_dir.mkdir(parents=True, exist_ok=True)
     for i in range(n):
@@ -89,46 +92,62 @@ def eval_demo(unet_path: Path, run_dir: Path, size: int, n: int = 12, N: int = 4
             "run=quickstart",
             "wandb.mode=disabled",
             "num_workers=0",
-            "batch_size=12",
+            f"batch_size={n}",
             "report_images=4",
             "progress_bar=false",
         ],
         schema=EvalConfig,
     )
-    result = run_eval(cfg)
-    print(metrics_table(result.rows))
-    for metric, note in result.notes.items():
-        print(f"  {metric}: {note}")
-    return result.run_dir
+    return run_eval(cfg)
 
 
-def run_quickstart(overrides: Sequence[str] = ()) -> dict[str, str]:
-    """Run both stages; print and return where the outputs are."""
+@dataclass
+class QuickstartResult:
+    """Where the quickstart wrote its outputs, the DR2 demo's numbers and the evaluation."""
+
+    outputs: dict[str, str]
+    demo: dict[str, Any]
+    evaluation: EvalResult
+    seconds: float
+
+    def summary(self) -> str:
+        """What `cli.py` prints at the end: the metrics table, the files, and the report to open."""
+        demo = self.demo
+        lines = [metrics_table(self.evaluation.table_rows)]
+        lines += [f"  note: {metric}: {note}" for metric, note in self.evaluation.notes.items()]
+        lines += ["", f"[quickstart] done in {self.seconds:.0f} s"]
+        lines += [f"  {name:30s} {path}" for name, path in self.outputs.items()]
+        lines += [
+            "",
+            f"  DR2 (N={demo['N']}, tau={demo['tau']}, omega={demo['omega']}) on held-out faces: "
+            f"PSNR input {demo['psnr_input']:.2f} dB -> DR2 output {demo['psnr_dr2']:.2f} dB (vs. clean target)",
+            "",
+            f"open the report: {self.evaluation.report_html}",
+        ]
+        return "\n".join(lines)
+
+
+def run_quickstart(overrides: Sequence[str] = (), progress: Callable[[str], None] = log.info) -> QuickstartResult:
+    """Train, demo DR2, evaluate; `progress` receives one line per stage (cli.py passes `print`)."""
     start = time.perf_counter()
     cfg = load_config("quickstart", list(overrides))
-    print(
+    progress(
         f"[quickstart] 1/3 training a tiny DDPM on synthetic {cfg.data.image_size}px faces in {cfg.data.root} "
         f"for {cfg.trainer.max_steps} steps (CPU)"
     )
     result = train_ddpm(cfg)
-    print("[quickstart] 2/3 DR2 on 8 held-out synthetic faces degraded 4x (blur, noise, JPEG)")
+    progress("[quickstart] 2/3 DR2 on 8 held-out synthetic faces degraded 4x (blur, noise, JPEG)")
     demo = dr2_demo(result.export_path, result.run_dir / "dr2", cfg.data.image_size)
-    print("[quickstart] 3/3 tiny benchmark (4x/8x x mild/severe) and evaluation, as in the papers")
-    eval_dir = eval_demo(result.export_path, result.run_dir, cfg.data.image_size)
+    progress("[quickstart] 3/3 tiny benchmark (4x/8x x mild/severe) and evaluation, as in the papers")
+    evaluation = eval_demo(result.export_path, result.run_dir, cfg.data.image_size)
     outputs = {
         "run directory": str(result.run_dir),
         f"sample grid (EMA, {cfg.sampling.method})": str(result.sample_grid),
         "loss curve": str(result.loss_curve),
         "exported UNet": str(result.export_path),
         "DR2 grid (input|DR2|target)": demo["grid"],
-        "metrics (results.json/.csv)": str(eval_dir / "results.json"),
-        "report (table + grids)": str(eval_dir / "report.md"),
+        "metrics (results.json/.csv)": str(evaluation.run_dir / "results.json"),
+        "report (table + grids)": str(evaluation.report_md),
+        "report, one HTML file": str(evaluation.report_html),
     }
-    print(f"\n[quickstart] done in {time.perf_counter() - start:.0f} s")
-    for name, path in outputs.items():
-        print(f"  {name:30s} {path}")
-    print(
-        f"\n  DR2 (N={demo['N']}, tau={demo['tau']}, omega={demo['omega']}) on held-out faces: "
-        f"PSNR input {demo['psnr_input']:.2f} dB -> DR2 output {demo['psnr_dr2']:.2f} dB (vs. clean target)"
-    )
-    return outputs
+    return QuickstartResult(outputs, demo, evaluation, time.perf_counter() - start)

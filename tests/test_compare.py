@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from lightning_dr2 import compare as cmp
+from lightning_dr2.cli import main as cli_main
 
 
 def _entry(split: str, setting: str, **metrics: Any) -> dict[str, Any]:
@@ -78,7 +79,7 @@ def _row(table: str, run: str, split: str, setting: str) -> list[str]:
 
 def test_table_csv_png(two_runs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    assert cmp.compare_main([str(p) for p in two_runs], None, str(out), None) == 0
+    assert cli_main(["compare", *map(str, two_runs), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     table = (out / "comparison.md").read_text()
     assert printed.strip() in table
@@ -88,14 +89,14 @@ def test_table_csv_png(two_runs: tuple[Path, Path], tmp_path: Path, capsys: pyte
     assert "LPIPS ↓" in header and "FID ↓" in header and "Deg ↓" in header
 
     a, b = "eval_a/20261126-053000", "eval_b/20261127-010000"
-    # columns: Run, Set, Split, Setting, PSNR, SSIM, LPIPS, FID, Deg
-    assert _row(printed, a, "x8_medium", "N8_tau35")[4:] == ["**24.10**", "**0.6100**", "0.3200", "55.20", "**38.50**"]
-    assert _row(printed, b, "x8_medium", "N4_tau35")[4:] == ["23.50", "0.5800", "**0.3000**", "**50.00**", "39.00"]
+    # columns: Run, Set, Split, Setting, n, PSNR, SSIM, LPIPS, FID, Deg
+    assert _row(printed, a, "x8_medium", "N8_tau35")[5:] == ["**24.10**", "**0.6100**", "0.3200", "55.20", "**38.50**"]
+    assert _row(printed, b, "x8_medium", "N4_tau35")[5:] == ["23.50", "0.5800", "**0.3000**", "**50.00**", "39.00"]
     # the LQ input row is a reference: its higher PSNR is not marked best
-    assert _row(printed, a, "x8_medium", "input")[4:] == ["26.00", "0.7000", "0.5000", "120.00", "50.00"]
+    assert _row(printed, a, "x8_medium", "input")[5:] == ["26.00", "0.7000", "0.5000", "120.00", "50.00"]
     # x16: a separate group; B has no LPIPS there, so A's is best and B shows a dash
-    assert _row(printed, a, "x16_heavy", "N8_tau35")[4:] == ["21.00", "0.5000", "**0.4000**", "70.00", "45.00"]
-    assert _row(printed, b, "x16_heavy", "N4_tau35")[4:] == ["**21.50**", "**0.5200**", "–", "**68.00**", "**44.00**"]
+    assert _row(printed, a, "x16_heavy", "N8_tau35")[5:] == ["21.00", "0.5000", "**0.4000**", "70.00", "45.00"]
+    assert _row(printed, b, "x16_heavy", "N4_tau35")[5:] == ["**21.50**", "**0.5200**", "–", "**68.00**", "**44.00**"]
     # grouped by split: both x8 rows come before the x16 rows
     splits = [line.split("|")[3].strip() for line in printed.splitlines()[2:] if line.startswith("|")]
     assert splits == ["x8_medium"] * 3 + ["x16_heavy"] * 2
@@ -109,6 +110,22 @@ def test_table_csv_png(two_runs: tuple[Path, Path], tmp_path: Path, capsys: pyte
 
     png = out / "comparison.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "comparison.html").read_text()  # the shared report writer: table + plot in one file
+    assert "<b>24.10</b>" in page and page.count("data:image/png;base64,") == 1 and "<img src=\"http" not in page
+
+
+def test_fid_columns_name_their_reference(tmp_path: Path) -> None:
+    # FID against FFHQ-512 and FID against a split's own GT are different numbers: never one column.
+    runs = tmp_path / "runs"
+    a = _write_run(runs, "eval_a", "r", [_entry("x8", "N8_tau35", psnr=20.0, fid_ffhq512=50.0)])
+    b = _write_run(runs, "eval_b", "r", [_entry("x8", "N8_tau35", psnr=21.0, fid_gt=30.0)])
+    result = cmp.compare([a, b], None, tmp_path / "out", plot=False)
+    assert result.metrics == ["psnr", "fid_ffhq512", "fid_gt"]
+    assert "FID (FFHQ-512) ↓" in result.markdown and "FID (GT) ↓" in result.markdown
+    # each FID column has its own best: both values are marked, nothing compares 50 with 30
+    assert "**50.00**" in result.markdown and "**30.00**" in result.markdown
+    assert cmp.compare([a, b], ["fid"], tmp_path / "out2", plot=False).metrics == ["fid_ffhq512", "fid_gt"]
+    assert cmp.compare([a, b], ["fid_gt"], tmp_path / "out3", plot=False).metrics == ["fid_gt"]
 
 
 def test_metric_selection_and_no_plot(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
@@ -165,7 +182,7 @@ def test_error_no_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         cmp.find_results([empty])
     with pytest.raises(cmp.CompareError, match="does_not_exist.* does not exist"):
         cmp.find_results([tmp_path / "does_not_exist"])
-    assert cmp.compare_main([str(empty)], None, str(tmp_path / "out"), None, plot=False) == 2
+    assert cli_main(["compare", str(empty), "--out", str(tmp_path / "out"), "--no-plot"]) == 2
     assert "empty_dir" in capsys.readouterr().err
 
 
@@ -262,9 +279,9 @@ def test_wandb_runs(monkeypatch: pytest.MonkeyPatch, two_runs: tuple[Path, Path]
     assert result.runs[1].source == "wandb:me/dr2/eval_w-20261128-000000"
 
     table = result.markdown
-    assert _row(table, "eval_w/20261128-000000", "x8_medium", "N16_tau35")[4:] == ["**25.00**", "–", "**0.2900**"]
-    assert _row(table, "eval_v/sweep-3", "x8_medium", "N8_tau35")[4:] == ["24.50", "–", "–"]
-    assert _row(table, "eval_v/sweep-3", "x8_medium", "N4_tau20")[4:] == ["23.00", "–", "–"]
+    assert _row(table, "eval_w/20261128-000000", "x8_medium", "N16_tau35")[5:] == ["**25.00**", "–", "**0.2900**"]
+    assert _row(table, "eval_v/sweep-3", "x8_medium", "N8_tau35")[5:] == ["24.50", "–", "–"]
+    assert _row(table, "eval_v/sweep-3", "x8_medium", "N4_tau20")[5:] == ["23.00", "–", "–"]
     assert (tmp_path / "out" / "comparison.png").is_file()
 
 
@@ -292,7 +309,7 @@ def test_wandb_not_logged_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ca
     with pytest.raises(cmp.CompareError, match="wandb login") as info:
         cmp.load_wandb_runs("me/dr2")
     assert "WANDB_API_KEY" in str(info.value) and "runs/<experiment>/<run>" in str(info.value)
-    assert cmp.compare_main([], None, str(tmp_path / "out"), "me/dr2") == 2
+    assert cli_main(["compare", "--out", str(tmp_path / "out"), "--wandb-project", "me/dr2"]) == 2
     assert "cannot read W&B project 'me/dr2'" in capsys.readouterr().err
 
 

@@ -13,9 +13,9 @@ from PIL import Image
 from torch import Tensor, nn
 
 import lightning_dr2.weights.lookup as weights_lookup
+from lightning_dr2.io import to_uint8
 from lightning_dr2.metrics.fid import FID, compute_fid_stats, uint8_to_network_input
 from lightning_dr2.metrics.frechet import FIDStats, load_stats, save_stats
-from lightning_dr2.metrics.psnr_ssim import to_uint8
 from lightning_dr2.nets.inception import (
     FID_WEIGHTS_NAME,
     FIDInceptionA,

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_dr2.metrics.psnr_ssim import PSNR, SSIM, psnr_per_image, ssim_per_image, to_uint8
+from lightning_dr2.io import to_uint8
+from lightning_dr2.metrics.psnr_ssim import PSNR, SSIM, psnr_per_image, ssim_per_image
 
 # ----------------------------------------------------------------------------------------------------
 # Reference: BasicSR's calculate_psnr / calculate_ssim / to_y_channel, one HxWxC uint8 image at a time.

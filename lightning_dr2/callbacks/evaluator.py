@@ -22,40 +22,30 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from torchvision.utils import save_image
 
 from lightning_dr2.callbacks.ema import ema_or_live
 from lightning_dr2.datasets.datamodule import ShardSampler
+from lightning_dr2.datasets.eval_splits import eval_splits
 from lightning_dr2.dr2.pipeline import DR2E, image_seed
 from lightning_dr2.io import resize
-from lightning_dr2.metrics.suite import MetricSuite
+from lightning_dr2.metrics.catalogue import default_metrics
+from lightning_dr2.metrics.suite import MetricSuite, group_by_size
+from lightning_dr2.report import save_grid, setting_name
 
 log = logging.getLogger(__name__)
 
 
-def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    out = {"name": [it["name"] for it in items], "lq": torch.stack([it["lq"] for it in items])}
-    if "hq" in items[0]:
-        out["hq"] = torch.stack([it["hq"] for it in items])
-    return out
-
-
 def build_eval_splits(sets: Sequence[dict[str, Any]]) -> list[tuple[str, str, Dataset, bool, str | None]]:
     """(set, split, dataset, paired, fid_reference) for every configured split; `limit` keeps the first images."""
-    from lightning_dr2.datasets.testsets import PairedSplit, RealLQSet, list_splits
+    from lightning_dr2.datasets.testsets import PairedSplit, RealLQSet
 
     out = []
     for spec in sets:
-        if spec.get("kind", "paired") == "real":
-            parts = [("all", RealLQSet(spec["root"]), False)]
-        else:
-            names = list(spec.get("splits") or []) or list_splits(spec["root"])
-            parts = [(split, PairedSplit(spec["root"], split), True) for split in names]
-        for split, dataset, paired in parts:
-            limit = int(spec.get("limit", 0) or 0)
-            if limit:
-                dataset = Subset(dataset, range(min(limit, len(dataset))))
-            out.append((spec["name"], split, dataset, paired, spec.get("fid_reference")))
+        for part in eval_splits(spec):
+            dataset = PairedSplit(part.root, part.name) if part.paired else RealLQSet(part.lq_dir)
+            if part.limit:
+                dataset = Subset(dataset, range(min(part.limit, len(dataset))))
+            out.append((part.set, part.name, dataset, part.paired, part.fid_reference))
     return out
 
 
@@ -65,7 +55,7 @@ class DR2Evaluator(pl.Callback):
         sets: Sequence[dict[str, Any]],
         settings: Sequence[dict[str, Any]] = ({"N": 8, "tau": 35},),
         every_n_steps: int = 5000,
-        metrics: Sequence[str] = ("psnr", "ssim", "lpips", "fid", "deg"),
+        metrics: Sequence[str] | None = None,
         batch_size: int = 8,
         respacing: int = 100,
         enhancer: nn.Module | None = None,
@@ -78,7 +68,7 @@ class DR2Evaluator(pl.Callback):
         self.sets = [dict(s) for s in sets]
         self.settings = [dict(s) for s in settings]
         self.every_n_steps = every_n_steps
-        self.metric_names = list(metrics)
+        self.metric_names = default_metrics() if metrics is None else list(metrics)
         self.batch_size = batch_size
         self.respacing = respacing
         self.enhancer = enhancer
@@ -135,7 +125,8 @@ class DR2Evaluator(pl.Callback):
         several = len(self.settings) > 1
         for setting in self.settings:
             for set_name, split, dataset, paired, fid_reference in self.splits:
-                key = f"eval/{set_name}/{split}" + (f"/N{setting['N']}_tau{setting['tau']}" if several else "")
+                name = setting_name(setting["N"], setting["tau"], setting.get("omega"))
+                key = f"eval/{set_name}/{split}" + (f"/{name}" if several else "")
                 values, rows, grid = self._evaluate_split(
                     unet, setting, dataset, paired, fid_reference, device, trainer.world_size, trainer.global_rank
                 )
@@ -179,29 +170,34 @@ class DR2Evaluator(pl.Callback):
         suite = self._suite(paired, fid_reference, device)
         suite.reset()
         loader = DataLoader(
-            dataset, batch_size=self.batch_size, sampler=ShardSampler(len(dataset), world, rank), collate_fn=_collate
+            dataset,
+            batch_size=self.batch_size,
+            sampler=ShardSampler(len(dataset), world, rank),
+            collate_fn=group_by_size,
         )
         rows: list[dict[str, Any]] = []
         grid = []
-        for batch in loader:
-            lq = batch["lq"].to(device)
-            seeds = [image_seed(self.seed, name) for name in batch["name"]]
-            out = pipe.restore_tensors(lq, seeds=seeds)
-            output = resize(out["output"], target_size).clamp(-1, 1)
-            hq = batch["hq"].to(device) if paired else None
-            per_image = suite.update(output, hq)
-            for i, name in enumerate(batch["name"]):
-                rows.append(
-                    {
-                        "name": name,
-                        **{k: float(v[i]) for k, v in per_image.items()},
-                        "thumb": (resize(lq[i : i + 1], target_size)[0], output[i], None if hq is None else hq[i]),
-                    }
-                )
-            if len(grid) < self.log_images:
+        for groups in loader:
+            for batch in groups:  # same-size images: each scored at its own ground truth's (or input's) size
+                lq = batch["lq"].to(device)
+                hq = batch["hq"].to(device) if paired else None
+                size = (hq if hq is not None else lq).shape[-1]
+                seeds = [image_seed(self.seed, name) for name in batch["name"]]
+                out = pipe.restore_tensors(lq, seeds=seeds)
+                output = resize(out["output"], size).clamp(-1, 1)
+                per_image = suite.update(output, hq)
+                shown = resize(lq, size)
+                for i, name in enumerate(batch["name"]):
+                    rows.append(
+                        {
+                            "name": name,
+                            **{k: float(v[i]) for k, v in per_image.items()},
+                            "thumb": (shown[i], output[i], None if hq is None else hq[i]),
+                        }
+                    )
                 for i in range(min(lq.shape[0], self.log_images - len(grid))):
-                    tiles = [resize(lq[i : i + 1], target_size)[0], output[i]] + ([hq[i]] if hq is not None else [])
-                    grid.append(torch.stack(tiles).cpu())
+                    tiles = [shown[i], output[i]] + ([hq[i]] if hq is not None else [])
+                    grid.append(resize(torch.stack(tiles), target_size).cpu())
         values = suite.compute()  # syncs the float64 sums across ranks
         return values, rows, (torch.cat(grid) if grid else None)
 
@@ -212,7 +208,7 @@ class DR2Evaluator(pl.Callback):
             self.out_dir.mkdir(parents=True, exist_ok=True)
             grid_path = self.out_dir / f"{name}_step{trainer.global_step:07d}.png"
             nrow = 3 if rows and rows[0]["thumb"][2] is not None else 2
-            save_image((grid + 1) / 2, grid_path, nrow=nrow, padding=2)
+            save_grid(grid, grid_path, nrow=nrow)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 import wandb

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
-from torchvision.utils import save_image
 
 from lightning_dr2.callbacks.ema import ema_or_live
 from lightning_dr2.diffusion import build_diffusion
 from lightning_dr2.diffusion.sampling import sample_images
+from lightning_dr2.report import save_grid
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class SampleGrid(pl.Callback):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / f"samples_step{trainer.global_step:07d}.png"
         nrow = max(1, int(round(self.num_samples**0.5)))
-        save_image((images.float() + 1) / 2, path, nrow=nrow, padding=2)
+        save_grid(images, path, nrow=nrow)  # faces upscaled (nearest) to >= 128 px: tiny runs stay visible
         self.last_path = path
         log.info("sample grid (%s, %d steps, EMA) -> %s", self.method, self.steps, path)
         for logger in trainer.loggers:

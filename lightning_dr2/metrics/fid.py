@@ -17,6 +17,7 @@ BasicSR's `inception_FFHQ_512-f7b384ab.pth` (dict mean/cov), both read by `load_
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections import deque
@@ -35,8 +36,9 @@ from lightning_dr2.datasets.images import list_images
 from lightning_dr2.io import BadImageError, read_image, to_uint8
 from lightning_dr2.metrics.frechet import FeatureStats, FIDStats, frechet_distance, load_stats, save_stats
 from lightning_dr2.nets.inception import FEATURE_DIM, load_fid_inception
+from lightning_dr2.weights import find_weight
 
-__all__ = ["FID", "FolderStats", "compute_fid_stats", "uint8_to_network_input"]
+__all__ = ["FID", "FolderStats", "compute_fid_stats", "reference_path", "uint8_to_network_input"]
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +48,24 @@ def uint8_to_network_input(images: Tensor) -> Tensor:
     return (images.to(torch.float32) / 255.0 - 0.5) / 0.5
 
 
-def _resolve_reference(reference: str | os.PathLike | FIDStats | None) -> FIDStats | None:
+def reference_path(reference: str | os.PathLike, weights_dir: str | os.PathLike | None = None) -> Path:
+    """A statistics file as given, or a bare file name (`inception_FFHQ_512-f7b384ab.pth`) found through the
+    weights lookup (`weights_dir`, `$DR2_WEIGHTS`, `data/weights`): the recipes name the file, not a folder."""
+    path = Path(reference).expanduser()
+    if path.is_file():
+        return path
+    if path.name == str(reference):  # bare name: look it up like every other weight file
+        return find_weight(path.name, weights_dir)
+    raise FileNotFoundError(errno.ENOENT, f"FID reference statistics file not found: {path}", str(path))
+
+
+def _resolve_reference(
+    reference: str | os.PathLike | FIDStats | None, weights_dir: str | os.PathLike | None = None
+) -> FIDStats | None:
     if reference is None:
         return None
     if isinstance(reference, (str, os.PathLike)):
-        return load_stats(reference)
+        return load_stats(reference_path(reference, weights_dir))
     if isinstance(reference, tuple) and len(reference) in (2, 3):
         mu, sigma = np.asarray(reference[0], np.float64), np.asarray(reference[1], np.float64)
         count = reference[2] if len(reference) == 3 else None
@@ -65,7 +80,8 @@ class FID(Metric):
     """Frechet Inception Distance of the images passed to `update` against reference statistics.
 
     Args:
-        reference: statistics file (`.npz` mu/sigma, BasicSR `.pth` mean/cov), `FIDStats`, or None (only
+        reference: statistics file (`.npz` mu/sigma, BasicSR `.pth` mean/cov) as a path or a bare file name
+            found through the weights lookup (`reference_path`), `FIDStats`, or None (only
             `stats()` is available then; used to compute reference statistics).
         network: feature extractor, images in [-1, 1] -> (B, D); default `load_fid_inception(weights_dir=...)`.
             Its `feature_dim` attribute (default 2048) sets D.
@@ -97,7 +113,7 @@ class FID(Metric):
             raise ValueError(f"value_range must be (low, high) with low < high, got {tuple(value_range)}")
         self.value_range = (low, high)
         self.quantize = bool(quantize)
-        self.reference = _resolve_reference(reference)
+        self.reference = _resolve_reference(reference, weights_dir)
         if network is None:
             network = load_fid_inception(weights_dir=weights_dir)
         self.net = network.eval().requires_grad_(False)

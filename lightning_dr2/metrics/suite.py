@@ -11,33 +11,28 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from lightning_dr2.metrics.catalogue import METRICS, check_names, default_metrics, result_key
 from lightning_dr2.metrics.frechet import FIDStats, frechet_distance
-from lightning_dr2.metrics.psnr_ssim import PSNR, SSIM
-
-METRICS = ("psnr", "ssim", "lpips", "fid", "deg")
-PAIRED = ("psnr", "ssim", "lpips", "deg")  # need the ground truth
-ENABLING_FILE = {
-    "lpips": "vgg16-397923af.pth (alexnet-owt-7be5be79.pth for lpips_net=alex)",
-    "fid": "pt_inception-2015-12-05-6726825d.pth",
-    "deg": "resnet18_110.pth",
-}
 
 
 class MetricSuite(nn.Module):
     """PSNR, SSIM, LPIPS, FID, Deg over (restored, ground truth) batches in [-1, 1].
 
-    `fid_reference`: statistics file for FID; None uses the statistics of the targets seen by `update`
-    (a paired set's own HQ images). For sets without targets, FID needs a reference file.
-    The metric networks live here (in a callback or the eval job), never inside a trained module.
+    `fid_reference`: statistics for FID (a file path, or a bare file name found through the weights lookup);
+    None uses the statistics of the targets seen by `update` (a paired set's own HQ images). The result key
+    says which: `fid_gt` or e.g. `fid_ffhq512` (`catalogue.result_key`). For sets without targets, FID
+    needs a reference file. The metric networks live here (in a callback or the eval job), never inside a
+    trained module.
     """
 
     def __init__(
         self,
-        names: Sequence[str] = METRICS,
+        names: Sequence[str] | None = None,
         paired: bool = True,
         fid_reference: str | Path | FIDStats | None = None,
         lpips_net: str = "vgg",
@@ -46,17 +41,17 @@ class MetricSuite(nn.Module):
         random_networks: bool = False,
     ) -> None:
         super().__init__()
-        unknown = [n for n in names if n not in METRICS]
-        if unknown:
-            raise ValueError(f"unknown metrics {unknown}; available: {list(METRICS)}")
+        names = default_metrics() if names is None else list(names)
+        check_names(names)
         self.paired = paired
         self.notes: dict[str, str] = {}
         self.metrics = nn.ModuleDict()
         self.fid_targets = None
-        self.fid_reference = fid_reference
-        self.random_networks = random_networks  # tests and smoke runs only: no weight files needed
+        # in-memory statistics (FIDStats) have no file name: the caller knows what they are
+        self.fid_key = "fid_ref" if isinstance(fid_reference, tuple) else result_key("fid", fid_reference)
         for name in names:
-            if name in PAIRED and not paired:
+            info = METRICS[name]
+            if info.paired and not paired:
                 self.notes[name] = "needs ground truth (real LQ set)"
                 continue
             if name == "fid" and fid_reference is None and not paired:
@@ -66,36 +61,22 @@ class MetricSuite(nn.Module):
                 # Random networks (smoke tests) are seeded, so two runs score alike; real weights ignore it.
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(0)
-                    self.metrics[name] = self._build(name, lpips_net, weights_dir)
+                    self.metrics[name] = info.build(
+                        lpips_net=lpips_net,
+                        weights_dir=weights_dir,
+                        random_networks=random_networks,
+                        fid_reference=fid_reference,
+                    )
             except FileNotFoundError as err:
                 if not skip_missing:
                     raise
-                self.notes[name] = f"skipped: needs {ENABLING_FILE[name]} ({type(err).__name__})"
+                # the file that was looked for (FID's reference statistics or a network's weights)
+                needed = getattr(err, "name", "") or err.filename or " or ".join(info.weights)
+                self.notes[name] = f"skipped: needs {needed} ({type(err).__name__})"
         if "fid" in self.metrics and fid_reference is None:
             from lightning_dr2.metrics.fid import FID
 
             self.fid_targets = FID(None, network=self.metrics["fid"].net)
-
-    def _build(self, name: str, lpips_net: str, weights_dir: str | None) -> nn.Module:
-        if name == "psnr":
-            return PSNR()
-        if name == "ssim":
-            return SSIM()
-        if name == "lpips":
-            from lightning_dr2.metrics.lpips import LPIPSMetric
-
-            return LPIPSMetric(net=lpips_net, weights_dir=weights_dir, pretrained_backbone=not self.random_networks)
-        if name == "fid":
-            from lightning_dr2.metrics.fid import FID
-            from lightning_dr2.nets.inception import FIDInceptionV3
-
-            network = FIDInceptionV3().eval() if self.random_networks else None
-            return FID(self.fid_reference, network=network, weights_dir=weights_dir)
-        from lightning_dr2.metrics.identity import IdentityDistance
-        from lightning_dr2.nets.arcface import ResNetFace18
-
-        network = ResNetFace18().eval() if self.random_networks else None
-        return IdentityDistance(network=network, weights_dir=weights_dir)
 
     @property
     def names(self) -> list[str]:
@@ -120,7 +101,7 @@ class MetricSuite(nn.Module):
         out: dict[str, float] = {}
         for name, metric in self.metrics.items():
             if name == "fid":
-                out[name] = self._fid(metric)
+                out[self.fid_key] = self._fid(metric)
             else:
                 out[name] = float(metric.compute())
             if name == "deg":
@@ -140,3 +121,24 @@ class MetricSuite(nn.Module):
             metric.reset()
         if self.fid_targets is not None:
             self.fid_targets.reset()
+
+
+def group_by_size(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Collate dataset items into same-size sub-batches (tensors stacked, other values listed).
+
+    Real sets mix image sizes; FID's Inception and Deg's 128 px ArcFace input resize each image from its own
+    size, so an image must never be brought to a neighbour's size before scoring (a 256 px face upscaled to
+    512 moves its Inception features by about a third). Only the protocol's own resizes remain (the output to
+    its ground truth's size for paired metrics). Groups keep the items' first-seen order.
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for item in items:
+        key = tuple(tuple(v.shape) for v in item.values() if isinstance(v, Tensor))
+        groups.setdefault(key, []).append(item)
+    return [
+        {
+            k: torch.stack([m[k] for m in members]) if isinstance(v, Tensor) else [m[k] for m in members]
+            for k, v in members[0].items()
+        }
+        for members in groups.values()
+    ]

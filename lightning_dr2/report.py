@@ -1,0 +1,219 @@
+"""The one report writer of `eval`, `compare` and the quickstart: result rows -> Markdown/HTML tables and reports.
+
+A row is one evaluated (set, split, setting), optionally of a named run. Tables mark the best value of each
+(set, split) group in bold (the LQ "input" reference row is a baseline, never best); titles, arrows and
+formats come from the metric catalogue. `write_report` writes `<stem>.md` (images linked) and a
+self-contained `<stem>.html` (images embedded as base64 data URIs, no network) side by side.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightning_dr2.metrics.catalogue import column_order, format_value, header, metric_of
+
+MISSING = "–"
+REFERENCE_SETTING = "input"  # the papers' "Input" row: the LQ images scored as they are
+LEGEND = (
+    "↑ higher is better, ↓ lower is better; **bold**: best per set and split (the input row is the baseline, "
+    f"never marked); {MISSING}: not measured."
+)
+
+
+def setting_name(N: Any, tau: Any, omega: Any = None) -> str:  # noqa: N803
+    """The label of a DR2 (N, tau[, omega]) setting in result rows, run folders and metric keys: `N8_tau35`."""
+    return f"N{N}_tau{tau}" + ("" if omega is None else f"_omega{omega}")
+
+
+@dataclass
+class Row:
+    """One evaluated (set, split, setting); `run` names the run when several are compared."""
+
+    set: str
+    split: str
+    setting: str
+    metrics: dict[str, float | None]
+    n_images: int | None = None
+    run: str = ""
+
+    @classmethod
+    def from_result(cls, result: Mapping[str, Any], run: str = "") -> Row:
+        """A row of eval's results (`results.json` entries: set, split, setting, n_images, metrics)."""
+        metrics = {k: metric_value(v) for k, v in result["metrics"].items() if metric_of(k) is not None}
+        return cls(result["set"], result["split"], result["setting"], metrics, result.get("n_images"), run)
+
+
+@dataclass
+class Figure:
+    """An image shown under the table (a grid, a plot), with a heading and a caption."""
+
+    title: str
+    path: Path
+    caption: str = ""
+
+
+@dataclass
+class Section:
+    """A heading with bullet lines (notes, the sources of compared runs)."""
+
+    title: str
+    lines: list[str] = field(default_factory=list)
+
+
+def metric_value(value: Any) -> float | None:
+    """A metric value as float, or None when it was not measured (null, NaN) or is not a number."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return None if math.isnan(float(value)) else float(value)
+
+
+def present_columns(rows: Sequence[Row]) -> list[str]:
+    """Every metric any row measured, in the catalogue's order."""
+    return column_order({k for r in rows for k, v in r.metrics.items() if v is not None})
+
+
+def best_marks(rows: Sequence[Row], columns: Sequence[str]) -> set[tuple[int, str]]:
+    """(row index, column) pairs holding the best value of their (set, split) group.
+
+    Compared as displayed, so two values that print the same are both marked; the input reference row is
+    left out because it is a baseline, not a contender (unless a group has nothing else).
+    """
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault((row.set, row.split), []).append(i)
+    marks: set[tuple[int, str]] = set()
+    for indices in groups.values():
+        contenders = [i for i in indices if rows[i].setting != REFERENCE_SETTING] or indices
+        for column in columns:
+            scored = [(rows[i].metrics.get(column), i) for i in contenders]
+            scored = [(v, i) for v, i in scored if v is not None]
+            if not scored:
+                continue
+            pick = max if metric_of(column).higher_is_better else min  # type: ignore[union-attr]
+            best = format_value(column, pick(v for v, _ in scored))
+            marks.update((i, column) for v, i in scored if format_value(column, v) == best)
+    return marks
+
+
+def _cells(rows: Sequence[Row], columns: Sequence[str]) -> tuple[list[str], list[list[tuple[str, bool]]]]:
+    """Table head and (text, is_best) cells; the Run and n columns only when some row has them."""
+    with_run = any(r.run for r in rows)
+    with_n = any(r.n_images is not None for r in rows)
+    head = (["Run"] if with_run else []) + ["Set", "Split", "Setting"] + (["n"] if with_n else [])
+    head += [header(c) for c in columns]
+    marks = best_marks(rows, columns)
+    body = []
+    for i, r in enumerate(rows):
+        cells = ([(r.run, False)] if with_run else []) + [(r.set, False), (r.split, False), (r.setting, False)]
+        if with_n:
+            cells.append((MISSING if r.n_images is None else str(r.n_images), False))
+        cells += [(format_value(c, r.metrics.get(c), MISSING), (i, c) in marks) for c in columns]
+        body.append(cells)
+    return head, body
+
+
+def metrics_table(rows: Sequence[Row], columns: Sequence[str] | None = None) -> str:
+    """The Markdown table of results (what the papers' tables show), best values in bold."""
+    columns = present_columns(rows) if columns is None else list(columns)
+    head, body = _cells(rows, columns)
+    n_text = len(head) - len(columns)
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * n_text + ["---:"] * len(columns)) + "|"]
+    for cells in body:
+        texts = [t.replace("|", "\\|") for t, _ in cells]
+        texts = [f"**{t}**" if best else t for t, (_, best) in zip(texts, cells, strict=True)]
+        lines.append("| " + " | ".join(texts) + " |")
+    return "\n".join(lines)
+
+
+def html_table(rows: Sequence[Row], columns: Sequence[str] | None = None) -> str:
+    columns = present_columns(rows) if columns is None else list(columns)
+    head, body = _cells(rows, columns)
+    n_text = len(head) - len(columns)
+    out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    for cells in body:
+        tds = []
+        for j, (text, best) in enumerate(cells):
+            inner = f"<b>{html.escape(text)}</b>" if best else html.escape(text)
+            tds.append(f'<td class="{"num" if j >= n_text else "txt"}">{inner}</td>')
+        out.append("<tr>" + "".join(tds) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+_STYLE = """body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
+th,td{border:1px solid #ccc;padding:4px 10px}th{background:#f3f3f3}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+img{image-rendering:pixelated;max-width:100%;border:1px solid #ddd}figure{margin:1.5em 0}.legend{color:#555}"""
+
+
+def _data_uri(path: Path) -> str:
+    mime = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}.get(path.suffix.lower(), "image/png")
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def write_report(
+    out_dir: Path,
+    stem: str,
+    title: str,
+    rows: Sequence[Row],
+    columns: Sequence[str] | None = None,
+    sections: Sequence[Section] = (),
+    figures: Sequence[Figure] = (),
+) -> tuple[Path, Path]:
+    """Write `<stem>.md` and a self-contained `<stem>.html` in `out_dir`; returns both paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = present_columns(rows) if columns is None else list(columns)
+    md = [f"# {title}", "", metrics_table(rows, columns), "", LEGEND, ""]
+    page = [
+        "<!doctype html>",
+        '<html><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        html_table(rows, columns),
+        f'<p class="legend">{html.escape(LEGEND.replace("**bold**", "bold"))}</p>',
+    ]
+    for section in sections:
+        if not section.lines:
+            continue
+        md += [f"{section.title}:", "", *[f"- {line}" for line in section.lines], ""]
+        page += [f"<h2>{html.escape(section.title)}</h2><ul>"]
+        page += [f"<li>{html.escape(line)}</li>" for line in section.lines] + ["</ul>"]
+    for fig in figures:
+        rel = Path(fig.path).resolve().relative_to(out_dir.resolve()).as_posix()
+        md += [f"## {fig.title}", "", *([fig.caption, ""] if fig.caption else []), f"![{fig.title}]({rel})", ""]
+        page += [
+            f"<figure><h2>{html.escape(fig.title)}</h2>",
+            *([f"<figcaption>{html.escape(fig.caption)}</figcaption>"] if fig.caption else []),
+            f'<img src="{_data_uri(Path(fig.path))}" alt="{html.escape(fig.title)}"></figure>',
+        ]
+    page.append("</body></html>")
+    md_path, html_path = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
+    md_path.write_text("\n".join(md), encoding="utf-8")
+    html_path.write_text("\n".join(page), encoding="utf-8")
+    return md_path, html_path
+
+
+MIN_TILE = 128  # px: the smallest face a person can judge in a grid
+
+
+def save_grid(images: Any, path: Path, nrow: int, min_tile: int = MIN_TILE) -> Path:
+    """(B, 3, H, W) images in [-1, 1] -> a PNG grid, each tile upscaled (nearest, integer factor) to at least
+    `min_tile` px so that tiny CPU-run faces (32 px) can be seen; larger images are saved as they are."""
+    import torch.nn.functional as F  # noqa: N812 - lazy: `compare` reads reports without torch
+    from torchvision.utils import save_image
+
+    images = images.detach().float().cpu()
+    factor = max(1, math.ceil(min_tile / min(images.shape[-2:])))
+    if factor > 1:
+        images = F.interpolate(images, scale_factor=factor, mode="nearest")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(((images + 1) / 2).clamp(0, 1), path, nrow=nrow, padding=2)
+    return path
