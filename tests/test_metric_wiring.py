@@ -32,12 +32,11 @@ class TinyFeatures(torch.nn.Module):
 
 @pytest.fixture
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No real weights visible: empty $DR2_WEIGHTS, project root and torch hub; the working dir is elsewhere."""
+    """$DR2_WEIGHTS is an empty folder of this test (the suite's isolation hides every other weights folder);
+    the working dir is elsewhere, so a bare file name is never found relative to it by accident."""
     weights = tmp_path / "weights"
     weights.mkdir()
     monkeypatch.setenv("DR2_WEIGHTS", str(weights))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr("lightning_dr2.weights.PROJECT_ROOT", tmp_path / "project")
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
