@@ -32,7 +32,7 @@ from lightning_dr2.callbacks.writer import output_name
 from lightning_dr2.config import RestoreConfig, resolve_run_name, run_dir, save_config
 from lightning_dr2.datasets.datamodule import ShardedData
 from lightning_dr2.datasets.eval_splits import eval_splits, split_files
-from lightning_dr2.io import image_to_tensor, read_image, resize, write_table
+from lightning_dr2.io import image_to_tensor, read_image, resize, write_json, write_table
 from lightning_dr2.metrics.suite import MetricSuite, group_by_size
 from lightning_dr2.modules.scorer import ScoreModule
 from lightning_dr2.provenance import fingerprint
@@ -302,8 +302,9 @@ def _write_results(
         "config": OmegaConf.to_container(cfg, resolve=True),
         "results": rows,
     }
-    (path / "results.json").write_text(json.dumps(results, indent=2))
-    flat = [{k: v for k, v in r.items() if k != "metrics"} | r["metrics"] for r in rows]
+    write_json(path / "results.json", results)
+    nested = ("metrics", "provenance")
+    flat = [{k: v for k, v in r.items() if k not in nested} | r["provenance"] | r["metrics"] for r in rows]
     write_table(path / "results.csv", flat)
     write_table(path / "per_image.csv", per_image)
 

@@ -325,6 +325,8 @@ def test_eval_rerun_with_other_weights_recomputes_and_rows_name_the_weights(
     saved = json.loads((second.run_dir / "results.json").read_text())["results"][0]
     assert saved["provenance"]["unet_sha256"] == sha256sum(unet2) != a["provenance"]["unet_sha256"]
     assert saved["provenance"]["fingerprint"] != a["provenance"]["fingerprint"]
+    with open(second.run_dir / "results.csv") as fh:
+        assert next(csv.DictReader(fh))["unet_sha256"] == sha256sum(unet2)
     # Same settings again: the restored images are reused and the numbers are those of the same weights.
     made = restored.stat().st_mtime_ns
     third = run_eval(eval_cfg(testset, unet2, tmp_path, *args, splits="x8_severe"))
