@@ -262,6 +262,9 @@ class EvalConfig(PipelineConfig):
     lpips_net: str = "vgg"  # vgg (BasicSR/VQFR scripts) | alex
     skip_missing_weights: bool = False  # true: a metric whose weights are missing is skipped with a note
     reference: bool = False  # also evaluate the LQ inputs themselves (the papers' "Input" row)
+    # A split or ground-truth file the set lists but that is missing: an error naming it; true: a warning,
+    # counted per split in results.json ("missing") and the report, and the rest is scored.
+    allow_missing: bool = False
     report_images: int = 8  # input | DR2 | output | GT rows per split in the report
     random_metric_networks: bool = False  # smoke tests only: LPIPS/FID/ArcFace with random weights
     wandb: WandbConfig = field(default_factory=WandbConfig)

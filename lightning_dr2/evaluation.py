@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +31,15 @@ from torch.utils.data import Dataset
 from lightning_dr2.callbacks.writer import output_name
 from lightning_dr2.config import RestoreConfig, resolve_run_name, run_dir, save_config
 from lightning_dr2.datasets.datamodule import ShardedData
-from lightning_dr2.datasets.eval_splits import eval_splits
-from lightning_dr2.datasets.images import list_images
-from lightning_dr2.dr2 import default_omega
-from lightning_dr2.io import image_to_tensor, read_image, resize, write_table
+from lightning_dr2.datasets.eval_splits import eval_splits, split_files
+from lightning_dr2.io import image_to_tensor, read_image, resize, write_json, write_table
 from lightning_dr2.metrics.suite import MetricSuite, group_by_size
 from lightning_dr2.modules.scorer import ScoreModule
+from lightning_dr2.provenance import fingerprint
 from lightning_dr2.report import REFERENCE_SETTING, Figure, Row, Section, save_grid, setting_name, write_report
 from lightning_dr2.restore import resolve_accelerator, run_restore
+from lightning_dr2.runinfo import record_run_info
+from lightning_dr2.weights import sha256sum
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class EvalResult:
     run_dir: Path
     rows: list[dict[str, Any]]
     notes: dict[str, str]
+    missing: dict[str, int] = field(default_factory=dict)  # set/split -> images missing (allow_missing=true)
     report_md: Path | None = None
     report_html: Path | None = None
 
@@ -107,8 +109,8 @@ def _score(
         skip_missing=cfg.skip_missing_weights,
         random_networks=cfg.random_metric_networks,
     )
-    for old in out_dir.glob("per_image.rank*.json"):
-        old.unlink()
+    for old in [*out_dir.glob("per_image.rank*.json"), out_dir / "scores.json"]:
+        old.unlink(missing_ok=True)  # an earlier run's numbers are never read back as this run's
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=cfg.devices,
@@ -120,6 +122,7 @@ def _score(
     )
     data = ShardedData(ScoredImages(rows), cfg.batch_size, cfg.num_workers, collate_fn=group_by_size)
     trainer.test(ScoreModule(suite, out_dir), datamodule=data, verbose=False)
+    _after_rank_zero()  # rank 0 writes the totals at the epoch's end
     results = json.loads((out_dir / "scores.json").read_text())
     per_image = [row for part in sorted(out_dir.glob("per_image.rank*.json")) for row in json.loads(part.read_text())]
     return results, sorted(per_image, key=lambda r: r["name"]), suite.notes
@@ -146,47 +149,84 @@ def _grid(rows: list[tuple[str, Path, Path | None, Path]], dr2_dir: Path | None,
     return save_grid(torch.cat(tiles).clamp(-1, 1), out, nrow=width)
 
 
+def _after_rank_zero() -> None:
+    """Under torchrun/srun every rank runs `eval`; rank 0 merges a restore job's manifest after predict, and
+    every rank reads it next: wait for it (nothing to wait for in one process or under ddp_spawn)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def verified_outputs(out: Path, rels: list[str]) -> tuple[dict[str, Path], dict[str, Any], dict[str, str]]:
+    """(restored file by input name, restore settings, input sha256 by name) for the outputs whose manifest
+    record says they were made, without a flag, by the settings the restore job just recorded (the job
+    recomputes any other): a restored file is scored only when its fingerprint says this run made it."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    settings, records = manifest["settings"], {r["name"]: r for r in manifest["images"]}
+    preds, inputs = {}, {}
+    for rel in rels:
+        record = records.get(rel, {})
+        expected = fingerprint({**settings, "input_sha256": record.get("input_sha256")})
+        path = out / "restored" / output_name(rel)
+        if record.get("status") == "ok" and record.get("fingerprint") == expected and path.is_file():
+            preds[rel], inputs[rel] = path, record["input_sha256"]
+    return preds, settings, inputs
+
+
 def run_eval(cfg: DictConfig) -> EvalResult:
     start = time.perf_counter()
     cfg.run = resolve_run_name(cfg)
     path = run_dir(cfg)
-    save_config(cfg, path / "config.yaml")
+    if rank_zero_only.rank == 0:
+        save_config(cfg, path / "config.yaml")
+        record_run_info(path)
     accelerator = resolve_accelerator(cfg.accelerator)
     rows_out: list[dict[str, Any]] = []
     per_image_out: list[dict[str, Any]] = []
     notes: dict[str, str] = {}
+    missing: dict[str, int] = {}  # set/split -> listed images not scored because a file is missing
+    missing_splits: list[str] = []
     grids: list[Figure] = []
+    scoring = {
+        "metrics": list(cfg.metrics),
+        "lpips_net": cfg.lpips_net,
+        "random_metric_networks": cfg.random_metric_networks,
+    }
     for eval_set in cfg.sets:
-        for part in eval_splits(eval_set):
+        for part in eval_splits(eval_set, cfg.allow_missing):
             split, lq_dir, hq_dir = part.name, part.lq_dir, part.hq_dir
-            lq_files = list_images(lq_dir)
-            if part.limit:
-                lq_files = lq_files[: part.limit]
-            rels = [f.relative_to(lq_dir).as_posix() for f in lq_files]
+            files = split_files(part, cfg.allow_missing)
+            key = f"{part.set}/{split}"
+            if files.missing or not part.present:
+                missing[key] = len(files.missing)
+            if not part.present:
+                log.warning("%s: split missing (allow_missing=true); not evaluated", key)
+                missing_splits.append(key)
+                continue
+            if not files.rels:
+                log.warning("%s: no image left to score (%d missing)", key, len(files.missing))
+                continue
             jobs = [(REFERENCE_SETTING, None)] if cfg.reference else []
             jobs += [(setting_name(s.N, s.tau, s.omega), s) for s in cfg.settings]
             for name, setting in jobs:
                 out = path / "restored" / part.set / split / name
                 if setting is None:
-                    preds = {r: lq_dir / r for r in rels}
-                    omega = None
+                    preds = {r: lq_dir / r for r in files.rels}
+                    inputs = {r: sha256sum(p) for r, p in preds.items()}
+                    settings, omega = None, None
                 else:
-                    summary = run_restore(restore_config(cfg, lq_dir, out, setting, part.limit))
-                    preds = {r: out / "restored" / output_name(r) for r in rels}
-                    bad = {rel for rel, _ in summary.bad}
-                    preds = {r: p for r, p in preds.items() if r not in bad and p.is_file()}
-                    omega = (
-                        setting.omega
-                        if setting.omega is not None
-                        else default_omega(setting.N, setting.tau, cfg.dr2.respacing)
-                    )
+                    run_restore(restore_config(cfg, lq_dir, out, setting, files.input_limit))
+                    _after_rank_zero()
+                    preds, settings, inputs = verified_outputs(out, files.rels)
+                    omega = settings["omega"]
                 scored = [(r, p, hq_dir / r if hq_dir is not None else None, lq_dir / r) for r, p in preds.items()]
-                if hq_dir is not None:
-                    scored = [row for row in scored if row[2].is_file()]
                 results, per_image, suite_notes = _score(
                     cfg, scored, part.paired, part.fid_reference, accelerator, out / "scores"
                 )
                 notes.update(suite_notes)
+                provenance = {"fingerprint": fingerprint({"restore": settings, "inputs": inputs, "scoring": scoring})}
+                if settings is not None:
+                    provenance["restore_fingerprint"] = fingerprint(settings)
+                    provenance |= {k: settings[k] for k in ("unet_sha256", "enhancer_sha256")}
                 row = {
                     "set": part.set,
                     "split": split,
@@ -195,6 +235,10 @@ def run_eval(cfg: DictConfig) -> EvalResult:
                     "tau": getattr(setting, "tau", None),
                     "omega": omega,
                     "n_images": len(scored),
+                    "missing": len(files.missing),  # listed, but a file is missing (allow_missing=true)
+                    "failed": len(files.rels) - len(scored),  # the restore job could not use or flagged it
+                    "unlisted": len(files.unlisted),  # on disk, not in the set's manifest: not scored
+                    "provenance": provenance,
                     "metrics": results,
                 }
                 rows_out.append(row)
@@ -212,18 +256,22 @@ def run_eval(cfg: DictConfig) -> EvalResult:
                     caption = " | ".join(columns + (["ground truth"] if part.paired else []))
                     grids.append(Figure(f"{part.set} / {split} / {name}", grid, caption))
                 log.info("%s/%s/%s: %s", part.set, split, name, _fmt_metrics(results))
-    result = EvalResult(path, rows_out, notes)
+    result = EvalResult(path, rows_out, notes, missing)
     if rank_zero_only.rank == 0:  # under DDP every rank runs this function; one writes the results
-        _write_results(cfg, path, rows_out, per_image_out, notes, time.perf_counter() - start)
+        _write_results(cfg, path, rows_out, per_image_out, notes, missing, time.perf_counter() - start)
+        lines = [f"{k}: split missing" if k in missing_splits else f"{k}: {n} image(s)" for k, n in missing.items()]
+        sections = [Section("Notes", [f"{k}: {v}" for k, v in notes.items()])]
+        if missing:
+            sections.append(Section("Missing inputs (allow_missing=true: not scored)", lines))
         result.report_md, result.report_html = write_report(
             path,
             "report",
             f"Evaluation {cfg.experiment} / {cfg.run}",
             result.table_rows,
-            sections=[Section("Notes", [f"{k}: {v}" for k, v in notes.items()])],
+            sections=sections,
             figures=grids,
         )
-        _log_wandb(cfg, path, rows_out, per_image_out)
+        _log_wandb(cfg, path, rows_out, per_image_out, [g.path for g in grids])
     return result
 
 
@@ -237,6 +285,7 @@ def _write_results(
     rows: list[dict[str, Any]],
     per_image: list[dict[str, Any]],
     notes: dict[str, str],
+    missing: dict[str, int],
     seconds: float,
 ) -> None:
     from lightning_dr2.loggers import wandb_run_id
@@ -249,16 +298,20 @@ def _write_results(
         "tags": list(cfg.wandb.tags),
         "seconds": round(seconds, 1),
         "notes": notes,
+        "missing": missing,  # set/split -> listed images not scored because a file is missing
         "config": OmegaConf.to_container(cfg, resolve=True),
         "results": rows,
     }
-    (path / "results.json").write_text(json.dumps(results, indent=2))
-    flat = [{k: v for k, v in r.items() if k != "metrics"} | r["metrics"] for r in rows]
+    write_json(path / "results.json", results)
+    nested = ("metrics", "provenance")
+    flat = [{k: v for k, v in r.items() if k not in nested} | r["provenance"] | r["metrics"] for r in rows]
     write_table(path / "results.csv", flat)
     write_table(path / "per_image.csv", per_image)
 
 
-def _log_wandb(cfg: DictConfig, path: Path, rows: list[dict[str, Any]], per_image: list[dict[str, Any]]) -> None:
+def _log_wandb(
+    cfg: DictConfig, path: Path, rows: list[dict[str, Any]], per_image: list[dict[str, Any]], grids: list[Path]
+) -> None:
     """Metric keys eval/<set>/<split>/<metric> (with /<setting>/ when several settings are evaluated)."""
     from lightning_dr2.loggers import resolve_wandb_mode, wandb_run_kwargs
 
@@ -279,6 +332,6 @@ def _log_wandb(cfg: DictConfig, path: Path, rows: list[dict[str, Any]], per_imag
         run.log(
             {"eval/per_image": wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in per_image])}
         )
-    for grid in sorted((path / "report").glob("*.png")):
+    for grid in grids:  # this run's grids only: report/ may hold an earlier run's
         run.log({f"eval/grids/{grid.stem}": wandb.Image(str(grid))})
     run.finish()

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
@@ -42,6 +43,7 @@ from lightning_dr2.dr2.pipeline import (
 from lightning_dr2.io import SQUARE_POLICIES, BadImageError, fit_square, image_to_tensor, read_image, resize
 from lightning_dr2.modules.restorer import RestoreModule
 from lightning_dr2.provenance import REUSE_MODES, ReuseRefused, changed_keys, fingerprint, read_jsonl
+from lightning_dr2.runinfo import record_run_info
 from lightning_dr2.weights import sha256sum
 
 log = logging.getLogger(__name__)
@@ -235,6 +237,8 @@ def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSumma
     settings = restore_settings(cfg, pipe, weights_dir)
     todo, reused, recomputed, provenance = plan_restore(input_dir, output_dir, rels, settings, cfg.reuse)
     save_config(cfg, output_dir / "restore_config.yaml")
+    if rank_zero_only.rank == 0:  # under torchrun/srun every rank runs this; one records the start
+        record_run_info(output_dir)
     log.info(
         "%d images to restore (%d made earlier with other settings), %d reused in %s",
         len(todo),

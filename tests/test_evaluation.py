@@ -8,23 +8,27 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from contract import assert_fp32_close
 from PIL import Image
 
 from lightning_dr2.callbacks.evaluator import DR2Evaluator
-from lightning_dr2.config import EvalConfig, load_config
+from lightning_dr2.config import ConfigError, EvalConfig, load_config
 from lightning_dr2.datasets.synthetic import render_face
 from lightning_dr2.datasets.testset_builder import build_testset
 from lightning_dr2.datasets.testset_spec import load_spec
-from lightning_dr2.evaluation import run_eval
+from lightning_dr2.evaluation import run_eval, verified_outputs
 from lightning_dr2.metrics.frechet import save_stats
 from lightning_dr2.modules.ddpm import DDPMModule
 from lightning_dr2.nets.unet import UNet
+from lightning_dr2.provenance import ReuseRefused
+from lightning_dr2.weights import sha256sum
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +187,8 @@ def test_eval_metrics_equal_on_two_processes(testset: Path, unet_file: Path, tmp
         assert a["metrics"].keys() == b["metrics"].keys() == {"psnr", "ssim", "deg", "deg_identical"}
         for metric, value in a["metrics"].items():
             # equal to rounding, not bitwise: float64 sums add in another order, ArcFace is fp32 at another
-            # batch composition (docs/reproducibility.md)
-            assert b["metrics"][metric] == pytest.approx(value, rel=1e-6, abs=1e-9), metric
+            # batch composition (the numerical contract, tests/contract.py)
+            assert_fp32_close(b["metrics"][metric], value, metric)
     lines = (tmp_path / "eval" / "r" / "per_image.csv").read_text().splitlines()
     assert len(lines) == 1 + 3  # header + each image once
 
@@ -287,3 +291,81 @@ def test_evaluator_logs_during_training_and_matches_on_two_processes(testset: Pa
     assert a.keys() == b.keys() == keys
     for key in a:  # fp32 DR2 convolutions round with the batch composition: equal to fp32 rounding
         assert b[key] == pytest.approx(a[key], rel=1e-6), key
+
+
+# ------------------------------------------------------------- provenance: results name what made them
+
+
+def other_unet(root: Path, seed: int) -> Path:
+    """Another seeded random UNet with the same flags (what a user swaps in with unet_weights=...); every weight
+    perturbed, as ADM zero-initialises its output layer (two fresh random UNets would predict the same)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        unet = UNet.from_flags(TINY_UNET)
+        for param in unet.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+        torch.save(unet.state_dict(), root / "unet.pt")
+    (root / "unet.json").write_text(json.dumps(TINY_UNET))
+    return root / "unet.pt"
+
+
+def test_eval_rerun_with_other_weights_recomputes_and_rows_name_the_weights(
+    testset: Path, unet_file: Path, tmp_path: Path
+) -> None:
+    args = ("metrics=[psnr]",)
+    first = run_eval(eval_cfg(testset, unet_file, tmp_path, *args, splits="x8_severe"))
+    restored = tmp_path / "eval" / "r" / "restored" / "tiny" / "x8_severe" / "N4_tau4_omega6" / "restored" / "000.png"
+    made = restored.stat().st_mtime_ns
+    unet2 = other_unet(tmp_path / "other", seed=1)
+    second = run_eval(eval_cfg(testset, unet2, tmp_path, *args, splits="x8_severe"))
+    (a,), (b,) = first.rows, second.rows
+    assert restored.stat().st_mtime_ns != made  # recomputed, not "already done"
+    assert b["n_images"] == 3 and b["metrics"]["psnr"] != pytest.approx(a["metrics"]["psnr"], abs=1e-3)
+    saved = json.loads((second.run_dir / "results.json").read_text())["results"][0]
+    assert saved["provenance"]["unet_sha256"] == sha256sum(unet2) != a["provenance"]["unet_sha256"]
+    assert saved["provenance"]["fingerprint"] != a["provenance"]["fingerprint"]
+    with open(second.run_dir / "results.csv") as fh:
+        assert next(csv.DictReader(fh))["unet_sha256"] == sha256sum(unet2)
+    # Same settings again: the restored images are reused and the numbers are those of the same weights.
+    made = restored.stat().st_mtime_ns
+    third = run_eval(eval_cfg(testset, unet2, tmp_path, *args, splits="x8_severe"))
+    assert restored.stat().st_mtime_ns == made
+    assert third.rows[0]["provenance"] == b["provenance"] and third.rows[0]["metrics"] == b["metrics"]
+    # reuse=strict refuses to replace them and names what changed.
+    with pytest.raises(ReuseRefused, match="unet_sha256"):
+        run_eval(eval_cfg(testset, unet_file, tmp_path, *args, "reuse=strict", splits="x8_severe"))
+
+
+def test_restored_outputs_are_scored_only_with_a_matching_fingerprint(testset: Path, unet_file: Path, tmp_path):
+    run_eval(eval_cfg(testset, unet_file, tmp_path, "metrics=[psnr]", splits="x4_mild"))
+    out = tmp_path / "eval" / "r" / "restored" / "tiny" / "x4_mild" / "N4_tau4_omega6"
+    manifest = json.loads((out / "manifest.json").read_text())
+    preds, settings, _ = verified_outputs(out, ["000.png", "001.png", "002.png"])
+    assert sorted(preds) == ["000.png", "001.png", "002.png"] and settings == manifest["settings"]
+    manifest["images"][1]["fingerprint"] = "made-by-something-else"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    preds, _, _ = verified_outputs(out, ["000.png", "001.png", "002.png"])
+    assert sorted(preds) == ["000.png", "002.png"]
+
+
+def test_missing_split_or_ground_truth_is_an_error_or_a_counted_warning(testset: Path, tmp_path: Path) -> None:
+    root = tmp_path / "set"
+    shutil.copytree(testset, root)
+    (root / "hq" / "001.png").unlink()
+    shutil.rmtree(root / "x8_severe")
+    shutil.copy(root / "x4_mild" / "lq" / "000.png", root / "x4_mild" / "lq" / "0000_stray.png")
+    inputs_only = ("settings=[]", "reference=true", "metrics=[psnr]")
+    with pytest.raises(ConfigError, match="x8_severe"):
+        run_eval(eval_cfg(root, Path("random"), tmp_path, *inputs_only))
+    with pytest.raises(FileNotFoundError, match=r"hq/001\.png"):
+        run_eval(eval_cfg(root, Path("random"), tmp_path, *inputs_only, splits="x4_mild"))
+    result = run_eval(eval_cfg(root, Path("random"), tmp_path, *inputs_only, "allow_missing=true"))
+    (row,) = result.rows
+    assert row["split"] == "x4_mild" and row["n_images"] == 2 and row["missing"] == 1
+    assert row["unlisted"] == 1  # the stray file is reported, never scored
+    saved = json.loads((result.run_dir / "results.json").read_text())
+    assert saved["missing"] == {"tiny/x4_mild": 1, "tiny/x8_severe": 3}
+    report = (result.run_dir / "report.md").read_text()
+    assert "tiny/x4_mild: 1 image(s)" in report and "tiny/x8_severe: split missing" in report
+    assert (result.run_dir / "run_info.json").is_file()

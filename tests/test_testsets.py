@@ -18,7 +18,7 @@ from lightning_dr2.datasets.degradations import DegradationParams, degrade
 from lightning_dr2.datasets.synthetic import render_face
 from lightning_dr2.datasets.testset_builder import build_testset
 from lightning_dr2.datasets.testset_spec import TESTSETS_DIR, TestSetSpec, load_spec
-from lightning_dr2.datasets.testsets import MANIFEST, PairedSplit, RealLQSet, list_splits
+from lightning_dr2.datasets.testsets import MANIFEST, PairedSplit, RealLQSet, audit_testset, list_splits
 from lightning_dr2.io import read_image
 
 TINY = TESTSETS_DIR / "tiny_synthetic.yaml"
@@ -307,3 +307,53 @@ def test_severity_and_scale_ordering(built: Path) -> None:
     scores = {split: mean_psnr(split) for split in list_splits(built)}
     assert scores["x4_severe"] < scores["x4_mild"] and scores["x8_severe"] < scores["x8_mild"]
     assert scores["x8_mild"] < scores["x4_mild"]
+
+
+# ------------------------------------------------------------------- provenance: files equal the manifest
+
+
+def test_overwrite_with_fewer_images_or_splits_removes_stale_files(built: Path, hq_dir: Path, tmp_path) -> None:
+    out = copy_of(built, tmp_path)
+    build_testset(hq_dir, out, TINY, overwrite=True, limit=3, progress=False)  # broken.png, face0, face1
+    data = manifest(out)
+    assert sorted(data["images"]) == ["face0.png", "face1.png"] and not data["unlisted"]
+    assert audit_testset(out, data).clean
+    assert not (out / "x4_mild" / "lq" / "face5.png").exists() and not (out / "hq" / "sub" / "wide.png").exists()
+    spec = load_spec(TINY).to_dict()
+    fewer = TestSetSpec.from_dict({**spec, "splits": {"x4_mild": spec["splits"]["x4_mild"]}})
+    build_testset(hq_dir, out, fewer, overwrite=True, progress=False)
+    assert list_splits(out) == ["x4_mild"] and not (out / "x8_severe").exists()
+    assert audit_testset(out, manifest(out)).clean
+
+
+def test_files_not_in_the_manifest_are_reported_then_removed_by_overwrite(built: Path, hq_dir: Path, tmp_path) -> None:
+    out = copy_of(built, tmp_path)
+    stray = out / "x4_mild" / "lq" / "stray.png"
+    shutil.copy(out / "x4_mild" / "lq" / "face0.png", stray)
+    build_testset(hq_dir, out, TINY, progress=False)
+    assert manifest(out)["unlisted"] == {"x4_mild": ["stray.png"]} and stray.is_file()
+    build_testset(hq_dir, out, TINY, overwrite=True, progress=False)
+    assert manifest(out)["unlisted"] == {} and not stray.exists()
+    assert pngs(out) == pngs(built)
+
+
+def test_two_inputs_never_share_an_output(tmp_path) -> None:
+    hq = tmp_path / "hq"
+    hq.mkdir()
+    cv2.imwrite(str(hq / "a.png"), render_face(1, 64)[..., ::-1])
+    cv2.imwrite(str(hq / "a.jpg"), render_face(2, 64)[..., ::-1])
+    with pytest.raises(ValueError, match=r"a\.jpg and a\.png would both be written as a\.png"):
+        build_testset(hq, tmp_path / "set", TINY, progress=False)
+    assert not (tmp_path / "set" / "hq").exists()
+
+
+def test_outputs_never_become_inputs(hq_dir: Path, tmp_path) -> None:
+    hq = tmp_path / "hq"
+    shutil.copytree(hq_dir, hq)
+    inside = hq / "built"
+    first = build_testset(hq, inside, TINY, progress=False)
+    again = build_testset(hq, inside, TINY, progress=False)  # its own PNGs now lie under --hq
+    assert first.images == again.images == N_GOOD and again.written == 0
+    assert manifest(inside)["n_images"] == N_GOOD
+    with pytest.raises(ValueError, match="inside --out"):
+        build_testset(inside / "hq", inside, TINY, progress=False)

@@ -31,8 +31,9 @@ from lightning_dr2 import __version__
 from lightning_dr2.datasets.degradations import DegradationSpec, degrade_with_seed
 from lightning_dr2.datasets.images import list_images
 from lightning_dr2.datasets.testset_spec import BUILDER_VERSION, TestSetSpec, load_spec
-from lightning_dr2.datasets.testsets import HQ_DIR, LQ_DIR, MANIFEST, read_manifest
+from lightning_dr2.datasets.testsets import HQ_DIR, LQ_DIR, MANIFEST, audit_testset, folder_of, read_manifest
 from lightning_dr2.io import BadImageError, atomic_write, center_crop_resize, encode_png, load_pil
+from lightning_dr2.runinfo import record_run_info
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,46 @@ def _build_image(job: _Job) -> dict[str, Any]:
     return {"hq": hq_entry, "splits": splits, "written": written, "reused": reused}
 
 
+def _sources(hq_dir: Path, out: Path) -> list[Path]:
+    """The HQ faces to build from, never the set's own outputs: `out` inside `hq_dir` is left out of the
+    listing, `hq_dir` inside `out` (a rebuild from its own files) is refused."""
+    if hq_dir.resolve().is_relative_to(out.resolve()):
+        raise ValueError(f"--hq {hq_dir} lies inside --out {out}: a test set is never built from its own outputs")
+    sources = list_images(hq_dir)
+    kept = [p for p in sources if not p.resolve().is_relative_to(out.resolve())]
+    if len(kept) < len(sources):
+        log.warning(
+            "%d files under --out %s (inside --hq) are outputs, not inputs: left out", len(sources) - len(kept), out
+        )
+    return kept
+
+
+def _settle_unlisted(out: Path, manifest: dict, remove: bool) -> dict[str, list[str]]:
+    """Make the set's files equal its manifest: files in its image folders that the manifest does not list
+    (stale outputs of an earlier build, strays) are removed with `remove` (--overwrite), else reported and
+    returned for the manifest's "unlisted" entry. A listed file missing after a build is an error."""
+    audit = audit_testset(out, manifest)
+    missing = {part: names for part, names in audit.missing.items() if names}
+    if missing:
+        raise RuntimeError(f"{out}: files listed in {MANIFEST} are missing after the build: {missing}; rerun the build")
+    unlisted = {part: names for part, names in audit.unlisted.items() if names}
+    for part, names in unlisted.items():
+        folder = folder_of(out, part)
+        if remove:
+            for name in names:
+                (folder / name).unlink()
+            log.warning("%s: removed %d stale file(s) not in %s: %s", folder, len(names), MANIFEST, names[:5])
+        else:
+            log.warning(
+                "%s: %d file(s) not in %s (from an earlier build?): %s; rebuild with --overwrite to remove them",
+                folder,
+                len(names),
+                MANIFEST,
+                names[:5],
+            )
+    return {} if remove else unlisted
+
+
 def _worker_init() -> None:
     cv2.setNumThreads(1)  # one process per core already; avoid oversubscription
 
@@ -250,7 +291,7 @@ def build_testset(
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers must be an integer >= 0, got {workers!r}")
-    sources = list_images(hq_dir)[:limit]
+    sources = _sources(hq_dir, out)[:limit]
     rels = [p.relative_to(hq_dir).as_posix() for p in sources]
     out_rels = [PurePosixPath(rel).with_suffix(".png").as_posix() for rel in rels]
     first: dict[str, str] = {}
@@ -261,12 +302,14 @@ def build_testset(
 
     old = _prepare_out(out, spec, overwrite) or {}
     out.mkdir(parents=True, exist_ok=True)
+    record_run_info(out)
     old_images: dict[str, dict] = dict(old.get("images") or {})
     old_splits = {name: dict((old.get("splits") or {}).get(name, {}).get("images") or {}) for name in spec.splits}
     # Entries of images outside this run (beyond `limit`, or no longer in the folder) stay listed: their
-    # files are still on disk, built from the same spec.
-    images = dict(old_images)
-    split_images = {name: dict(old_splits[name]) for name in spec.splits}
+    # files are still on disk, built from the same spec. `overwrite` makes the set exactly this run's images;
+    # the earlier build's other files are then removed by the final audit.
+    images = {} if overwrite else dict(old_images)
+    split_images = {name: {} if overwrite else dict(old_splits[name]) for name in spec.splits}
     bad: dict[str, str] = {}
     manifest: dict[str, Any] = {
         "format": BUILDER_VERSION,
@@ -340,6 +383,8 @@ def build_testset(
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     save(complete=True)
+    manifest["unlisted"] = _settle_unlisted(out, manifest, remove=overwrite)
+    _write_manifest(out, manifest)
     if bad:
         log.warning("%s: skipped %d bad HQ image(s), listed under bad_files in %s", hq_dir, len(bad), out / MANIFEST)
     log.info("test set %s in %s: %d files written, %d already present", spec.name, out, written, reused)

@@ -7,7 +7,8 @@ A built set (see `testset_builder.build_testset`, specs in `testset_spec`) is la
     out/<split>/lq/<relpath>.png the degraded face, one folder per split (x4_mild, ..., x16_severe)
 
 `PairedSplit` reads one split as LQ/HQ pairs, `RealLQSet` a folder of real LQ faces without ground truth,
-`list_splits` enumerates a built set's splits.
+`list_splits` enumerates a built set's splits, `audit_testset` compares the files on disk with the manifest
+(a set's files are its manifest: anything else is stale or foreign and is reported).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,42 @@ def list_splits(testset_dir: str | os.PathLike) -> list[str]:
     except (OSError, ValueError):
         ordered = []
     return [name for name in ordered if name in on_disk] + [name for name in on_disk if name not in ordered]
+
+
+def folder_of(root: Path, part: str) -> Path:
+    """The folder holding `part`'s images: `hq/` for the ground truth, `<split>/lq/` for a split."""
+    return root / HQ_DIR if part == HQ_DIR else root / part / LQ_DIR
+
+
+def listed_files(manifest: dict) -> dict[str, list[str]]:
+    """The relative names a manifest lists per part: {"hq": [...], "<split>": [...]} (sorted)."""
+    listed = {HQ_DIR: sorted(manifest.get("images") or {})}
+    for name, split in (manifest.get("splits") or {}).items():
+        listed[name] = sorted((split or {}).get("images") or {})
+    return listed
+
+
+@dataclass
+class SetAudit:
+    """Per part ("hq" or a split): files on disk the manifest does not list, and listed files not on disk."""
+
+    unlisted: dict[str, list[str]]
+    missing: dict[str, list[str]]
+
+    @property
+    def clean(self) -> bool:
+        return not any(self.unlisted.values()) and not any(self.missing.values())
+
+
+def audit_testset(root: Path, manifest: dict) -> SetAudit:
+    """Compare a built set's folders with its manifest (image folders only: hq/ and every <split>/lq/)."""
+    unlisted, missing = {}, {}
+    for part, names in listed_files(manifest).items():
+        folder = folder_of(root, part)
+        on_disk = {p.relative_to(folder).as_posix() for p in list_images(folder)} if folder.is_dir() else set()
+        unlisted[part] = sorted(on_disk - set(names))
+        missing[part] = sorted(set(names) - on_disk)
+    return SetAudit(unlisted, missing)
 
 
 def _drop_bad(files: dict[str, list[Path]], check: bool, workers: int) -> dict[str, str]:
