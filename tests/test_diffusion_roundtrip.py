@@ -87,7 +87,7 @@ def train_cfg(tmp_path: Path, testset: Path):
             "net.attention_resolutions=8",
             "net.num_head_channels=16",
             f"data.root={faces}",
-            "data.synthetic_n=0",
+            "data.synthetic=false",
             "data.batch_size=4",
             "data.val_max=2",
             "data.num_workers=0",
