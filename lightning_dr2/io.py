@@ -197,15 +197,20 @@ def images_to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
+def checked_value_range(value_range: Sequence[float]) -> tuple[float, float]:
+    """(low, high) of an image value range, as floats; anything else is an error naming what was given."""
+    if len(value_range) != 2 or not float(value_range[1]) > float(value_range[0]):
+        raise ValueError(f"value_range must be (low, high) with low < high, got {tuple(value_range)}")
+    return float(value_range[0]), float(value_range[1])
+
+
 def to_uint8(images: torch.Tensor, value_range: Sequence[float] = (-1.0, 1.0)) -> torch.Tensor:
     """Quantise float images to uint8 the way BasicSR's `tensor2img` does before saving a PNG.
 
     clamp to `value_range`, map to [0, 1], multiply by 255 and round (half to even), all in float32.
     Non-finite values raise: a NaN would otherwise become an arbitrary byte and a silently wrong score.
     """
-    low, high = float(value_range[0]), float(value_range[1])
-    if not high > low:
-        raise ValueError(f"value_range must be (low, high) with low < high, got {tuple(value_range)}")
+    low, high = checked_value_range(value_range)
     x = images.detach().float()
     if not bool(torch.isfinite(x).all()):
         raise ValueError("images contain NaN or inf; cannot quantise them to uint8")

@@ -262,7 +262,7 @@ def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSumma
         trainer.predict(module, datamodule=data, return_predictions=False)
         if not trainer.is_global_zero:
             return RestoreSummary(output_dir, 0, len(reused), [], time.perf_counter() - start)
-    records, bad = writer.merge_manifests(clashes, current=set(rels))
+    records, bad = writer.merge_manifests(clashes, current=set(rels) | {rel for rel, _ in clashes})
     made = [r for r in records if r["name"] in set(todo) and r["status"] == "ok"]
     reshaped = sum(1 for r in made if r.get("reshaped", "none") != "none")
     tiny = sum(1 for r in made if min(r.get("input_size", [TINY_INPUT])) < TINY_INPUT)

@@ -48,6 +48,16 @@ TINY_UNET_FLAGS = {
     "use_new_attention_order": False,
 }
 # A 64 px SPARNet (the enhancer's architecture at CPU size).
+# `ddpm_tiny` overrides for a 16 px UNet that trains a step in milliseconds (training tests).
+TINY_DDPM_NET = [
+    "net.image_size=16",
+    "data.image_size=16",
+    "net.num_channels=32",
+    "net.channel_mult=1,2",
+    "net.attention_resolutions=8",
+    "net.num_head_channels=16",
+]
+
 TINY_SPARNET_CONFIG = {
     "size": 64,
     "min_ch": 16,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_DDPM_NET
 from PIL import Image
 
 from lightning_dr2.config import EvalConfig, RestoreConfig, load_config
@@ -80,12 +81,7 @@ def train_cfg(tmp_path: Path, testset: Path):
     return load_config(
         "ddpm_tiny",
         [
-            "net.image_size=16",
-            "data.image_size=16",
-            "net.num_channels=32",
-            "net.channel_mult=1,2",
-            "net.attention_resolutions=8",
-            "net.num_head_channels=16",
+            *TINY_DDPM_NET,
             f"data.root={faces}",
             "data.synthetic=false",
             "data.batch_size=4",

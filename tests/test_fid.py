@@ -12,7 +12,6 @@ from contract import assert_fp32_close
 from PIL import Image
 from torch import Tensor, nn
 
-import lightning_dr2.weights.lookup as weights_lookup
 from lightning_dr2.io import to_uint8
 from lightning_dr2.metrics.fid import FID, compute_fid_stats, uint8_to_network_input
 from lightning_dr2.metrics.frechet import FIDStats, load_stats, save_stats
@@ -120,13 +119,10 @@ def test_load_fid_inception_from_path(tmp_path, inception: FIDInceptionV3) -> No
         assert torch.equal(model.state_dict()[k], v), k
 
 
-def test_missing_weights_names_the_file(tmp_path, monkeypatch) -> None:
+def test_missing_weights_names_the_file(tmp_path) -> None:
+    """The suite's isolation fixture hides every weights folder; an empty --weights-dir adds nothing."""
     empty = tmp_path / "empty"
     empty.mkdir()
-    monkeypatch.setenv("DR2_WEIGHTS", str(empty))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(weights_lookup, "PROJECT_ROOT", tmp_path / "repo")
     with pytest.raises(FileNotFoundError, match=FID_WEIGHTS_NAME):
         load_fid_inception(weights_dir=empty)
     with pytest.raises(FileNotFoundError, match=FID_WEIGHTS_NAME):

@@ -14,7 +14,6 @@ import torch
 from torch import Tensor, nn
 
 import lightning_dr2.metrics.identity as identity_mod
-import lightning_dr2.weights.lookup as weights_lookup
 from lightning_dr2.metrics.identity import ARCFACE_WEIGHTS_NAME, IdentityDistance, pair_degrees
 from lightning_dr2.nets.arcface import ResNetFace18
 
@@ -150,13 +149,10 @@ def test_bad_shapes() -> None:
         m.update(flat([0, 1]), flat([0]))
 
 
-def test_missing_weights_names_the_file(tmp_path, monkeypatch) -> None:
+def test_missing_weights_names_the_file(tmp_path) -> None:
+    """The suite's isolation fixture hides every weights folder; an empty --weights-dir adds nothing."""
     empty = tmp_path / "empty"
     empty.mkdir()
-    monkeypatch.setenv("DR2_WEIGHTS", str(empty))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(weights_lookup, "PROJECT_ROOT", tmp_path / "repo")
     with pytest.raises(FileNotFoundError, match=ARCFACE_WEIGHTS_NAME):
         IdentityDistance(weights_dir=empty)
 

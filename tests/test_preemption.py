@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_DDPM_NET
 from omegaconf import OmegaConf
 
 from lightning_dr2.checkpoints import AtomicCheckpointIO, newest_valid_checkpoint, remove_stale_temp_files
@@ -21,12 +22,7 @@ from lightning_dr2.train import resolve_resume
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
-    "net.image_size=16",
-    "data.image_size=16",
-    "net.num_channels=32",
-    "net.channel_mult=1,2",
-    "net.attention_resolutions=8",
-    "net.num_head_channels=16",
+    *TINY_DDPM_NET,
     "data.synthetic=false",
     "data.batch_size=4",
     "data.val_max=4",

@@ -33,7 +33,7 @@ from torchmetrics import Metric
 from tqdm.auto import tqdm
 
 from lightning_dr2.datasets.images import list_images
-from lightning_dr2.io import BadImageError, read_image, to_uint8
+from lightning_dr2.io import BadImageError, checked_value_range, read_image, to_uint8
 from lightning_dr2.metrics.frechet import FeatureStats, FIDStats, frechet_distance, load_stats, save_stats
 from lightning_dr2.nets.inception import FEATURE_DIM, load_fid_inception
 from lightning_dr2.weights import find_weight
@@ -108,10 +108,7 @@ class FID(Metric):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        low, high = float(value_range[0]), float(value_range[1])
-        if not high > low:
-            raise ValueError(f"value_range must be (low, high) with low < high, got {tuple(value_range)}")
-        self.value_range = (low, high)
+        self.value_range = checked_value_range(value_range)
         self.quantize = bool(quantize)
         self.reference = _resolve_reference(reference, weights_dir)
         if network is None:

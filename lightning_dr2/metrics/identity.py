@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from lightning_dr2.io import checked_value_range
 from lightning_dr2.nets.arcface import arcface_preprocess, load_arcface
 
 __all__ = ["ARCFACE_WEIGHTS_NAME", "IdentityDistance", "pair_degrees"]
@@ -74,10 +75,7 @@ class IdentityDistance(Metric):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        low, high = float(value_range[0]), float(value_range[1])
-        if not high > low:
-            raise ValueError(f"value_range must be (low, high) with low < high, got {tuple(value_range)}")
-        self.value_range = (low, high)
+        self.value_range = checked_value_range(value_range)
         self.gray = gray
         self.threshold_deg = float(threshold_deg)
         if network is None:

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from lightning_dr2.io import to_uint8
+from lightning_dr2.io import checked_value_range, to_uint8
 from lightning_dr2.nets.loading import load_into, read_state_dict
 from lightning_dr2.weights import find_weight
 
@@ -100,7 +100,7 @@ class LPIPSMetric(Metric):
     ) -> None:
         super().__init__(**kwargs)
         self.net_name = net
-        self.value_range = (float(value_range[0]), float(value_range[1]))
+        self.value_range = checked_value_range(value_range)
         self.quantize = bool(quantize)
         self.net = build_lpips(net, weights_dir, pretrained_backbone)
         self.add_state("sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
-from lightning_dr2.io import to_uint8
+from lightning_dr2.io import checked_value_range, to_uint8
 
 # ITU-R BT.601 Y on the 16-235 scale, RGB order (BasicSR's rgb2ycbcr(y_only=True)).
 _Y_WEIGHTS = (65.481, 128.553, 24.966)
@@ -122,7 +122,7 @@ class _PerImageMean(Metric):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.value_range = (float(value_range[0]), float(value_range[1]))
+        self.value_range = checked_value_range(value_range)
         self.crop_border = int(crop_border)
         self.y_channel = bool(y_channel)
         self.add_state("sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")

@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from lightning_dr2.io import checked_value_range
 from lightning_dr2.nets.loading import load_into, read_state_dict
 
 __all__ = ["GRAY_MODES", "IRBlock", "ResNetFace18", "arcface_preprocess", "load_arcface"]
@@ -152,9 +153,7 @@ def arcface_preprocess(
         raise ValueError(f"arcface_preprocess expects RGB images (B, 3, H, W), got {tuple(images.shape)}")
     if gray not in GRAY_MODES:
         raise ValueError(f"arcface_preprocess: gray must be one of {sorted(GRAY_MODES)}, got {gray!r}")
-    if len(value_range) != 2 or not float(value_range[1]) > float(value_range[0]):
-        raise ValueError(f"arcface_preprocess: value_range must be (low, high) with low < high, got {value_range}")
-    low, high = float(value_range[0]), float(value_range[1])
+    low, high = checked_value_range(value_range)
     x = images.detach().to(torch.float32)
     if not torch.isfinite(x).all():
         raise ValueError("arcface_preprocess: images contain NaN or inf; the identity distance would be meaningless")
