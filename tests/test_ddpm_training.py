@@ -9,21 +9,13 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import TINY_DDPM_NET
 
 from lightning_dr2.config import load_config
 from lightning_dr2.datasets.synthetic import generate_faces
 from lightning_dr2.nets.loading import load_into, read_state_dict
 from lightning_dr2.nets.unet import UNet
 from lightning_dr2.train import build_datamodule, build_module, export_checkpoint, train_ddpm
-
-TINY_NET = [
-    "net.image_size=16",
-    "data.image_size=16",
-    "net.num_channels=32",
-    "net.channel_mult=1,2",
-    "net.attention_resolutions=8",
-    "net.num_head_channels=16",
-]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +27,7 @@ def faces(tmp_path_factory) -> Path:
 
 def tiny_overrides(faces: Path, runs: Path, run: str, *extra: str) -> list[str]:
     return [
-        *TINY_NET,
+        *TINY_DDPM_NET,
         f"data.root={faces}",
         "data.synthetic=false",
         "data.batch_size=4",
