@@ -272,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from lightning_dr2.callbacks.preemption import TrainingInterrupted
     from lightning_dr2.config import ConfigError
+    from lightning_dr2.modules.guards import NonFiniteTrainingError
     from lightning_dr2.nets.loading import WeightsError
 
     try:
@@ -279,6 +280,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingInterrupted as err:
         print(f"interrupted: {err}", file=sys.stderr)
         return 128 + signal.SIGTERM  # the shell's code for a SIGTERM'd job: not finished, resumable
+    except NonFiniteTrainingError as err:
+        if args.verbose:
+            raise
+        print(f"error: {err}\n(run with -v for the traceback)", file=sys.stderr)
+        return 1  # the job ran and failed: not a usage error
     except (ConfigError, WeightsError, FileNotFoundError, ValueError) as err:  # ReuseRefused is a ValueError
         if args.verbose:
             raise

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lightning_dr2.diffusion import DiffusionConfig
@@ -58,7 +58,10 @@ class DataConfig:
     val_fraction: float = 0.05
     val_max: int = 64
     flip: bool = True
-    # When > 0 and `root` holds no images, generate this many synthetic faces there first.
+    # true: train on `synthetic_n` generated faces, cached in `root` (made there on first use, reused after;
+    # a `root` holding other images is an error). false: `root` must hold images (a missing or empty folder is
+    # an error, never silently filled with synthetic faces).
+    synthetic: bool = False
     synthetic_n: int = 0
 
 
@@ -122,6 +125,8 @@ class TrainerConfig:
     compile: bool = False
     channels_last: bool = False
     progress_bar: bool = True
+    # Steps whose loss or gradients are NaN/Inf are skipped; this many in a row stop training with an error.
+    max_bad_steps: int = 20
 
 
 @dataclass
@@ -306,12 +311,14 @@ def load_config(
     `experiment=None` starts from the schema's defaults alone.
     """
     if experiment is None:
-        return _check_diffusion(load_structured(schema, overrides=overrides), "the command-line overrides")
-    path = experiment_path(experiment)
-    cfg = load_structured(schema, path, overrides)
-    if "experiment" not in read_yaml(path):
-        cfg.experiment = path.stem
-    return _check_diffusion(cfg, f"{path} and the command-line overrides")
+        cfg, source = load_structured(schema, overrides=overrides), "the command-line overrides"
+    else:
+        path = experiment_path(experiment)
+        cfg, source = load_structured(schema, path, overrides), f"{path} and the command-line overrides"
+        if "experiment" not in read_yaml(path):
+            cfg.experiment = path.stem
+    validate(_check_diffusion(cfg, source), source)
+    return cfg
 
 
 def read_yaml(path: str | Path) -> DictConfig:
@@ -358,7 +365,14 @@ def _apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value (e.g. trainer.max_steps=100)")
-        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"command-line override '{item}'")
+        try:
+            parsed = OmegaConf.from_dotlist([item])
+        except (yaml.YAMLError, OmegaConfBaseException) as err:
+            raise ConfigError(
+                f"command-line override '{item}' is not valid YAML after the '=' ({str(err).splitlines()[0]}); "
+                "write lists as key=[a,b] and quote the whole override in the shell"
+            ) from None
+        cfg = _merge(cfg, parsed, f"command-line override '{item}'")
     return cfg
 
 
@@ -370,6 +384,155 @@ def _merge(cfg: DictConfig, other: DictConfig | Mapping[str, Any], source: str) 
         raise ConfigError(
             f"invalid config from {source}: key '{key}': {err.msg if hasattr(err, 'msg') else err}"
         ) from err
+
+
+# -- value checks ----------------------------------------------------------------------------------------
+# Types are checked by the schema; these are the ranges a value must lie in to mean something. One function
+# per schema, run by `load_config`, each error naming the key, the value, and what to do.
+
+
+class _Checks:
+    """`require(key, ok, need)`: raise a ConfigError naming key, value, the requirement and the config's source."""
+
+    def __init__(self, cfg: DictConfig, source: str) -> None:
+        self.cfg, self.source = cfg, source
+
+    def value(self, key: str) -> Any:
+        node = OmegaConf.select(self.cfg, key)
+        return OmegaConf.to_container(node) if isinstance(node, (DictConfig, ListConfig)) else node
+
+    def fail(self, key: str, value: Any, need: str) -> None:
+        raise ConfigError(f"{key}={value!r} {need} (from {self.source})")
+
+    def require(self, key: str, ok: Callable[[Any], bool], need: str) -> None:
+        value = self.value(key)
+        if not ok(value):
+            self.fail(key, value, need)
+
+    def at_least(self, key: str, low: int, what: str = "") -> None:
+        self.require(key, lambda v: v >= low, f"must be >= {low}{what}")
+
+    def one_of(self, key: str, allowed: Sequence[Any], why: str = "") -> None:
+        self.require(key, lambda v: v in allowed, f"must be one of {list(allowed)}{why}")
+
+    def accelerator(self, key: str) -> None:
+        self.require(
+            key,
+            lambda v: str(v).lower() not in ("gpu", "cuda") or _cuda_visible(),
+            f"asks for a CUDA GPU but none is visible on this machine (torch.cuda.is_available() is False); "
+            f"use {key}=cpu or {key}=auto",
+        )
+
+    def dr2_settings(self, prefix: str, N: int, tau: int, omega: int | None, respacing: int) -> None:  # noqa: N803
+        from lightning_dr2.dr2.remover import SettingError, check_indices
+
+        try:
+            check_indices(N, tau, omega, respacing)
+        except SettingError as err:
+            self.fail(f"{prefix}{err.name}", err.value, err.reason)
+
+
+def _cuda_visible() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _in_unit_interval(value: Any) -> bool:
+    return 0.0 <= value < 1.0
+
+
+def validate_training(c: _Checks) -> None:
+    """ExperimentConfig (DDPM training)."""
+    c.require(
+        "optim.betas",
+        lambda v: len(v) == 2 and all(_in_unit_interval(b) for b in v),
+        "must be two values in [0, 1) (Adam's beta1, beta2), e.g. optim.betas=[0.9,0.999]",
+    )
+    c.require("optim.lr", lambda v: v > 0, "must be > 0 (e.g. 1e-4)")
+    c.require("optim.weight_decay", lambda v: v >= 0, "must be >= 0")
+    c.require("optim.grad_clip", lambda v: v >= 0, "must be >= 0 (0 turns clipping off)")
+    c.at_least("optim.warmup_steps", 0)
+    c.require("ema.decay", _in_unit_interval, "must be in [0, 1) (e.g. 0.9999)")
+    c.at_least("trainer.max_steps", 1, ": the number of optimizer steps to train for")
+    c.at_least("trainer.accumulate_grad_batches", 1)
+    c.at_least("trainer.log_every_n_steps", 1)
+    c.at_least("trainer.val_check_interval", 1, " (training steps between validations)")
+    c.at_least("trainer.num_nodes", 1)
+    c.at_least("trainer.max_bad_steps", 1, " (non-finite steps in a row before training stops)")
+    c.require("trainer.limit_val_batches", lambda v: v >= 0, "must be >= 0 (0 turns validation off)")
+    c.accelerator("trainer.accelerator")
+    c.one_of(
+        "checkpoint.save_top_k",
+        (-1, 0, 1),
+        ": periodic checkpoints have no metric to rank them by, and Lightning keeps the best k > 1 only with a "
+        "monitored metric. Use -1 (keep every periodic checkpoint), 0 (only last.ckpt) or 1 (only the newest), "
+        "and set checkpoint.every_n_steps for how often one is written",
+    )
+    c.at_least("checkpoint.every_n_steps", 0, " (0: no periodic checkpoints)")
+    c.at_least("data.image_size", 1)
+    c.at_least("data.batch_size", 1, " (images per device and step)")
+    c.at_least("data.num_workers", 0, " (0 loads data in the main process)")
+    c.require("data.val_fraction", _in_unit_interval, "must be in [0, 1)")
+    c.at_least("data.val_max", 0)
+    c.at_least("data.synthetic_n", 0)
+    if c.value("data.synthetic"):
+        c.at_least("data.synthetic_n", 1, ": data.synthetic=true trains on that many generated faces (e.g. 512)")
+    c.one_of("sampling.method", ("ddim", "ddpm"))
+    c.at_least("sampling.steps", 1)
+    c.at_least("sampling.every_n_steps", 0, " (0: only at the end)")
+    c.require("sampling.eta", lambda v: 0.0 <= v <= 1.0, "must be in [0, 1] (0: deterministic DDIM)")
+    if c.value("evaluator.enabled"):
+        c.at_least("evaluator.batch_size", 1)
+        c.at_least("evaluator.every_n_steps", 1)
+        for i, s in enumerate(c.value("evaluator.settings")):
+            c.dr2_settings(f"evaluator.settings[{i}].", s["N"], s["tau"], s["omega"], c.value("evaluator.respacing"))
+
+
+def validate_pipeline(c: _Checks) -> None:
+    """PipelineConfig (restore; eval adds its own checks)."""
+    from lightning_dr2.dr2.remover import SettingError, check_sampler
+
+    c.at_least("dr2.respacing", 2, " (the number of steps of the respaced grid, e.g. 100)")
+    c.dr2_settings("dr2.", c.value("dr2.N"), c.value("dr2.tau"), c.value("dr2.omega"), c.value("dr2.respacing"))
+    try:
+        check_sampler(c.value("dr2.sampler"), c.value("dr2.eta"))
+    except SettingError as err:
+        c.fail(f"dr2.{err.name}", err.value, err.reason)
+    c.at_least("enhancer.size", 1, ": the enhancer's input/output size in pixels (e.g. 512)")
+    c.at_least("batch_size", 1)
+    c.at_least("num_workers", 0)
+    c.one_of("dtype", ("auto", "fp32", "bf16", "fp16"))
+    c.accelerator("accelerator")
+
+
+def validate_restore(c: _Checks) -> None:
+    validate_pipeline(c)
+    c.at_least("limit", 0, " (0: every image)")
+
+
+def validate_eval(c: _Checks) -> None:
+    validate_pipeline(c)
+    for i, s in enumerate(c.value("settings")):
+        c.dr2_settings(f"settings[{i}].", s["N"], s["tau"], s["omega"], c.value("dr2.respacing"))
+    for i in range(len(c.value("sets"))):
+        c.at_least(f"sets[{i}].limit", 0, " (0: every image)")
+    c.one_of("lpips_net", ("vgg", "alex"))
+    c.at_least("report_images", 0)
+
+
+VALIDATORS: dict[type, Callable[[_Checks], None]] = {
+    ExperimentConfig: validate_training,
+    RestoreConfig: validate_restore,
+    EvalConfig: validate_eval,
+}
+
+
+def validate(cfg: DictConfig, source: str) -> None:
+    """Run the value checks of `cfg`'s schema (schemas without checks pass)."""
+    check = VALIDATORS.get(OmegaConf.get_type(cfg))
+    if check is not None:
+        check(_Checks(cfg, source))
 
 
 def resolve_run_name(cfg: DictConfig) -> str:

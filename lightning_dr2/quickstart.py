@@ -132,7 +132,8 @@ def run_quickstart(overrides: Sequence[str] = (), progress: Callable[[str], None
     start = time.perf_counter()
     cfg = load_config("quickstart", list(overrides))
     progress(
-        f"[quickstart] 1/3 training a tiny DDPM on synthetic {cfg.data.image_size}px faces in {cfg.data.root} "
+        f"[quickstart] 1/3 training a tiny DDPM on {'synthetic ' if cfg.data.synthetic else ''}"
+        f"{cfg.data.image_size}px faces in {cfg.data.root} "
         f"for {cfg.trainer.max_steps} steps (CPU)"
     )
     result = train_ddpm(cfg)

@@ -21,10 +21,12 @@ from lightning_dr2.checkpoints import AtomicCheckpointIO, newest_valid_checkpoin
 from lightning_dr2.config import ConfigError, resolve_run_name, run_dir, save_config
 from lightning_dr2.datasets.datamodule import FaceDataModule
 from lightning_dr2.diffusion import DiffusionConfig
-from lightning_dr2.dr2.sidecar import write_sidecar
+from lightning_dr2.dr2.sidecar import sidecar_path, write_sidecar
 from lightning_dr2.io import atomic_write
 from lightning_dr2.loggers import build_loggers
 from lightning_dr2.modules.ddpm import DDPMModule
+from lightning_dr2.modules.guards import check_finite_weights
+from lightning_dr2.nets.loading import WeightsError, load_into
 from lightning_dr2.runinfo import record_run_info
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ def resolve_resume(cfg: DictConfig, run_path: Path) -> str | None:
 
 
 def build_datamodule(cfg: DictConfig) -> FaceDataModule:
-    synthetic = {"n": cfg.data.synthetic_n, "size": cfg.data.image_size} if cfg.data.synthetic_n > 0 else None
+    synthetic = {"n": cfg.data.synthetic_n, "size": cfg.data.image_size} if cfg.data.synthetic else None
     return FaceDataModule(
         root=cfg.data.root,
         image_size=cfg.data.image_size,
@@ -90,6 +92,7 @@ def build_module(cfg: DictConfig) -> DDPMModule:
         seed=cfg.seed,
         channels_last=cfg.trainer.channels_last,
         compile=cfg.trainer.compile,
+        max_bad_steps=cfg.trainer.max_bad_steps,
     )
 
 
@@ -213,11 +216,12 @@ def export_unet(net: torch.nn.Module, flags: dict[str, Any], diffusion: Diffusio
     """Write a plain state dict (loads into `UNet.from_flags(flags)` with strict=True) and its sidecar.
 
     The sidecar `<out>.json` = {"net": flags, "diffusion": the process it was trained with} (see
-    `dr2.sidecar`), so restore/eval sample it with that process.
+    `dr2.sidecar`), so restore/eval sample it with that process. NaN/Inf weights are refused.
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
+    check_finite_weights(state, f"export to {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: torch.save(state, tmp))
     write_sidecar(out, flags, diffusion)
     return out
@@ -225,7 +229,14 @@ def export_unet(net: torch.nn.Module, flags: dict[str, Any], diffusion: Diffusio
 
 def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
     """Export the EMA UNet of a Lightning checkpoint written by `train_ddpm` (falls back to raw weights)."""
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)  # plain containers and tensors only
+    try:
+        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)  # plain containers and tensors only
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint {ckpt} does not exist") from None
+    except Exception as err:  # torch.load raises many types for files that are not (safe) torch checkpoints
+        raise WeightsError(f"{ckpt} cannot be read as a training checkpoint: {err}") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("hyper_parameters"), dict):
+        raise WeightsError(_not_a_training_checkpoint(ckpt, checkpoint))
     hparams = checkpoint["hyper_parameters"]
     flags = hparams["net"]
     ema_state = next((v for k, v in checkpoint.get("callbacks", {}).items() if k.startswith("EMA")), None)
@@ -236,6 +247,17 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
         state = {k[len("net.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
     from lightning_dr2.nets.unet import UNet
 
-    net = UNet.from_flags(flags)
-    net.load_state_dict(state, strict=True)
+    net = load_into(UNet.from_flags(flags), state, f"{ckpt} (EMA UNet)")
     return export_unet(net, flags, DiffusionConfig.from_dict(hparams["diffusion"], source=f"{ckpt} diffusion"), out)
+
+
+def _not_a_training_checkpoint(ckpt: str | Path, content: Any) -> str:
+    """Why `export` cannot use `content`, and what the user can do with it instead."""
+    what = f"{ckpt} is not a Lightning training checkpoint written by `train` (it has no hyper_parameters)"
+    if isinstance(content, dict) and content and all(isinstance(v, torch.Tensor) for v in content.values()):
+        return (
+            f"{what}; it is a plain state dict of {len(content)} tensors, i.e. already exported weights. Use it "
+            f"directly as unet_weights={ckpt}, with a sidecar {sidecar_path(ckpt)} holding "
+            '{"net": {...UNet flags}, "diffusion": {...}} when it is not the published DR2 FFHQ-256 network'
+        )
+    return f"{what}; export takes the .ckpt files under runs/<experiment>/<run>/checkpoints/"

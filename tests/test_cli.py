@@ -34,3 +34,46 @@ def test_config_prints_resolved_yaml(capsys) -> None:
 def test_unknown_command_exits() -> None:
     with pytest.raises(SystemExit):
         main(["nope"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["train", "ddpm_tiny", "optim.betas=[0.9]"], "optim.betas=[0.9] must be two values in [0, 1)"),
+        (["train", "ddpm_tiny", "trainer.max_steps=-5"], "trainer.max_steps=-5 must be >= 1"),
+        (["train", "ddpm_tiny", "checkpoint.save_top_k=2"], "checkpoint.save_top_k=2 must be one of [-1, 0, 1]"),
+        (["train", "ddpm_tiny", "data.batch_size=-1"], "data.batch_size=-1 must be >= 1"),
+        (["train", "ddpm_tiny", "data.num_workers=-2"], "data.num_workers=-2 must be >= 0"),
+        (["train", "ddpm_tiny", "data.synthetic_n=0"], "data.synthetic_n=0 must be >= 1: data.synthetic=true"),
+        (["train", "ddpm_tiny", "optim.betas=[0.9,"], "override 'optim.betas=[0.9,' is not valid YAML"),
+        (["restore", "--input", "in", "--output", "out", "enhancer.size=-5"], "enhancer.size=-5 must be >= 1"),
+        (["restore", "--input", "in", "--output", "out", "dr2.sampler=ddim", "dr2.eta=-3"], "dr2.eta=-3.0 must be in"),
+        (["restore", "--input", "in", "--output", "out", "dr2.N=0"], "dr2.N=0 must be a positive integer"),
+        (["restore", "--input", "in", "--output", "out", "dr2.tau=99"], "dr2.tau=99 must be an integer in [0, 98]"),
+        (["restore", "--input", "in", "--output", "out", "dr2.omega=100"], "dr2.omega=100 is beyond the respaced"),
+        (["eval", "eval_celeba_test", "settings=[{N: 8, tau: 40, omega: 30}]"], "settings[0].omega=30 must be greater"),
+        (["eval", "eval_celeba_test", "enhancer.size=-5"], "enhancer.size=-5 must be >= 1"),
+    ],
+)
+def test_bad_values_are_messages_naming_the_key(argv: list[str], expected: str, capsys) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "key"),
+    [
+        (["train", "ddpm_tiny", "trainer.accelerator=gpu"], "trainer.accelerator"),
+        (["restore", "--input", "in", "--output", "out", "accelerator=gpu"], "accelerator"),
+        (["eval", "eval_celeba_test", "accelerator=cuda"], "accelerator"),
+    ],
+)
+def test_gpu_accelerator_without_cuda_is_a_message(argv: list[str], key: str, monkeypatch, capsys) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{key}='" in err and "none is visible on this machine" in err
+    assert f"use {key}=cpu or {key}=auto" in err and "Traceback" not in err

@@ -85,3 +85,44 @@ def test_run_name_chosen_once(monkeypatch) -> None:
 def test_flat_dict_uses_dotted_keys() -> None:
     flat = flat_dict(load_config("ddpm_tiny"))
     assert flat["net.num_channels"] == 32 and "trainer.max_steps" in flat
+
+
+def test_every_value_check_passes_the_defaults_of_each_schema() -> None:
+    from lightning_dr2.config import EvalConfig, ExperimentConfig, RestoreConfig, validate
+
+    for schema in (ExperimentConfig, RestoreConfig, EvalConfig):
+        validate(OmegaConf.structured(schema), "defaults")
+
+
+def test_value_errors_name_the_source_file() -> None:
+    with pytest.raises(ConfigError, match=r"optim\.lr=-1\.0 must be > 0 .*ddpm_tiny\.yaml"):
+        load_config("ddpm_tiny", ["optim.lr=-1"])
+
+
+def test_synthetic_data_is_an_explicit_flag() -> None:
+    assert load_config("ddpm_tiny").data.synthetic and load_config("quickstart").data.synthetic
+    assert not load_config("ddpm_ffhq256").data.synthetic
+    with pytest.raises(ConfigError, match=r"data\.synthetic_n=0 .*data\.synthetic=true"):
+        load_config("ddpm_tiny", ["data.synthetic_n=0"])
+
+
+def test_dr2_ranges_are_checked_when_the_sampler_is_built() -> None:
+    from lightning_dr2.dr2 import DR2
+    from lightning_dr2.dr2.pipeline import DR2E
+    from lightning_dr2.dr2.remover import SettingError
+    from lightning_dr2.nets.unet import UNet
+
+    unet = UNet.from_flags(
+        {"image_size": 16, "num_channels": 32, "channel_mult": "1,2", "attention_resolutions": "8",
+         "num_head_channels": 8, "learn_sigma": True}
+    )  # fmt: skip
+    with pytest.raises(SettingError, match=r"eta=-3\.0 must be in \[0, 1\]"):
+        DR2(unet, sampler="ddim", eta=-3.0)
+    with pytest.raises(SettingError, match=r"eta=1\.5"):
+        DR2(unet, sampler="ddim", eta=1.5)
+    with pytest.raises(SettingError, match="sampler='plms'"):
+        DR2(unet, sampler="plms")
+    with pytest.raises(SettingError, match="enhancer_size=-5"):
+        DR2E(unet, None, N=2, tau=5, enhancer_size=-5)
+    with pytest.raises(SettingError, match=r"tau=99 must be an integer in \[0, 98\]"):
+        DR2E(unet, None, N=2, tau=99, enhancer_size=16)

@@ -261,9 +261,24 @@ def test_datamodule_generates_synthetic_faces(tmp_path: Path):
     assert next(iter(dm.train_dataloader()))["image"].shape == (4, 3, 16, 16)
 
 
-def test_datamodule_never_writes_into_a_real_folder(folder: Path):
-    FaceDataModule(str(folder), 8, 4, synthetic={"n": 100, "size": 8}).prepare_data()
+def test_datamodule_never_mixes_synthetic_faces_into_a_real_folder(folder: Path):
+    with pytest.raises(ValueError, match=r"data\.root=.*faces holds images that are not our synthetic faces"):
+        FaceDataModule(str(folder), 8, 4, synthetic={"n": 100, "size": 8}).prepare_data()
     assert len(list_images(folder)) == 40 and not (folder / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("state", ["missing", "empty", "no_images"])
+def test_datamodule_without_synthetic_never_fills_a_missing_or_empty_root(tmp_path: Path, state: str):
+    root = tmp_path / "ffhq_typo"
+    if state != "missing":
+        root.mkdir()
+    if state == "no_images":
+        (root / "notes.txt").write_text("x")
+    dm = FaceDataModule(str(root), 8, 4)
+    dm.prepare_data()
+    with pytest.raises((FileNotFoundError, ValueError), match=r"data\.root=.*ffhq_typo.*data\.synthetic=true"):
+        dm.setup("fit")
+    assert not root.exists() or [p.name for p in root.iterdir()] in ([], ["notes.txt"])
 
 
 def test_package_reexports_resolve():

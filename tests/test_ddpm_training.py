@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import TINY_DDPM_NET
 
 from lightning_dr2.config import load_config
 from lightning_dr2.datasets.synthetic import generate_faces
 from lightning_dr2.nets.loading import load_into, read_state_dict
 from lightning_dr2.nets.unet import UNet
 from lightning_dr2.train import build_datamodule, build_module, export_checkpoint, train_ddpm
-
-TINY_NET = [
-    "net.image_size=16",
-    "data.image_size=16",
-    "net.num_channels=32",
-    "net.channel_mult=1,2",
-    "net.attention_resolutions=8",
-    "net.num_head_channels=16",
-]
 
 
 @pytest.fixture(scope="module")
@@ -32,28 +25,29 @@ def faces(tmp_path_factory) -> Path:
     return root
 
 
+def tiny_overrides(faces: Path, runs: Path, run: str, *extra: str) -> list[str]:
+    return [
+        *TINY_DDPM_NET,
+        f"data.root={faces}",
+        "data.synthetic=false",
+        "data.batch_size=4",
+        "data.val_max=4",
+        "data.num_workers=0",
+        f"runs_dir={runs}",
+        f"run={run}",
+        "wandb.mode=disabled",
+        "trainer.progress_bar=false",
+        "trainer.val_check_interval=1000000",
+        "trainer.limit_val_batches=0",
+        "sampling.num_samples=4",
+        "sampling.steps=5",
+        "checkpoint.every_n_steps=1000",
+        *extra,
+    ]
+
+
 def tiny_cfg(faces: Path, runs: Path, run: str, *extra: str):
-    return load_config(
-        "ddpm_tiny",
-        [
-            *TINY_NET,
-            f"data.root={faces}",
-            "data.synthetic_n=0",
-            "data.batch_size=4",
-            "data.val_max=4",
-            "data.num_workers=0",
-            f"runs_dir={runs}",
-            f"run={run}",
-            "wandb.mode=disabled",
-            "trainer.progress_bar=false",
-            "trainer.val_check_interval=1000000",
-            "trainer.limit_val_batches=0",
-            "sampling.num_samples=4",
-            "sampling.steps=5",
-            "checkpoint.every_n_steps=1000",
-            *extra,
-        ],
-    )
+    return load_config("ddpm_tiny", tiny_overrides(faces, runs, run, *extra))
 
 
 def test_fast_dev_run(faces: Path, tmp_path: Path) -> None:
@@ -152,3 +146,121 @@ def test_export_loads_strictly_into_unet_from_flags(faces: Path, tmp_path: Path)
     for key, value in ema.module.state_dict().items():
         torch.testing.assert_close(exported[key], value)
     assert json.loads(again.with_suffix(".json").read_text()) == sidecar
+
+
+def test_exploding_lr_stops_with_a_clear_error_and_exports_nothing(faces: Path, tmp_path: Path, capsys) -> None:
+    """optim.lr=1e30 used to end with rc 0 and an all-NaN export; now the NaN steps are skipped and training stops."""
+    from lightning_dr2.cli import main
+
+    overrides = tiny_overrides(
+        faces, tmp_path, "nan", "optim.lr=1e30", "trainer.max_steps=20", "trainer.max_bad_steps=3"
+    )
+    assert main(["train", "ddpm_tiny", *overrides]) == 1
+    err = capsys.readouterr().err
+    assert "training stopped at step" in err and "trainer.max_bad_steps=3" in err and "optim.lr" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "ddpm_tiny" / "nan" / "export").exists()
+
+
+class _Snapshots(pl.Callback):
+    """Net weights, optimizer state and EMA weights before and after every training batch."""
+
+    def __init__(self, ema) -> None:
+        self.ema, self.before, self.after = ema, {}, {}
+
+    def _take(self, trainer, module) -> dict:
+        return copy.deepcopy(
+            {
+                "net": module.net.state_dict(),
+                "opt": trainer.optimizers[0].state_dict(),
+                "ema": self.ema.module.state_dict(),
+            }
+        )
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self.before[batch_idx] = self._take(trainer, module)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.after[batch_idx] = self._take(trainer, module)
+
+
+def _assert_tensors_equal(a, b, what: str) -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), what
+        for key in a:
+            _assert_tensors_equal(a[key], b[key], f"{what}.{key}")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), what
+
+
+def test_a_single_nan_step_is_skipped_and_changes_nothing(faces: Path, tmp_path: Path) -> None:
+    from lightning_dr2.callbacks.ema import EMA
+
+    cfg = tiny_cfg(faces, tmp_path, "one_nan", "trainer.max_steps=4", "optim.warmup_steps=1")
+    module = build_module(cfg)
+    losses = module._losses
+
+    def poisoned(x, gen):
+        out, t = losses(x, gen)
+        if module.global_step == 2:
+            out = {k: v * float("nan") for k, v in out.items()}
+        return out, t
+
+    module._losses = poisoned
+    ema = EMA(decay=0.9)
+    snaps = _Snapshots(ema)
+    trainer = pl.Trainer(
+        max_steps=4,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        callbacks=[ema, snaps],
+        use_distributed_sampler=False,
+    )
+    trainer.fit(module, datamodule=build_datamodule(cfg))
+    assert trainer.global_step == 4 and module.nonfinite_guard.skipped == 1
+    _assert_tensors_equal(snaps.after[2], snaps.before[2], "skipped step")
+    assert ema.num_updates == 3
+    for step in (1, 3):  # the steps around it do train
+        before, after = snaps.before[step]["net"], snaps.after[step]["net"]
+        assert any(not torch.equal(after[k], before[k]) for k in before), step
+    assert all(bool(torch.isfinite(v).all()) for v in module.net.state_dict().values())
+
+
+def test_nan_weights_are_never_checkpointed_or_exported(faces: Path, tmp_path: Path) -> None:
+    from lightning_dr2.modules.guards import NonFiniteTrainingError
+    from lightning_dr2.train import export_unet
+
+    cfg = tiny_cfg(faces, tmp_path, "nan_weights")
+    module = build_module(cfg)
+    with torch.no_grad():
+        next(module.net.parameters()).fill_(float("nan"))
+    with pytest.raises(NonFiniteTrainingError, match="checkpoint at step 0"):
+        module.on_save_checkpoint({})
+    out = tmp_path / "export" / "unet.pt"
+    with pytest.raises(NonFiniteTrainingError, match="refusing"):
+        export_unet(module.net, module.hparams.net, module.diffusion_config, out)
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_export_of_a_plain_state_dict_says_how_to_use_it(tmp_path: Path, capsys) -> None:
+    from lightning_dr2.cli import main
+
+    state = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(2)}, state)
+    assert main(["export", str(state), "--out", str(tmp_path / "x.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "not a Lightning training checkpoint" in err and f"unet_weights={state}" in err and "sidecar" in err
+    assert "Traceback" not in err and not (tmp_path / "x.pt").exists()
+
+
+def test_a_mistyped_data_root_is_an_error_not_synthetic_data(tmp_path: Path, capsys) -> None:
+    from lightning_dr2.cli import main
+
+    typo = tmp_path / "ffhq_tpyo"
+    assert main(["train", "ddpm_tiny", *tiny_overrides(typo, tmp_path, "typo")]) == 2
+    err = capsys.readouterr().err
+    assert f"data.root={typo} does not exist" in err and "data.synthetic=true" in err and "Traceback" not in err
+    assert not typo.exists()

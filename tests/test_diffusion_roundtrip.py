@@ -83,7 +83,7 @@ def train_cfg(tmp_path: Path, testset: Path):
         [
             *TINY_DDPM_NET,
             f"data.root={faces}",
-            "data.synthetic_n=0",
+            "data.synthetic=false",
             "data.batch_size=4",
             "data.val_max=2",
             "data.num_workers=0",

@@ -23,7 +23,7 @@ from lightning_dr2.train import resolve_resume
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     *TINY_DDPM_NET,
-    "data.synthetic_n=0",
+    "data.synthetic=false",
     "data.batch_size=4",
     "data.val_max=4",
     "data.num_workers=0",

@@ -15,6 +15,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from lightning_dr2.modules.guards import step_was_skipped
+
 
 def ema_or_live(trainer: pl.Trainer, pl_module: pl.LightningModule, attr: str = "net") -> nn.Module:
     """The network to sample/evaluate with: the EMA copy when an `EMA` callback holds one, else the live one."""
@@ -27,8 +29,9 @@ def ema_or_live(trainer: pl.Trainer, pl_module: pl.LightningModule, attr: str = 
 class EMA(pl.Callback):
     """EMA of `pl_module.<attr>` (default `net`), updated once per optimizer step.
 
-    Updates follow `trainer.global_step`, so gradient accumulation and skipped steps never update
-    the average twice or on a partial step. `decay_at(n) = min(decay, (1 + n) / (10 + n))` with warm-up.
+    Updates follow `trainer.global_step`, so gradient accumulation never updates the average twice or
+    on a partial step, and a step the module's non-finite guard skipped (`modules.guards`) is not averaged.
+    `decay_at(n) = min(decay, (1 + n) / (10 + n))` with warm-up.
     """
 
     def __init__(self, decay: float = 0.9999, warmup: bool = True, attr: str = "net") -> None:
@@ -65,7 +68,8 @@ class EMA(pl.Callback):
         if trainer.global_step == self._last_step:
             return  # no optimizer step happened (accumulation, or the step was skipped)
         self._last_step = trainer.global_step
-        self.update(getattr(pl_module, self.attr))
+        if not step_was_skipped(pl_module):
+            self.update(getattr(pl_module, self.attr))
 
     @torch.no_grad()
     def update(self, source: nn.Module) -> None:

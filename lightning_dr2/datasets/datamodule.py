@@ -121,13 +121,14 @@ class FaceDataModule(pl.LightningDataModule):
     """Faces from `root`, split once into train/val with a seeded permutation.
 
     The split depends only on the sorted file list and `seed`, so it is identical on every rank, run and
-    machine. With `synthetic` (kwargs of `generate_faces`, e.g. {"n": 512, "size": 64}) an empty `root`
-    is filled with synthetic faces in `prepare_data`, which Lightning runs on one process only; a folder
-    already holding our synthetic manifest is completed (resumed) the same way, a folder of real images
-    is never written to. Training reads one `StreamSampler` of max_steps batches, sharded over the
-    trainer's ranks and positioned by the global step (run the Trainer with
-    `use_distributed_sampler=False`); validation is sharded without padding, so every validation image
-    is used exactly once.
+    machine. Synthetic faces only when asked: with `synthetic` (kwargs of `generate_faces`, e.g.
+    {"n": 512, "size": 64}) `root` is their cache, filled in `prepare_data` (Lightning runs it on one
+    process only) when missing or empty and completed when it holds our synthetic manifest; a `root`
+    holding other images is an error (never mixed). Without it, a missing or imageless `root` is an
+    error naming the folder: a mistyped path never becomes generated training data. Training reads
+    one `StreamSampler` of max_steps batches, sharded over the trainer's ranks and positioned by the
+    global step (run the Trainer with `use_distributed_sampler=False`); validation is sharded without
+    padding, so every validation image is used exactly once.
     """
 
     def __init__(
@@ -159,19 +160,39 @@ class FaceDataModule(pl.LightningDataModule):
         self.train_set: ImageFolder | None = None
         self.val_set: ImageFolder | None = None
 
-    def _needs_synthetic(self) -> bool:
+    def _holds_other_images(self) -> bool:
         if (self.root / MANIFEST).is_file():
-            return True
+            return False
         try:
             list_images(self.root)
         except (FileNotFoundError, ValueError):
-            return True
-        return False
+            return False
+        return True
 
     def prepare_data(self) -> None:
-        if self.synthetic is not None and self._needs_synthetic():
-            log.info("generating synthetic faces in %s (%s)", self.root, self.synthetic)
-            generate_faces(self.root, **self.synthetic)
+        if self.synthetic is None:
+            return
+        if self._holds_other_images():
+            raise ValueError(
+                f"data.root={self.root} holds images that are not our synthetic faces (no {MANIFEST}), but "
+                "data.synthetic=true uses data.root as the cache of generated faces and never mixes the two. "
+                "Set data.synthetic=false to train on these images, or point data.root at a new folder for "
+                "synthetic faces"
+            )
+        log.info("synthetic faces in %s (%s)", self.root, self.synthetic)
+        generate_faces(self.root, **self.synthetic)
+
+    def _list_images(self) -> list[Path]:
+        hint = (
+            "Point data.root at a folder of aligned face images, or set data.synthetic=true (with data.synthetic_n) "
+            "to train on generated faces cached in data.root"
+        )
+        try:
+            return list_images(self.root)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"training data folder data.root={self.root} does not exist. {hint}") from None
+        except ValueError as err:
+            raise ValueError(f"training data folder data.root={self.root} cannot be used: {err}. {hint}") from None
 
     def split_sizes(self, n: int) -> tuple[int, int]:
         """(train, val) sizes: val is val_fraction of n, at most val_max, at least 1 when n >= 2
@@ -184,7 +205,7 @@ class FaceDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return  # Lightning calls setup per stage; list and split once
-        files = list_images(self.root)
+        files = self._list_images()
         n_train, n_val = self.split_sizes(len(files))
         order = np.random.default_rng(self.seed).permutation(len(files))
         val_idx, train_idx = sorted(order[:n_val]), sorted(order[n_val:])

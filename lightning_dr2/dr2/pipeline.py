@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_dr2.diffusion import DiffusionConfig
-from lightning_dr2.dr2.remover import DR2, NoiseFn
+from lightning_dr2.dr2.remover import DR2, NoiseFn, SettingError
 from lightning_dr2.dr2.sidecar import (
     net_learns_sigma,
     published_process,
@@ -143,6 +143,8 @@ class DR2E:
         enhancer_size: int = 512,
         dtype: torch.dtype | None = None,
     ) -> None:
+        if not isinstance(enhancer_size, int) or enhancer_size < 1:
+            raise SettingError("enhancer_size", enhancer_size, "must be a positive number of pixels (e.g. 512)")
         self.dr2 = DR2(unet, respacing=respacing, diffusion=diffusion, sampler=sampler, eta=eta, dtype=dtype)
         self.enhancer = enhancer
         self.N, self.tau, self.omega = N, tau, omega

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -50,6 +51,43 @@ def default_omega(N: int, tau: int, num_steps: int = 100) -> int:  # noqa: N803 
     return min(tau + offset, num_steps - 1)
 
 
+class SettingError(ValueError):
+    """A DR2 setting outside its meaningful range. `name` is the setting, so a config can name its own key."""
+
+    def __init__(self, name: str, value: Any, reason: str) -> None:
+        super().__init__(f"{name}={value!r} {reason}")
+        self.name, self.value, self.reason = name, value, reason
+
+
+SAMPLERS = ("ddpm", "ddim")
+
+
+def check_sampler(sampler: str, eta: float) -> None:
+    """The sampler and its eta: eta < 0 or > 1 gives a negative or excess noise variance (black or noisy images)."""
+    if sampler not in SAMPLERS:
+        raise SettingError("sampler", sampler, f"is not one of {list(SAMPLERS)}")
+    if not 0.0 <= float(eta) <= 1.0:
+        raise SettingError("eta", eta, "must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like noise)")
+
+
+def check_indices(N: int, tau: int, omega: int | None, num_steps: int) -> int:  # noqa: N803
+    """N, tau and omega (None: the official rule) against a respaced grid of `num_steps`; returns omega.
+
+    Whether N divides the image size is checked with the image (`DR2.validate`).
+    """
+    if not isinstance(N, int) or isinstance(N, bool) or N < 1:
+        raise SettingError("N", N, "must be a positive integer (the downsampling factor of Phi_N, e.g. 4, 8, 16)")
+    if not isinstance(tau, int) or isinstance(tau, bool) or not 0 <= tau < num_steps - 1:
+        grid = f"the respaced grid is 0..{num_steps - 1}"
+        raise SettingError("tau", tau, f"must be an integer in [0, {num_steps - 2}] ({grid})")
+    resolved = default_omega(N, tau, num_steps) if omega is None else omega
+    if not isinstance(resolved, int) or isinstance(resolved, bool) or resolved <= tau:
+        raise SettingError("omega", resolved, f"must be greater than tau ({tau}): DR2 denoises from omega down to tau")
+    if resolved >= num_steps:
+        raise SettingError("omega", resolved, f"is beyond the respaced grid 0..{num_steps - 1}; lower tau or omega")
+    return resolved
+
+
 @dataclass
 class DR2Output:
     """x0_hat and, on request, the per-step trajectory of x0 estimates (omega..tau)."""
@@ -82,8 +120,7 @@ class DR2:
         dtype: torch.dtype | None = None,
         diffusion: DiffusionConfig | None = None,
     ) -> None:
-        if sampler not in ("ddpm", "ddim"):
-            raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+        check_sampler(sampler, eta)
         if diffusion is None:
             shorthand = {k: v for k, v in {"schedule": schedule, "steps": steps}.items() if v is not None}
             diffusion = replace(PUBLISHED_DIFFUSION, learn_sigma=None, **shorthand)
@@ -130,16 +167,9 @@ class DR2:
                 f"input values must lie in [-1, 1]; got range [{lo:.3f}, {hi:.3f}] "
                 "(did you pass [0, 255] or [0, 1] images?)"
             )
-        if not isinstance(N, int) or isinstance(N, bool) or N < 1:
-            raise ValueError(f"N (the downsampling factor of Phi_N) must be a positive integer, got {N!r}")
+        check_indices(N, tau, omega, self.num_steps)
         if y.shape[-1] % N or y.shape[-2] % N:
             raise ValueError(f"N={N} must divide the image size {y.shape[-2]}x{y.shape[-1]}")
-        if not isinstance(tau, int) or tau < 0:
-            raise ValueError(f"tau must be an integer >= 0, got {tau!r}")
-        if omega <= tau:
-            raise ValueError(f"omega ({omega}) must be greater than tau ({tau}): DR2 denoises from omega down to tau")
-        if omega >= self.num_steps:
-            raise ValueError(f"omega ({omega}) is beyond the respaced grid 0..{self.num_steps - 1}; lower tau or omega")
 
     def _noise_fn(
         self, y: Tensor, noise: NoiseFn | None, generator: torch.Generator | None, seeds: Sequence[int] | None

@@ -1,7 +1,8 @@
 """DDPM pretraining: glue between the ADM UNet, the Gaussian diffusion math, the optimiser and logging.
 
 The network knows nothing about diffusion and the diffusion knows nothing about Lightning; this module
-only wires them. EMA, sample grids and checkpoints are callbacks (see `lightning_dr2.callbacks`).
+only wires them. EMA, sample grids and checkpoints are callbacks (see `lightning_dr2.callbacks`); NaN/Inf
+steps are skipped and counted by the guard in `modules.guards`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_dr2.diffusion import DiffusionConfig, build_diffusion
+from lightning_dr2.modules.guards import NonFiniteGuard, check_finite_weights, guarded_step
 from lightning_dr2.nets.unet import UNet
 
 
@@ -39,6 +41,7 @@ class DDPMModule(pl.LightningModule):
         seed: int = 0,
         channels_last: bool = False,
         compile: bool = False,
+        max_bad_steps: int = 20,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -50,6 +53,7 @@ class DDPMModule(pl.LightningModule):
         self.channels_last = channels_last
         self.compile = compile
         self._compiled: Any = None  # torch.compile wrapper, kept out of the module tree (state-dict keys stay plain)
+        self.nonfinite_guard = NonFiniteGuard(max_bad_steps)
 
     # -- model ---------------------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -107,6 +111,18 @@ class DDPMModule(pl.LightningModule):
             totals.append(losses["loss"])
         loss = torch.cat(totals)
         self.log("val/loss", loss.mean(), prog_bar=True, sync_dist=True, batch_size=x.shape[0])
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        """Skip (and count) a step whose loss or gradients are NaN/Inf; see `modules.guards`."""
+        guarded_step(self.nonfinite_guard, optimizer, optimizer_closure, self.net.parameters(), self.global_step)
+        self.log("train/skipped_steps", float(self.nonfinite_guard.skipped))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_finite_weights(self.net.state_dict(), f"checkpoint at step {self.global_step}")
+        checkpoint["nonfinite_guard"] = self.nonfinite_guard.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.nonfinite_guard.load_state_dict(checkpoint.get("nonfinite_guard", {}))
 
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.hparams.optim
