@@ -93,6 +93,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides) + (["reference=true"] if args.reference else [])
     result = run_eval(load_config(args.experiment, overrides, schema=EvalConfig))
+    if result.report_md is None:  # a non-zero rank under torchrun/srun: rank 0 reports
+        return 0
     print(metrics_table(result.table_rows))
     for metric, note in result.notes.items():
         print(f"note: {metric}: {note}")

@@ -24,7 +24,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
@@ -237,8 +236,7 @@ def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSumma
     settings = restore_settings(cfg, pipe, weights_dir)
     todo, reused, recomputed, provenance = plan_restore(input_dir, output_dir, rels, settings, cfg.reuse)
     save_config(cfg, output_dir / "restore_config.yaml")
-    if rank_zero_only.rank == 0:  # under torchrun/srun every rank runs this; one records the start
-        record_run_info(output_dir)
+    record_run_info(output_dir)
     log.info(
         "%d images to restore (%d made earlier with other settings), %d reused in %s",
         len(todo),

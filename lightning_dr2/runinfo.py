@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning_utilities.core.rank_zero import rank_zero_only
 
 from lightning_dr2.io import write_json
 
@@ -87,8 +88,13 @@ def collect_run_info() -> dict[str, Any]:
 
 
 def record_run_info(run_path: Path) -> Path:
-    """Append this start's entry to `run_path/run_info.json` (written atomically); returns the file."""
+    """Append this start's entry to `run_path/run_info.json` (written atomically); returns the file.
+
+    Under torchrun/srun every process runs the job's start: only global rank 0 records it.
+    """
     path = Path(run_path) / "run_info.json"
+    if rank_zero_only.rank != 0:
+        return path
     attempts: list[dict[str, Any]] = []
     if path.is_file():
         try:
