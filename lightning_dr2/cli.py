@@ -29,10 +29,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_enhancer(args: argparse.Namespace) -> int:
-    from lightning_dr2.config import load_config, schema_for
+    from lightning_dr2.config import load_config
+    from lightning_dr2.enhancer_config import EnhanceExperimentConfig
     from lightning_dr2.train_enhancer import train_enhancer
 
-    cfg = load_config(args.experiment, args.overrides, schema=schema_for("enhance"))
+    cfg = load_config(args.experiment, args.overrides, schema=EnhanceExperimentConfig)
     result = train_enhancer(cfg)
     if result.trainer.is_global_zero:
         print(f"run directory:      {result.run_dir}")
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. trainer.devices=8 data.root=/data/ffhq")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("train-enhancer", help="train an enhancer on DR2 outputs: train-enhancer EXPERIMENT [key=value]")
+    p = sub.add_parser("train-enhancer", help="train an enhancer on DR2 outputs: EXPERIMENT [key=value]")
     p.add_argument("experiment", help="name in experiments/ (e.g. enhance_tiny, enhance_sparnethd) or a YAML path")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.hq_root=/data/ffhq trainer.devices=8")
     p.set_defaults(func=_cmd_train_enhancer)

@@ -48,7 +48,9 @@ def build_pair_maker(cfg: DictConfig, precision: str) -> OnTheFlyDR2 | None:
     from lightning_dr2.dr2.remover import DR2
 
     unet, process = load_unet(
-        cfg.dr2.unet_weights, _container(cfg.dr2.net), diffusion=DiffusionConfig.from_dict(_container(cfg.dr2.diffusion))
+        cfg.dr2.unet_weights,
+        _container(cfg.dr2.net),
+        diffusion=DiffusionConfig.from_dict(_container(cfg.dr2.diffusion)),
     )
     dtype = torch.bfloat16 if precision.startswith("bf16") else None
     dr2 = DR2(unet.requires_grad_(False), respacing=cfg.dr2.respacing, diffusion=process, dtype=dtype)

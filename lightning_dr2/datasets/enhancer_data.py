@@ -212,7 +212,10 @@ class OnTheFlyDR2:
         triples = [
             self.augment(d, x, int(s))
             for d, x, s in zip(
-                dr2_at_enhancer_size(dr2, self.size), to_uint8_images(batch["x"]), batch["aug_seed"].tolist(), strict=True
+                dr2_at_enhancer_size(dr2, self.size),
+                to_uint8_images(batch["x"]),
+                batch["aug_seed"].tolist(),
+                strict=True,
             )
         ]
         device = batch["x"].device
@@ -269,7 +272,14 @@ class EnhancerDataModule(pl.LightningDataModule):
 
     def _pairs(self, files: Sequence[Path]) -> EnhancerPairs:
         return EnhancerPairs(
-            self.hq_root, files, self.size, self.augment, self.settings, self.seed, self.mode, self.dr2_root,
+            self.hq_root,
+            files,
+            self.size,
+            self.augment,
+            self.settings,
+            self.seed,
+            self.mode,
+            self.dr2_root,
             self.unet_size,
         )
 
