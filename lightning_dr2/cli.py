@@ -158,9 +158,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_config(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from lightning_dr2.config import load_config
+    from lightning_dr2.config import load_config, schema_for
 
-    print(OmegaConf.to_yaml(load_config(args.experiment, args.overrides)))
+    print(OmegaConf.to_yaml(load_config(args.experiment, args.overrides, schema=schema_for(args.experiment))))
     return 0
 
 

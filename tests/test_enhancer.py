@@ -65,6 +65,19 @@ def test_discriminator_has_the_recipe_size_and_returns_features_per_scale() -> N
         disc(torch.randn(1, 3, 8, 8))
 
 
+@pytest.mark.parametrize("name", ["enhance_sparnethd", "enhance_tiny"])
+def test_enhancer_recipes_build(name: str) -> None:
+    cfg = load_config(name, schema=schema_for(name))
+    with torch.device("meta"):
+        gen = build_generator(cfg.generator.name, dict(cfg.generator.options))
+        disc = MultiScaleDiscriminator(**dict(cfg.discriminator))
+    assert gen.size == cfg.data.size
+    assert disc.min_size <= cfg.data.size  # every scale of D fits the image
+    if name == "enhance_sparnethd":
+        assert sum(p.numel() for p in gen.parameters()) == 85_793_412  # the released SPARNetHD
+        assert cfg.loss.l1 == 100 and cfg.loss.fm == 10 and list(cfg.optim.betas) == [0.5, 0.99]
+
+
 @pytest.mark.parametrize("name", sorted(GENERATORS))
 def test_every_generator_builds_and_runs_at_tiny_size(name: str) -> None:
     net = build_generator(name, TINY_OPTIONS[name])
