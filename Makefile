@@ -16,7 +16,7 @@ EVAL ?= experiments/eval_celeba_test.yaml
 HQ ?= data/celeba_hq_test
 RUNS ?= runs
 
-.PHONY: help install test quickstart train-ddpm restore testsets eval compare lint bench clean
+.PHONY: help install test quickstart train-ddpm train-enhancer restore testsets eval compare lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ quickstart: install ## synthetic faces -> tiny DDPM on CPU -> samples, loss curv
 
 train-ddpm: install ## train a DDPM: make train-ddpm EXP=ddpm_ffhq256 ARGS="trainer.devices=8 data.root=/data/ffhq"
 	$(PY) -m lightning_dr2 train $(EXP) $(ARGS)
+
+train-enhancer: install ## train an enhancer on DR2 outputs: make train-enhancer EXP=enhance_sparnethd ARGS="data.hq_root=/data/ffhq data.dr2_root=/data/ffhq_dr2"
+	$(PY) -m lightning_dr2 train-enhancer $(EXP) $(ARGS)
 
 restore: install ## restore a folder: make restore IN=faces/ OUT=restored/ ARGS="dr2.N=8 dr2.tau=35"
 	$(PY) -m lightning_dr2 restore --input $(IN) --output $(OUT) --config experiments/restore_dr2e.yaml $(ARGS)

@@ -28,6 +28,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_enhancer(args: argparse.Namespace) -> int:
+    from lightning_dr2.config import load_config
+    from lightning_dr2.enhancer_config import EnhanceExperimentConfig
+    from lightning_dr2.train_enhancer import train_enhancer
+
+    cfg = load_config(args.experiment, args.overrides, schema=EnhanceExperimentConfig)
+    result = train_enhancer(cfg)
+    if result.trainer.is_global_zero:
+        print(f"run directory:      {result.run_dir}")
+        print(f"exported enhancer:  {result.export_path} (use: enhancer.weights={result.export_path})")
+        if result.grid:
+            print(f"validation grid:    {result.grid}")
+    return 0
+
+
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     from lightning_dr2.quickstart import run_quickstart
 
@@ -145,9 +160,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_config(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from lightning_dr2.config import load_config
+    from lightning_dr2.config import load_config, schema_for
 
-    print(OmegaConf.to_yaml(load_config(args.experiment, args.overrides)))
+    print(OmegaConf.to_yaml(load_config(args.experiment, args.overrides, schema=schema_for(args.experiment))))
     return 0
 
 
@@ -183,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="name in experiments/ (e.g. ddpm_tiny) or a YAML path")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. trainer.devices=8 data.root=/data/ffhq")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("train-enhancer", help="train an enhancer on DR2 outputs: EXPERIMENT [key=value]")
+    p.add_argument("experiment", help="name in experiments/ (e.g. enhance_tiny, enhance_sparnethd) or a YAML path")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.hq_root=/data/ffhq trainer.devices=8")
+    p.set_defaults(func=_cmd_train_enhancer)
 
     p = sub.add_parser("quickstart", help="synthetic faces -> tiny DDPM -> samples and loss curve, on CPU")
     p.add_argument("overrides", nargs="*", help="overrides of experiments/quickstart.yaml")

@@ -276,8 +276,12 @@ class EvalConfig(PipelineConfig):
 
 
 def schema_for(experiment: str | Path) -> type:
-    """Which schema a recipe in experiments/ follows, by its name: restore_*, eval_*, else training."""
+    """Which schema a recipe in experiments/ follows, by its name: restore_*, eval_*, enhance_*, else DDPM training."""
     stem = Path(str(experiment)).stem
+    if stem.startswith("enhance"):
+        from lightning_dr2.enhancer_config import EnhanceExperimentConfig
+
+        return EnhanceExperimentConfig
     if stem.startswith("restore"):
         return RestoreConfig
     if stem.startswith("eval"):

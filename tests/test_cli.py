@@ -9,7 +9,8 @@ from lightning_dr2.cli import build_parser, main
 
 def test_every_command_is_listed() -> None:
     text = build_parser().format_help()
-    for command in ("train", "quickstart", "restore", "weights", "eval", "testset", "fid-stats", "compare", "bench"):
+    commands = ("train", "train-enhancer", "quickstart", "restore", "weights", "eval", "testset", "fid-stats")
+    for command in (*commands, "compare", "bench"):
         assert command in text
 
 

@@ -29,7 +29,7 @@ def test_every_experiment_loads_and_builds(name: str) -> None:
     assert cfg.experiment == name
     # Build the configured network itself (on the meta device: no memory, no init): every recipe must construct.
     with torch.device("meta"):
-        net = UNet.from_flags(OmegaConf.to_container(cfg.net))
+        net = UNet.from_flags(OmegaConf.to_container(cfg.dr2.net if name.startswith("enhance") else cfg.net))
     assert sum(p.numel() for p in net.parameters()) > 0
 
 

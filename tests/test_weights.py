@@ -137,6 +137,7 @@ def test_registry_sanity():
         "resnet18_110.pth",
         "vgg16-397923af.pth",
         "alexnet-owt-7be5be79.pth",
+        "vgg19-dcbb9e9d.pth",
     ):
         assert required in WEIGHTS
     for w in WEIGHTS.values():
@@ -147,7 +148,12 @@ def test_registry_sanity():
             assert 8 <= len(w.sha256) <= 64 and set(w.sha256) <= set(string.hexdigits.lower())
             assert f"-{w.sha256}" in w.name, "hash prefixes come from the file names"
     with_urls = {w.name for w in WEIGHTS.values() if w.urls}
-    assert with_urls == {"pt_inception-2015-12-05-6726825d.pth", "vgg16-397923af.pth", "alexnet-owt-7be5be79.pth"}
+    assert with_urls == {
+        "pt_inception-2015-12-05-6726825d.pth",
+        "vgg16-397923af.pth",
+        "alexnet-owt-7be5be79.pth",
+        "vgg19-dcbb9e9d.pth",
+    }
 
 
 # ---------------------------------------------------------------------------------------------- lookup

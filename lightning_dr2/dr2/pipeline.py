@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_dr2.diffusion import DiffusionConfig
+from lightning_dr2.dr2.enhancer_export import load_exported_enhancer, read_enhancer_sidecar
 from lightning_dr2.dr2.remover import DR2, NoiseFn, SettingError
 from lightning_dr2.dr2.sidecar import (
     net_learns_sigma,
@@ -79,6 +80,8 @@ def _build_none(weights: str | None, options: Mapping[str, Any], weights_dir: st
 def build_enhancer(
     name: str, weights: str | None = None, options: Mapping[str, Any] | None = None, weights_dir: str | None = None
 ) -> nn.Module | None:
+    if name != "none" and read_enhancer_sidecar(weights) is not None:
+        return load_exported_enhancer(weights, options)  # a train-enhancer export: its JSON names the network
     if name not in ENHANCERS:
         raise ValueError(f"unknown enhancer {name!r}; registered: {sorted(ENHANCERS)}")
     return ENHANCERS[name](weights, dict(options or {}), weights_dir)

@@ -137,6 +137,20 @@ _REGISTRY: tuple[WeightFile, ...] = (
         used_by="lightning_dr2.metrics.lpips (net='alex')",
         hub_cache=True,
     ),
+    # --- training ---
+    WeightFile(
+        name="vgg19-dcbb9e9d.pth",
+        role="perceptual loss backbone",
+        description="torchvision VGG19 ImageNet weights (IMAGENET1K_V1), the enhancer's perceptual loss",
+        sha256="dcbb9e9d",
+        urls=("https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",),
+        source=(
+            'torchvision model zoo: python -c "import torchvision; '
+            "torchvision.models.vgg19(weights='IMAGENET1K_V1')\" saves it in $TORCH_HOME/hub/checkpoints"
+        ),
+        used_by="lightning_dr2.losses.PerceptualLoss: enhancer training (train-enhancer)",
+        hub_cache=True,
+    ),
 )
 
 WEIGHTS: dict[str, WeightFile] = {w.name: w for w in _REGISTRY}

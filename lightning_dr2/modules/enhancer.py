@@ -1,0 +1,161 @@
+"""Enhancer GAN training (the SPARNetHD recipe): glue between generator, discriminator, losses and optimisers.
+
+Manual optimisation, one discriminator step then one generator step per batch, so `trainer.global_step`
+advances by 2 per batch (`ITERATION_STEPS`). The EMA of the generator is the `EMA` callback
+(attr="generator"); validation and the export use it. The frozen VGG19 of the perceptual loss and the
+optional on-the-fly DR2 (`pair_maker`) are kept outside the module tree: checkpoints hold G, D and
+their optimisers only. Training draws no random numbers: every random choice is in the data
+(`datasets.enhancer_data`), positioned by the step, so resuming reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from lightning_dr2.callbacks.ema import ema_or_live
+from lightning_dr2.losses import (
+    LossWeights,
+    PerceptualLoss,
+    feature_matching,
+    hinge_d_losses,
+    hinge_g_loss,
+    l1_loss,
+    load_perceptual,
+)
+from lightning_dr2.nets.discriminator import MultiScaleDiscriminator
+from lightning_dr2.nets.generators import build_generator
+from lightning_dr2.nets.loading import load_into, read_state_dict
+from lightning_dr2.report import save_grid
+
+ITERATION_STEPS = 2  # optimizer steps per batch: D, then G
+
+PairMaker = Callable[[Mapping[str, Any]], dict[str, Any]]
+
+
+class EnhancerModule(pl.LightningModule):
+    def __init__(
+        self,
+        generator: Mapping[str, Any],
+        discriminator: Mapping[str, Any],
+        loss: Mapping[str, float],
+        optim: Mapping[str, Any],
+        init_weights: str | None = None,
+        vgg_weights: str | None = None,
+        grid_dir: str | None = None,
+        grid_rows: int = 8,
+        pair_maker: PairMaker | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["pair_maker"])
+        self.automatic_optimization = False
+        self.generator = build_generator(generator["name"], generator.get("options", {}))
+        if init_weights:
+            load_into(self.generator, read_state_dict(init_weights), init_weights)
+        self.discriminator = MultiScaleDiscriminator(**discriminator)
+        self.weights = LossWeights(**loss)
+        perceptual = load_perceptual(vgg_weights) if self.weights.vgg > 0 else None
+        object.__setattr__(self, "perceptual", perceptual)  # frozen: not saved, not in the module tree
+        self.pair_maker = pair_maker
+        self.grid_dir = Path(grid_dir) if grid_dir else None
+        self.grid_rows = grid_rows
+        self.last_grid: Path | None = None
+        self._grid: list[Tensor] = []
+
+    @property
+    def iteration(self) -> int:
+        """Batches trained so far (each is one D and one G step)."""
+        return self.trainer.global_step // ITERATION_STEPS
+
+    def _frozen_to_device(self) -> None:
+        perceptual: PerceptualLoss | None = self.perceptual  # type: ignore[assignment]
+        if perceptual is not None:
+            perceptual.to(self.device)
+
+    def on_fit_start(self) -> None:
+        self._frozen_to_device()
+
+    def on_validation_start(self) -> None:
+        self._frozen_to_device()
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.pair_maker is not None and "y" not in batch:
+            return self.pair_maker(batch)
+        return batch
+
+    # -- losses (also used directly by tests) -------------------------------------------------------
+    def discriminator_losses(self, y: Tensor, x: Tensor) -> dict[str, Tensor]:
+        with torch.no_grad():
+            fake = self.generator(y)
+        d_real, d_fake = hinge_d_losses(self.discriminator(x), self.discriminator(fake.detach()))
+        return {"d_real": d_real, "d_fake": d_fake, "d_loss": d_real + d_fake}
+
+    def generator_losses(self, y: Tensor, x: Tensor) -> dict[str, Tensor]:
+        w = self.weights
+        fake = self.generator(y)
+        losses = {"g_l1": l1_loss(fake, x)}
+        if w.fm > 0 or w.gan > 0:
+            fake_scales = self.discriminator(fake)
+            if w.gan > 0:
+                losses["g_gan"] = hinge_g_loss(fake_scales)
+            if w.fm > 0:
+                with torch.no_grad():
+                    real_scales = self.discriminator(x)
+                losses["g_fm"] = feature_matching(fake_scales, real_scales)
+        if w.vgg > 0:
+            losses["g_vgg"] = self.perceptual(fake, x)  # type: ignore[misc]
+        weight = {"g_l1": w.l1, "g_gan": w.gan, "g_fm": w.fm, "g_vgg": w.vgg}
+        losses["g_loss"] = sum(weight[k] * v for k, v in losses.items())
+        return losses
+
+    # -- training -----------------------------------------------------------------------------------
+    def _step(self, optimizer: Any, loss: Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizer.step()
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        y, x = batch["y"], batch["x"]
+        self.toggle_optimizer(opt_d)
+        d = self.discriminator_losses(y, x)
+        self._step(opt_d, d["d_loss"])
+        self.untoggle_optimizer(opt_d)
+        self.toggle_optimizer(opt_g)
+        g = self.generator_losses(y, x)
+        self._step(opt_g, g["g_loss"])
+        self.untoggle_optimizer(opt_g)
+        for key, value in {**d, **g}.items():
+            self.log(f"train/{key}", value.detach(), prog_bar=key in ("g_l1", "d_loss"), batch_size=x.shape[0])
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        o = self.hparams.optim
+        betas = tuple(o["betas"])
+        return [
+            torch.optim.Adam(self.generator.parameters(), lr=o["lr_g"], betas=betas),
+            torch.optim.Adam(self.discriminator.parameters(), lr=o["lr_d"], betas=betas),
+        ]
+
+    # -- validation: EMA generator on fixed pairs ---------------------------------------------------
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        net = ema_or_live(self.trainer, self, "generator")
+        out = net(batch["y"]).float().clamp(-1, 1)
+        self.log("val/l1", l1_loss(out, batch["x"]), sync_dist=True, batch_size=out.shape[0])
+        if self.global_rank == 0 and len(self._grid) < self.grid_rows:
+            # input | DR2 | enhanced | target, one face per row
+            rows = torch.stack([batch["y"], batch["dr2"], out, batch["x"]], dim=1).flatten(0, 1)
+            self._grid.extend(rows.detach().float().cpu().split(4))
+
+    def on_validation_epoch_end(self) -> None:
+        if self._grid and self.grid_dir is not None and not self.trainer.sanity_checking:
+            rows = torch.cat(self._grid[: self.grid_rows])
+            self.last_grid = save_grid(rows, self.grid_dir / f"val_iter{self.iteration:07d}.png", nrow=4)
+            for logger in self.loggers:
+                if hasattr(logger, "log_image"):
+                    logger.log_image(key="val/grid", images=[str(self.last_grid)], step=self.iteration)
+        self._grid = []

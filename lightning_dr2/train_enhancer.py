@@ -1,0 +1,182 @@
+"""Build and run an enhancer training job (`train-enhancer`): pairs, GAN module, callbacks, loggers, Trainer.
+
+Run directory like `train`: config.yaml, run_info, checkpoints (atomic, preemption-safe, resume=auto),
+csv/W&B logs, validation grids under samples/, and at the end `export/enhancer_ema.pt` + `.json`, which
+restore/eval/`DR2E.from_weights` take as `enhancer.weights=<file>`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from lightning_dr2.callbacks.ema import EMA
+from lightning_dr2.callbacks.preemption import PreemptionCheckpoint, TrainingInterrupted
+from lightning_dr2.checkpoints import AtomicCheckpointIO
+from lightning_dr2.config import ConfigError, resolve_run_name, run_dir, save_config
+from lightning_dr2.datasets.enhancer_data import MODES, EnhancerDataModule, OnTheFlyDR2, PairAugment, Setting
+from lightning_dr2.diffusion import DiffusionConfig
+from lightning_dr2.dr2.enhancer_export import write_enhancer
+from lightning_dr2.loggers import build_loggers
+from lightning_dr2.modules.enhancer import ITERATION_STEPS, EnhancerModule
+from lightning_dr2.nets.generators import generator_size
+from lightning_dr2.runinfo import record_run_info
+from lightning_dr2.train import resolve_precision, resolve_resume
+
+log = logging.getLogger(__name__)
+
+EXPORT_NAME = "enhancer_ema.pt"
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def build_pair_maker(cfg: DictConfig, precision: str) -> OnTheFlyDR2 | None:
+    """The DR2 run on each batch (on_the_fly mode), checked against every configured (N, tau) now."""
+    if cfg.data.mode != "on_the_fly":
+        return None
+    from lightning_dr2.dr2.pipeline import load_unet
+    from lightning_dr2.dr2.remover import DR2
+
+    unet, process = load_unet(
+        cfg.dr2.unet_weights,
+        _container(cfg.dr2.net),
+        diffusion=DiffusionConfig.from_dict(_container(cfg.dr2.diffusion)),
+    )
+    dtype = torch.bfloat16 if precision.startswith("bf16") else None
+    dr2 = DR2(unet.requires_grad_(False), respacing=cfg.dr2.respacing, diffusion=process, dtype=dtype)
+    size = int(unet.image_size)
+    for s in settings_of(cfg):
+        dr2.validate(torch.zeros(1, 3, size, size), s.N, s.tau, dr2.resolve_omega(s.N, s.tau, s.omega))
+    return OnTheFlyDR2(dr2, cfg.data.size, augment_of(cfg))
+
+
+def settings_of(cfg: DictConfig) -> list[Setting]:
+    return [Setting(int(s.N), int(s.tau), None if s.omega is None else int(s.omega)) for s in cfg.dr2.settings]
+
+
+def augment_of(cfg: DictConfig) -> PairAugment:
+    return PairAugment(tuple(cfg.data.blur_sigma), cfg.data.flip, cfg.data.color_jitter)
+
+
+def build_datamodule(cfg: DictConfig, pair_maker: OnTheFlyDR2 | None) -> EnhancerDataModule:
+    d = cfg.data
+    if d.mode not in MODES:
+        raise ConfigError(f"data.mode={d.mode!r}: must be one of {MODES}")
+    synthetic = {"n": d.synthetic_n, "size": d.size} if d.synthetic_n > 0 else None
+    return EnhancerDataModule(
+        hq_root=d.hq_root,
+        size=d.size,
+        batch_size=d.batch_size,
+        augment=augment_of(cfg),
+        settings=settings_of(cfg),
+        mode=d.mode,
+        dr2_root=d.dr2_root,
+        unet_size=None if pair_maker is None else int(pair_maker.dr2.unet.image_size),
+        num_workers=d.num_workers,
+        val_n=d.val_n,
+        seed=cfg.seed,
+        synthetic=synthetic,
+        steps_per_batch=ITERATION_STEPS,
+    )
+
+
+def build_module(cfg: DictConfig, path: Path, pair_maker: OnTheFlyDR2 | None) -> EnhancerModule:
+    loss = _container(cfg.loss)
+    vgg_weights = loss.pop("vgg_weights")
+    module = EnhancerModule(
+        generator={"name": cfg.generator.name, "options": _container(cfg.generator.options)},
+        discriminator=_container(cfg.discriminator),
+        loss=loss,
+        optim=_container(cfg.optim),
+        init_weights=cfg.generator.init_weights,
+        vgg_weights=vgg_weights,
+        grid_dir=str(path / "samples"),
+        grid_rows=cfg.data.val_n,
+        pair_maker=pair_maker,
+    )
+    size = generator_size(module.generator)
+    if size != cfg.data.size:
+        raise ConfigError(
+            f"generator {cfg.generator.name} works at {size} px but data.size={cfg.data.size}; set them equal"
+        )
+    return module
+
+
+@dataclass
+class EnhancerTrainResult:
+    run_dir: Path
+    trainer: pl.Trainer
+    module: EnhancerModule
+    export_path: Path | None
+    grid: Path | None
+
+
+def train_enhancer(cfg: DictConfig) -> EnhancerTrainResult:
+    """Train (or resume) the enhancer described by `cfg`; export the EMA generator at the end."""
+    cfg.run = resolve_run_name(cfg)
+    path = run_dir(cfg)
+    ckpt_path = resolve_resume(cfg, path)
+    pl.seed_everything(cfg.seed, workers=True)
+    save_config(cfg, path / "config.yaml")
+    record_run_info(path)
+
+    t = cfg.trainer
+    precision = resolve_precision(t.precision, t.accelerator)
+    pair_maker = build_pair_maker(cfg, precision)
+    datamodule = build_datamodule(cfg, pair_maker)
+    module = build_module(cfg, path, pair_maker)
+    ema = EMA(decay=cfg.ema.decay, warmup=cfg.ema.warmup, attr="generator")
+    preemption = PreemptionCheckpoint(path / "checkpoints")
+    checkpoints = ModelCheckpoint(
+        dirpath=path / "checkpoints",
+        filename="step{step:07d}",
+        auto_insert_metric_name=False,
+        every_n_train_steps=cfg.checkpoint.every_n_steps * ITERATION_STEPS,
+        save_top_k=cfg.checkpoint.save_top_k,
+        save_last=True,
+    )
+    trainer = pl.Trainer(
+        default_root_dir=str(path),
+        max_steps=t.max_steps * ITERATION_STEPS,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=precision,
+        log_every_n_steps=t.log_every_n_steps,
+        val_check_interval=t.val_check_interval,
+        check_val_every_n_epoch=None,
+        limit_val_batches=t.limit_val_batches,
+        num_sanity_val_steps=0,
+        callbacks=[ema, preemption, checkpoints],
+        logger=build_loggers(cfg, path),
+        enable_progress_bar=t.progress_bar,
+        use_distributed_sampler=False,  # EnhancerDataModule shards and positions its own stream
+        max_epochs=-1,
+        plugins=[AtomicCheckpointIO()],
+    )
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException as err:
+        raise TrainingInterrupted(trainer.global_step, preemption.saved) from err
+
+    export_path = None
+    if trainer.is_global_zero:
+        export_path = write_enhancer(
+            ema.module if ema.module is not None else module.generator,
+            cfg.generator.name,
+            _container(cfg.generator.options),
+            path / "export" / EXPORT_NAME,
+        )
+        log.info("exported EMA generator -> %s", export_path)
+    return EnhancerTrainResult(path, trainer, module, export_path, module.last_grid)
