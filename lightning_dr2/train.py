@@ -10,15 +10,12 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
-from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.callbacks import LearningRateMonitor, ThroughputMonitor
 
 from lightning_dr2.callbacks.curves import LossCurve
-from lightning_dr2.callbacks.ema import EMA
-from lightning_dr2.callbacks.preemption import PreemptionCheckpoint, TrainingInterrupted
+from lightning_dr2.callbacks.ema import EMA, ema_or_live
 from lightning_dr2.callbacks.samples import SampleGrid
-from lightning_dr2.checkpoints import AtomicCheckpointIO, newest_valid_checkpoint, remove_stale_temp_files
-from lightning_dr2.config import ConfigError, resolve_run_name, run_dir, save_config
+from lightning_dr2.config import ConfigError
 from lightning_dr2.datasets.datamodule import FaceDataModule
 from lightning_dr2.diffusion import DiffusionConfig
 from lightning_dr2.dr2.sidecar import sidecar_path, write_sidecar
@@ -27,40 +24,9 @@ from lightning_dr2.loggers import build_loggers
 from lightning_dr2.modules.ddpm import DDPMModule
 from lightning_dr2.modules.guards import check_finite_weights
 from lightning_dr2.nets.loading import WeightsError, load_into
-from lightning_dr2.runinfo import record_run_info
+from lightning_dr2.training import build_trainer, checkpoint_callbacks, fit_preemptible, start_run
 
 log = logging.getLogger(__name__)
-
-
-def resolve_precision(precision: str, accelerator: str) -> str:
-    """`auto`: bf16-mixed when training on a CUDA GPU, full fp32 on CPU."""
-    if precision != "auto":
-        return precision
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return "bf16-mixed" if on_gpu else "32-true"
-
-
-def resolve_resume(cfg: DictConfig, run_path: Path) -> str | None:
-    """The checkpoint to resume from, if any (see `ExperimentConfig.resume`).
-
-    auto/true take the newest checkpoint of the run that loads (periodic, last, signal or SLURM requeue);
-    a torn newer one is reported and skipped. true fails when there is none; a path is used as given.
-    """
-    value = str(cfg.resume).strip()
-    if value.lower() in ("false", "no", "none", ""):
-        return None
-    if value.lower() in ("auto", "true"):
-        remove_stale_temp_files(run_path)
-        newest = newest_valid_checkpoint(run_path)
-        if newest is None and value.lower() == "true":
-            raise ConfigError(
-                f"resume=true but {run_path / 'checkpoints'} holds no readable checkpoint. Name the run to "
-                f"continue with run=<name> (runs are under {run_path.parent}) or pass resume=<path/to.ckpt>."
-            )
-        return str(newest) if newest is not None else None
-    if not Path(value).is_file():
-        raise ConfigError(f"resume={value}: no such checkpoint file")
-    return value
 
 
 def build_datamodule(cfg: DictConfig) -> FaceDataModule:
@@ -130,13 +96,7 @@ class TrainResult:
 
 def train_ddpm(cfg: DictConfig) -> TrainResult:
     """Train (or resume) the DDPM described by `cfg`; export the EMA UNet at the end."""
-    cfg.run = resolve_run_name(cfg)
-    path = run_dir(cfg)
-    ckpt_path = resolve_resume(cfg, path)
-    pl.seed_everything(cfg.seed, workers=True)
-    save_config(cfg, path / "config.yaml")
-    record_run_info(path)
-
+    path, ckpt_path = start_run(cfg)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
     ema = EMA(decay=cfg.ema.decay, warmup=cfg.ema.warmup)
@@ -150,15 +110,7 @@ def train_ddpm(cfg: DictConfig) -> TrainResult:
         seed=cfg.sampling.seed,
     )
     curve = LossCurve(path / "loss_curve.png")
-    checkpoints = ModelCheckpoint(
-        dirpath=path / "checkpoints",
-        filename="step{step:07d}",
-        auto_insert_metric_name=False,
-        every_n_train_steps=cfg.checkpoint.every_n_steps,
-        save_top_k=cfg.checkpoint.save_top_k,
-        save_last=True,
-    )
-    preemption = PreemptionCheckpoint(path / "checkpoints")
+    checkpoints, preemption = checkpoint_callbacks(path, cfg.checkpoint.every_n_steps, cfg.checkpoint.save_top_k)
     callbacks: list[pl.Callback] = [
         ema,
         preemption,
@@ -170,42 +122,20 @@ def train_ddpm(cfg: DictConfig) -> TrainResult:
     ]
     if cfg.evaluator.enabled:
         callbacks.append(build_evaluator(cfg, path))
-    loggers = build_loggers(cfg, path)
-    t = cfg.trainer
-    trainer = pl.Trainer(
-        default_root_dir=str(path),
-        max_steps=t.max_steps,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=t.strategy,
-        precision=resolve_precision(t.precision, t.accelerator),
-        accumulate_grad_batches=t.accumulate_grad_batches,
+    trainer = build_trainer(
+        path,
+        cfg.trainer,
+        callbacks,
+        build_loggers(cfg, path),
+        accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
         gradient_clip_val=cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else None,
-        log_every_n_steps=t.log_every_n_steps,
-        val_check_interval=t.val_check_interval,
-        check_val_every_n_epoch=None,
-        limit_val_batches=t.limit_val_batches,
-        callbacks=callbacks,
-        logger=loggers,
-        enable_progress_bar=t.progress_bar,
-        use_distributed_sampler=False,  # FaceDataModule shards and seeds its own sampler
-        max_epochs=-1,
-        plugins=[AtomicCheckpointIO()],
     )
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    except SIGTERMException as err:
-        raise TrainingInterrupted(trainer.global_step, preemption.saved) from err
+    fit_preemptible(trainer, module, datamodule, ckpt_path, preemption)
 
     export_path = None
     if trainer.is_global_zero:
-        export_path = export_unet(
-            ema.module if ema.module is not None else module.net,
-            module.hparams.net,
-            module.diffusion_config,
-            path / "export" / "unet_ema.pt",
-        )
+        net = ema_or_live(trainer, module, "net")
+        export_path = export_unet(net, module.hparams.net, module.diffusion_config, path / "export" / "unet_ema.pt")
         log.info("exported EMA UNet -> %s", export_path)
     return TrainResult(
         path, trainer, module, export_path, samples.last_path, curve.path if curve.path.exists() else None

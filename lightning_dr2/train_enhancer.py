@@ -15,21 +15,16 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lightning_dr2.callbacks.ema import EMA
-from lightning_dr2.callbacks.preemption import PreemptionCheckpoint, TrainingInterrupted
-from lightning_dr2.checkpoints import AtomicCheckpointIO
-from lightning_dr2.config import ConfigError, resolve_run_name, run_dir, save_config
+from lightning_dr2.callbacks.ema import EMA, ema_or_live
+from lightning_dr2.config import ConfigError
 from lightning_dr2.datasets.enhancer_data import MODES, EnhancerDataModule, OnTheFlyDR2, PairAugment, Setting
 from lightning_dr2.diffusion import DiffusionConfig
 from lightning_dr2.dr2.enhancer_export import write_enhancer
 from lightning_dr2.loggers import build_loggers
 from lightning_dr2.modules.enhancer import ITERATION_STEPS, EnhancerModule
 from lightning_dr2.nets.generators import generator_size
-from lightning_dr2.runinfo import record_run_info
-from lightning_dr2.train import resolve_precision, resolve_resume
+from lightning_dr2.training import build_trainer, checkpoint_callbacks, fit_preemptible, resolve_precision, start_run
 
 log = logging.getLogger(__name__)
 
@@ -123,60 +118,31 @@ class EnhancerTrainResult:
 
 def train_enhancer(cfg: DictConfig) -> EnhancerTrainResult:
     """Train (or resume) the enhancer described by `cfg`; export the EMA generator at the end."""
-    cfg.run = resolve_run_name(cfg)
-    path = run_dir(cfg)
-    ckpt_path = resolve_resume(cfg, path)
-    pl.seed_everything(cfg.seed, workers=True)
-    save_config(cfg, path / "config.yaml")
-    record_run_info(path)
-
+    path, ckpt_path = start_run(cfg)
     t = cfg.trainer
     precision = resolve_precision(t.precision, t.accelerator)
     pair_maker = build_pair_maker(cfg, precision)
     datamodule = build_datamodule(cfg, pair_maker)
     module = build_module(cfg, path, pair_maker)
     ema = EMA(decay=cfg.ema.decay, warmup=cfg.ema.warmup, attr="generator")
-    preemption = PreemptionCheckpoint(path / "checkpoints")
-    checkpoints = ModelCheckpoint(
-        dirpath=path / "checkpoints",
-        filename="step{step:07d}",
-        auto_insert_metric_name=False,
-        every_n_train_steps=cfg.checkpoint.every_n_steps * ITERATION_STEPS,
-        save_top_k=cfg.checkpoint.save_top_k,
-        save_last=True,
+    # Lightning counts optimizer steps: ITERATION_STEPS (D then G) per iteration of the recipe.
+    checkpoints, preemption = checkpoint_callbacks(
+        path, cfg.checkpoint.every_n_steps * ITERATION_STEPS, cfg.checkpoint.save_top_k
     )
-    trainer = pl.Trainer(
-        default_root_dir=str(path),
+    trainer = build_trainer(
+        path,
+        t,
+        [ema, preemption, checkpoints],
+        build_loggers(cfg, path),
         max_steps=t.max_steps * ITERATION_STEPS,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=t.strategy,
-        precision=precision,
-        log_every_n_steps=t.log_every_n_steps,
-        val_check_interval=t.val_check_interval,
-        check_val_every_n_epoch=None,
-        limit_val_batches=t.limit_val_batches,
         num_sanity_val_steps=0,
-        callbacks=[ema, preemption, checkpoints],
-        logger=build_loggers(cfg, path),
-        enable_progress_bar=t.progress_bar,
-        use_distributed_sampler=False,  # EnhancerDataModule shards and positions its own stream
-        max_epochs=-1,
-        plugins=[AtomicCheckpointIO()],
     )
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    except SIGTERMException as err:
-        raise TrainingInterrupted(trainer.global_step, preemption.saved) from err
+    fit_preemptible(trainer, module, datamodule, ckpt_path, preemption)
 
     export_path = None
     if trainer.is_global_zero:
-        export_path = write_enhancer(
-            ema.module if ema.module is not None else module.generator,
-            cfg.generator.name,
-            _container(cfg.generator.options),
-            path / "export" / EXPORT_NAME,
-        )
+        generator = ema_or_live(trainer, module, "generator")
+        options = _container(cfg.generator.options)
+        export_path = write_enhancer(generator, cfg.generator.name, options, path / "export" / EXPORT_NAME)
         log.info("exported EMA generator -> %s", export_path)
     return EnhancerTrainResult(path, trainer, module, export_path, module.last_grid)

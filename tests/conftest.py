@@ -252,3 +252,58 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
     monkeypatch.setattr(socket, "create_connection", create_connection)
+
+
+# ------------------------------------------------------------------------------------------ tiny jobs
+
+
+def tiny_restore_cfg(unet: Path | str, input_dir: Path, output_dir: Path, *extra: str):
+    """A `restore` config for a tiny UNet file: short DR2 settings, small batches, no workers."""
+    from lightning_dr2.config import RestoreConfig, load_config
+
+    cfg = load_config(
+        None,
+        [
+            f"unet_weights={unet}",
+            "dr2.N=4",
+            "dr2.tau=6",
+            "dr2.omega=8",
+            "batch_size=2",
+            "num_workers=0",
+            "progress_bar=false",
+            *extra,
+        ],
+        schema=RestoreConfig,
+    )
+    cfg.input, cfg.output = str(input_dir), str(output_dir)
+    return cfg
+
+
+def build_tiny_testset(root: Path, n: int) -> Path:
+    """The `tiny_synthetic` benchmark built from `n` synthetic 64 px faces; returns the set's folder."""
+    from PIL import Image
+
+    from lightning_dr2.datasets.synthetic import render_face
+    from lightning_dr2.datasets.testset_builder import build_testset
+    from lightning_dr2.datasets.testset_spec import load_spec
+
+    hq = root / "hq_src"
+    hq.mkdir()
+    for i in range(n):
+        Image.fromarray(render_face(300 + i, 64)).save(hq / f"{i:03d}.png")
+    build_testset(hq, root / "set", load_spec("tiny_synthetic"), progress=False)
+    return root / "set"
+
+
+def quiet_cpu_trainer(**options):
+    """A CPU Trainer for tests: no logger, checkpoints, progress bar or model summary unless asked."""
+    import pytorch_lightning as pl
+
+    defaults = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return pl.Trainer(**{**defaults, **options})

@@ -9,13 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_DDPM_NET
+from conftest import TINY_DDPM_NET, build_tiny_testset
 from PIL import Image
 
 from lightning_dr2.config import EvalConfig, RestoreConfig, load_config
 from lightning_dr2.datasets.synthetic import generate_faces, render_face
-from lightning_dr2.datasets.testset_builder import build_testset
-from lightning_dr2.datasets.testset_spec import load_spec
 from lightning_dr2.diffusion import DiffusionConfig, GaussianDiffusion, beta_schedule
 from lightning_dr2.dr2.pipeline import DR2E
 from lightning_dr2.evaluation import run_eval
@@ -66,13 +64,7 @@ def assert_cosine_x0(processes: list[GaussianDiffusion]) -> None:
 
 @pytest.fixture(scope="module")
 def testset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("eval")
-    hq = root / "hq_src"
-    hq.mkdir()
-    for i in range(2):
-        Image.fromarray(render_face(300 + i, 64)).save(hq / f"{i:03d}.png")
-    build_testset(hq, root / "set", load_spec("tiny_synthetic"), progress=False)
-    return root / "set"
+    return build_tiny_testset(tmp_path_factory.mktemp("eval"), n=2)
 
 
 def train_cfg(tmp_path: Path, testset: Path):

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import quiet_cpu_trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -91,16 +92,11 @@ def test_one_update_per_optimizer_step_under_gradient_accumulation(tmp_path) -> 
         original_update(source)
 
     ema.update = recording_update  # type: ignore[method-assign]
-    trainer = pl.Trainer(
+    trainer = quiet_cpu_trainer(
         max_epochs=1,
         accumulate_grad_batches=2,
         callbacks=[ema],
-        accelerator="cpu",
         devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         default_root_dir=tmp_path,
     )
     trainer.fit(_Regressor(), DataLoader(data, batch_size=2))  # 8 batches = 4 optimizer steps

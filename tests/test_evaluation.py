@@ -15,14 +15,12 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import build_tiny_testset
 from contract import assert_fp32_close
 from PIL import Image
 
 from lightning_dr2.callbacks.evaluator import DR2Evaluator
 from lightning_dr2.config import ConfigError, EvalConfig, load_config
-from lightning_dr2.datasets.synthetic import render_face
-from lightning_dr2.datasets.testset_builder import build_testset
-from lightning_dr2.datasets.testset_spec import load_spec
 from lightning_dr2.evaluation import run_eval, verified_outputs
 from lightning_dr2.metrics.frechet import save_stats
 from lightning_dr2.modules.ddpm import DDPMModule
@@ -33,13 +31,7 @@ from lightning_dr2.weights import sha256sum
 
 @pytest.fixture(scope="module")
 def testset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("eval")
-    hq = root / "hq_src"
-    hq.mkdir()
-    for i in range(4):
-        Image.fromarray(render_face(300 + i, 64)).save(hq / f"{i:03d}.png")
-    build_testset(hq, root / "set", load_spec("tiny_synthetic"), progress=False)
-    return root / "set"
+    return build_tiny_testset(tmp_path_factory.mktemp("eval"), n=4)
 
 
 TINY_UNET = {

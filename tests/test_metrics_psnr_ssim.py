@@ -106,21 +106,22 @@ def test_to_uint8_matches_tensor2img(pair):
         to_uint8(torch.tensor([float("nan")]))
 
 
+def _ours_and_reference(pair, ours_fn, ref_fn, crop_border, y):
+    preds, target = pair
+    ours = ours_fn(to_uint8(preds), to_uint8(target), crop_border=crop_border, y_channel=y)
+    assert ours.dtype == torch.float64 and ours.shape == (5,)
+    return ours, per_image_refs(preds, target, ref_fn, crop_border=crop_border, y=y)
+
+
 @pytest.mark.parametrize("crop_border, y", [(0, False), (0, True), (4, False), (3, True)])
 def test_psnr_matches_basicsr(pair, crop_border, y):
-    preds, target = pair
-    ours = psnr_per_image(to_uint8(preds), to_uint8(target), crop_border=crop_border, y_channel=y)
-    assert ours.dtype == torch.float64 and ours.shape == (5,)
-    ref = per_image_refs(preds, target, ref_psnr, crop_border=crop_border, y=y)
+    ours, ref = _ours_and_reference(pair, psnr_per_image, ref_psnr, crop_border, y)
     np.testing.assert_allclose(ours.numpy(), ref, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("crop_border, y", [(0, False), (0, True), (4, False), (3, True)])
 def test_ssim_matches_basicsr(pair, crop_border, y):
-    preds, target = pair
-    ours = ssim_per_image(to_uint8(preds), to_uint8(target), crop_border=crop_border, y_channel=y)
-    assert ours.dtype == torch.float64 and ours.shape == (5,)
-    ref = per_image_refs(preds, target, ref_ssim, crop_border=crop_border, y=y)
+    ours, ref = _ours_and_reference(pair, ssim_per_image, ref_ssim, crop_border, y)
     np.testing.assert_allclose(ours.numpy(), ref, rtol=0, atol=1e-10)
     assert (ours < 1).all() and (ours[:-1] > ours[1:]).all()  # more noise, lower SSIM
 

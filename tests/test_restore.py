@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_SPARNET_CONFIG, TINY_UNET_FLAGS, tiny_sparnet, tiny_unet
+from conftest import TINY_SPARNET_CONFIG, TINY_UNET_FLAGS, tiny_restore_cfg, tiny_sparnet, tiny_unet
 from contract import assert_fp32_close, assert_uint8_close
 from PIL import Image
 
-from lightning_dr2.config import RestoreConfig, load_config
 from lightning_dr2.datasets.synthetic import render_face
 from lightning_dr2.dr2.pipeline import DR2E, build_enhancer, image_seed
 from lightning_dr2.restore import run_restore
@@ -108,27 +107,17 @@ def make_inputs(root: Path) -> list[str]:
 
 
 def restore_cfg(weights: dict, input_dir: Path, output_dir: Path, *extra: str):
-    cfg = load_config(
-        None,
-        [
-            f"unet_weights={weights['unet']}",
-            "net.image_size=64",
-            "enhancer.name=sparnethd",
-            f"enhancer.weights={weights['sparnet']}",
-            *[f"enhancer.options.{k}={v}" for k, v in weights["sparnet_config"].items()],
-            "dr2.N=4",
-            "dr2.tau=6",
-            "dr2.omega=8",
-            "batch_size=2",
-            "num_workers=0",
-            "progress_bar=false",
-            "comparison=true",
-            *extra,
-        ],
-        schema=RestoreConfig,
+    return tiny_restore_cfg(
+        weights["unet"],
+        input_dir,
+        output_dir,
+        "net.image_size=64",
+        "enhancer.name=sparnethd",
+        f"enhancer.weights={weights['sparnet']}",
+        *[f"enhancer.options.{k}={v}" for k, v in weights["sparnet_config"].items()],
+        "comparison=true",
+        *extra,
     )
-    cfg.input, cfg.output = str(input_dir), str(output_dir)
-    return cfg
 
 
 def test_restore_folder_resumes_and_lists_bad_files(weights: dict, tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_UNET_FLAGS, tiny_unet
+from conftest import TINY_UNET_FLAGS, tiny_restore_cfg, tiny_unet
 from PIL import Image
 
-from lightning_dr2.config import ConfigError, RestoreConfig, load_config
+from lightning_dr2.config import ConfigError
 from lightning_dr2.datasets.synthetic import render_face
 from lightning_dr2.io import fit_square
 from lightning_dr2.provenance import ReuseRefused
@@ -38,24 +38,7 @@ def unets(tmp_path_factory) -> dict[str, Path]:
 
 
 def _cfg(unet: Path, inputs: Path, outputs: Path, *extra: str):
-    cfg = load_config(
-        None,
-        [
-            f"unet_weights={unet}",
-            "enhancer.name=none",
-            "enhancer.size=64",
-            "dr2.N=4",
-            "dr2.tau=6",
-            "dr2.omega=8",
-            "batch_size=2",
-            "num_workers=0",
-            "progress_bar=false",
-            *extra,
-        ],
-        schema=RestoreConfig,
-    )
-    cfg.input, cfg.output = str(inputs), str(outputs)
-    return cfg
+    return tiny_restore_cfg(unet, inputs, outputs, "enhancer.name=none", "enhancer.size=64", *extra)
 
 
 def _faces(folder: Path, n: int = 3, size: int = 64) -> list[str]:

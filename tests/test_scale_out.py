@@ -11,22 +11,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
+from conftest import TINY_DDPM_NET, quiet_cpu_trainer
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
 from lightning_dr2.config import load_config
 from lightning_dr2.modules.ddpm import DDPMModule
-
-TINY_NET = [
-    "net.image_size=16",
-    "data.image_size=16",
-    "net.num_channels=32",
-    "net.channel_mult=1,2",
-    "net.attention_resolutions=8",
-    "net.num_head_channels=16",
-]
 
 
 class SameImages(Dataset):
@@ -62,17 +53,12 @@ class DrawRecorder(DDPMModule):
 
 
 def test_training_ranks_draw_different_noise(tmp_path: Path) -> None:
-    cfg = OmegaConf.to_container(load_config("ddpm_tiny", TINY_NET), resolve=True)
+    cfg = OmegaConf.to_container(load_config("ddpm_tiny", TINY_DDPM_NET), resolve=True)
     module = DrawRecorder(str(tmp_path), net=cfg["net"], diffusion=cfg["diffusion"], optim=cfg["optim"], seed=5)
-    trainer = pl.Trainer(
-        accelerator="cpu",
+    trainer = quiet_cpu_trainer(
         devices=2,
         strategy="ddp_spawn",
         max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     loader = torch.utils.data.DataLoader(SameImages(), batch_size=2)
     trainer.fit(module, train_dataloaders=loader)

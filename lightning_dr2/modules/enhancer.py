@@ -18,16 +18,8 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from lightning_dr2 import losses
 from lightning_dr2.callbacks.ema import ema_or_live
-from lightning_dr2.losses import (
-    LossWeights,
-    PerceptualLoss,
-    feature_matching,
-    hinge_d_losses,
-    hinge_g_loss,
-    l1_loss,
-    load_perceptual,
-)
 from lightning_dr2.nets.discriminator import MultiScaleDiscriminator
 from lightning_dr2.nets.generators import build_generator
 from lightning_dr2.nets.loading import load_into, read_state_dict
@@ -58,8 +50,8 @@ class EnhancerModule(pl.LightningModule):
         if init_weights:
             load_into(self.generator, read_state_dict(init_weights), init_weights)
         self.discriminator = MultiScaleDiscriminator(**discriminator)
-        self.weights = LossWeights(**loss)
-        perceptual = load_perceptual(vgg_weights) if self.weights.vgg > 0 else None
+        self.weights = losses.LossWeights(**loss)
+        perceptual = losses.load_perceptual(vgg_weights) if self.weights.vgg > 0 else None
         object.__setattr__(self, "perceptual", perceptual)  # frozen: not saved, not in the module tree
         self.pair_maker = pair_maker
         self.grid_dir = Path(grid_dir) if grid_dir else None
@@ -73,7 +65,7 @@ class EnhancerModule(pl.LightningModule):
         return self.trainer.global_step // ITERATION_STEPS
 
     def _frozen_to_device(self) -> None:
-        perceptual: PerceptualLoss | None = self.perceptual  # type: ignore[assignment]
+        perceptual: losses.PerceptualLoss | None = self.perceptual  # type: ignore[assignment]
         if perceptual is not None:
             perceptual.to(self.device)
 
@@ -92,26 +84,26 @@ class EnhancerModule(pl.LightningModule):
     def discriminator_losses(self, y: Tensor, x: Tensor) -> dict[str, Tensor]:
         with torch.no_grad():
             fake = self.generator(y)
-        d_real, d_fake = hinge_d_losses(self.discriminator(x), self.discriminator(fake.detach()))
+        d_real, d_fake = losses.hinge_d_losses(self.discriminator(x), self.discriminator(fake.detach()))
         return {"d_real": d_real, "d_fake": d_fake, "d_loss": d_real + d_fake}
 
     def generator_losses(self, y: Tensor, x: Tensor) -> dict[str, Tensor]:
         w = self.weights
         fake = self.generator(y)
-        losses = {"g_l1": l1_loss(fake, x)}
+        terms = {"g_l1": losses.l1_loss(fake, x)}
         if w.fm > 0 or w.gan > 0:
             fake_scales = self.discriminator(fake)
             if w.gan > 0:
-                losses["g_gan"] = hinge_g_loss(fake_scales)
+                terms["g_gan"] = losses.hinge_g_loss(fake_scales)
             if w.fm > 0:
                 with torch.no_grad():
                     real_scales = self.discriminator(x)
-                losses["g_fm"] = feature_matching(fake_scales, real_scales)
+                terms["g_fm"] = losses.feature_matching(fake_scales, real_scales)
         if w.vgg > 0:
-            losses["g_vgg"] = self.perceptual(fake, x)  # type: ignore[misc]
+            terms["g_vgg"] = self.perceptual(fake, x)  # type: ignore[misc]
         weight = {"g_l1": w.l1, "g_gan": w.gan, "g_fm": w.fm, "g_vgg": w.vgg}
-        losses["g_loss"] = sum(weight[k] * v for k, v in losses.items())
-        return losses
+        terms["g_loss"] = sum(weight[k] * v for k, v in terms.items())
+        return terms
 
     # -- training -----------------------------------------------------------------------------------
     def _step(self, optimizer: Any, loss: Tensor) -> None:
@@ -145,7 +137,7 @@ class EnhancerModule(pl.LightningModule):
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         net = ema_or_live(self.trainer, self, "generator")
         out = net(batch["y"]).float().clamp(-1, 1)
-        self.log("val/l1", l1_loss(out, batch["x"]), sync_dist=True, batch_size=out.shape[0])
+        self.log("val/l1", losses.l1_loss(out, batch["x"]), sync_dist=True, batch_size=out.shape[0])
         if self.global_rank == 0 and len(self._grid) < self.grid_rows:
             # input | DR2 | enhanced | target, one face per row
             rows = torch.stack([batch["y"], batch["dr2"], out, batch["x"]], dim=1).flatten(0, 1)
