@@ -160,6 +160,22 @@ def test_unusable_output_folder_is_named(unets, tmp_path):
         run_restore(_cfg(unets["a"], inputs, tmp_path / "o", "input_policy=squash"))
 
 
+def test_read_only_output_folder_is_named(unets, tmp_path, monkeypatch):
+    """A read-only disk (simulated: the suite runs as root, which chmod does not stop)."""
+    inputs = tmp_path / "in"
+    _faces(inputs, n=1)
+    write_bytes = Path.write_bytes
+
+    def read_only(self, data):
+        if self.name.startswith(".write-test"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    with pytest.raises(ConfigError, match=r"--output .*ro is not writable \(Permission denied\)"):
+        run_restore(_cfg(unets["a"], inputs, tmp_path / "ro"))
+
+
 def test_torn_manifest_line_is_skipped_with_file_and_line(unets, tmp_path, caplog):
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     _faces(inputs, n=2)
