@@ -23,6 +23,7 @@ from lightning_dr2.diffusion import DiffusionConfig
 from lightning_dr2.dr2.enhancer_export import write_enhancer
 from lightning_dr2.loggers import build_loggers
 from lightning_dr2.modules.enhancer import ITERATION_STEPS, EnhancerModule
+from lightning_dr2.modules.guards import check_finite_weights
 from lightning_dr2.nets.generators import generator_size
 from lightning_dr2.training import build_trainer, checkpoint_callbacks, fit_preemptible, resolve_precision, start_run
 
@@ -98,6 +99,7 @@ def build_module(cfg: DictConfig, path: Path, pair_maker: OnTheFlyDR2 | None) ->
         grid_dir=str(path / "samples"),
         grid_rows=cfg.data.val_n,
         pair_maker=pair_maker,
+        max_bad_steps=cfg.trainer.max_bad_steps,
     )
     size = generator_size(module.generator)
     if size != cfg.data.size:
@@ -142,6 +144,7 @@ def train_enhancer(cfg: DictConfig) -> EnhancerTrainResult:
     export_path = None
     if trainer.is_global_zero:
         generator = ema_or_live(trainer, module, "generator")
+        check_finite_weights(generator.state_dict(), f"export to {path / 'export' / EXPORT_NAME}")
         options = _container(cfg.generator.options)
         export_path = write_enhancer(generator, cfg.generator.name, options, path / "export" / EXPORT_NAME)
         log.info("exported EMA generator -> %s", export_path)

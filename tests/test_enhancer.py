@@ -286,3 +286,31 @@ def test_resume_equals_the_uninterrupted_run(tmp_path: Path) -> None:
     d_whole, d_resumed = whole.module.discriminator.state_dict(), resumed.module.discriminator.state_dict()
     for key, value in d_whole.items():
         torch.testing.assert_close(d_resumed[key], value, atol=1e-6, rtol=0, msg=key)
+
+
+def test_nan_generator_steps_are_skipped_and_stop_the_run(tmp_path: Path, monkeypatch) -> None:
+    """A G loss that is NaN every time: G and its EMA never change, D keeps training, and after
+    trainer.max_bad_steps G steps in a row the run stops naming the step; nothing is exported."""
+    from lightning_dr2.modules.guards import NonFiniteTrainingError
+
+    _folder_dr2(tmp_path)
+    losses = EnhancerModule.generator_losses
+
+    def nan_generator_losses(self, y, x):
+        terms = losses(self, y, x)
+        terms["g_loss"] = terms["g_loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(EnhancerModule, "generator_losses", nan_generator_losses)
+    cfg = _cfg(
+        tmp_path,
+        "data.mode=folder",
+        f"data.dr2_root={tmp_path / 'dr2'}",
+        "trainer.limit_val_batches=0",
+        "trainer.max_steps=10",
+        "trainer.max_bad_steps=3",
+        "run=nan",
+    )
+    with pytest.raises(NonFiniteTrainingError, match=r"max_bad_steps=3"):
+        train_enhancer(cfg)
+    assert not (tmp_path / "runs" / "enhance_tiny" / "nan" / "export").exists()

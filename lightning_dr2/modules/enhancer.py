@@ -16,10 +16,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lightning_dr2 import losses
 from lightning_dr2.callbacks.ema import ema_or_live
+from lightning_dr2.modules.guards import NonFiniteGuard, check_finite_weights, guarded_step
 from lightning_dr2.nets.discriminator import MultiScaleDiscriminator
 from lightning_dr2.nets.generators import build_generator
 from lightning_dr2.nets.loading import load_into, read_state_dict
@@ -42,6 +43,7 @@ class EnhancerModule(pl.LightningModule):
         grid_dir: str | None = None,
         grid_rows: int = 8,
         pair_maker: PairMaker | None = None,
+        max_bad_steps: int = 20,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["pair_maker"])
@@ -50,6 +52,10 @@ class EnhancerModule(pl.LightningModule):
         if init_weights:
             load_into(self.generator, read_state_dict(init_weights), init_weights)
         self.discriminator = MultiScaleDiscriminator(**discriminator)
+        # A NaN/Inf step is skipped and counted (see modules.guards), with one guard per network so that
+        # good D steps do not hide a G that is NaN every time; the EMA callback reads the G guard.
+        self.nonfinite_guard = NonFiniteGuard(max_bad_steps)
+        self.d_nonfinite_guard = NonFiniteGuard(max_bad_steps)
         self.weights = losses.LossWeights(**loss)
         perceptual = losses.load_perceptual(vgg_weights) if self.weights.vgg > 0 else None
         object.__setattr__(self, "perceptual", perceptual)  # frozen: not saved, not in the module tree
@@ -106,24 +112,40 @@ class EnhancerModule(pl.LightningModule):
         return terms
 
     # -- training -----------------------------------------------------------------------------------
-    def _step(self, optimizer: Any, loss: Tensor) -> None:
+    def _step(self, optimizer: Any, loss: Tensor, net: nn.Module, guard: NonFiniteGuard) -> None:
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        optimizer.step()
+
+        def backward() -> Tensor:
+            self.manual_backward(loss)
+            return loss
+
+        guarded_step(guard, optimizer, backward, net.parameters(), self.trainer.global_step)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
         y, x = batch["y"], batch["x"]
         self.toggle_optimizer(opt_d)
         d = self.discriminator_losses(y, x)
-        self._step(opt_d, d["d_loss"])
+        self._step(opt_d, d["d_loss"], self.discriminator, self.d_nonfinite_guard)
         self.untoggle_optimizer(opt_d)
         self.toggle_optimizer(opt_g)
         g = self.generator_losses(y, x)
-        self._step(opt_g, g["g_loss"])
+        self._step(opt_g, g["g_loss"], self.generator, self.nonfinite_guard)
         self.untoggle_optimizer(opt_g)
         for key, value in {**d, **g}.items():
             self.log(f"train/{key}", value.detach(), prog_bar=key in ("g_l1", "d_loss"), batch_size=x.shape[0])
+        skipped = self.nonfinite_guard.skipped + self.d_nonfinite_guard.skipped
+        self.log("train/skipped_steps", float(skipped), batch_size=x.shape[0])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for name, net in (("generator", self.generator), ("discriminator", self.discriminator)):
+            check_finite_weights(net.state_dict(), f"checkpoint at step {self.global_step} ({name})")
+        checkpoint["nonfinite_guard"] = self.nonfinite_guard.state_dict()
+        checkpoint["d_nonfinite_guard"] = self.d_nonfinite_guard.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.nonfinite_guard.load_state_dict(checkpoint.get("nonfinite_guard", {}))
+        self.d_nonfinite_guard.load_state_dict(checkpoint.get("d_nonfinite_guard", {}))
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         o = self.hparams.optim
