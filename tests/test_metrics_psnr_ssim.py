@@ -183,3 +183,37 @@ def test_bad_inputs():
         psnr_per_image(u8[:, :1], u8[:, :1], y_channel=True)
     with pytest.raises(ValueError, match="shapes differ"):
         PSNR().update(torch.zeros(1, 3, 16, 16), torch.zeros(2, 3, 16, 16))
+
+
+def ref_vqfr_correct(restored_u8: np.ndarray, gt_u8: np.ndarray) -> np.ndarray:
+    """VQFR metric_paper/calculate_psnr_ssim.py's --correct_mean_var, transcribed: HWC float32 on [0, 1],
+    per channel mean then std to the GT's, twice; returned on 0-255 (what it passes to calculate_psnr)."""
+    restored, gt = restored_u8.astype(np.float32) / 255.0, gt_u8.astype(np.float32) / 255.0
+    for j in range(3):
+        mean_gt, std_gt = np.mean(gt[:, :, j]), np.std(gt[:, :, j])
+        for _ in range(2):
+            restored[:, :, j] = restored[:, :, j] - np.mean(restored[:, :, j]) + mean_gt
+            restored[:, :, j] = restored[:, :, j] / np.std(restored[:, :, j]) * std_gt
+    return restored * 255.0
+
+
+def test_vqfr_protocol_matches_its_script_and_differs_from_basicsr(pair):
+    preds, target = pair
+    # a colour cast on the outputs: the VQFR correction removes it, BasicSR's protocol charges it
+    shifted = (preds * torch.tensor([0.8, 1.0, 1.1]).view(1, 3, 1, 1) + 0.1).clamp(-1, 1)
+    ours_psnr, ours_ssim = PSNR(protocol="vqfr"), SSIM(protocol="vqfr")
+    ours_psnr.update(shifted, target)
+    ours_ssim.update(shifted, target)
+    refs_psnr, refs_ssim = [], []
+    for p, t in zip(shifted, target, strict=True):
+        corrected, gt = ref_vqfr_correct(ref_tensor2img(p), ref_tensor2img(t)), ref_tensor2img(t).astype(np.float64)
+        refs_psnr.append(ref_psnr(corrected.astype(np.float64), gt))
+        refs_ssim.append(ref_ssim(corrected.astype(np.float64), gt))
+    # float32 means/stds summed in another order than numpy's: equal to ~1e-5 dB
+    np.testing.assert_allclose(ours_psnr.last_values.numpy(), refs_psnr, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(ours_ssim.last_values.numpy(), refs_ssim, rtol=0, atol=1e-6)
+    basicsr = PSNR()
+    basicsr.update(shifted, target)
+    assert float(ours_psnr.compute()) > float(basicsr.compute()) + 1.0  # the cast no longer counts
+    with pytest.raises(ValueError, match="protocol"):
+        PSNR(protocol="matlab")

@@ -29,6 +29,7 @@ class MetricInfo:
     paired: bool  # needs the ground truth of each image
     weights: tuple[str, ...]  # weight files that enable it (empty: none needed)
     build: Callable[..., Any]  # build(lpips_net=, weights_dir=, random_networks=, fid_reference=) -> Metric
+    default: bool = True  # in the default `metrics` list (protocol variants are asked for by name)
 
     @property
     def arrow(self) -> str:
@@ -45,6 +46,18 @@ def _ssim(**_: Any) -> Any:
     from lightning_dr2.metrics.psnr_ssim import SSIM
 
     return SSIM()
+
+
+def _psnr_vqfr(**_: Any) -> Any:
+    from lightning_dr2.metrics.psnr_ssim import PSNR
+
+    return PSNR(protocol="vqfr")
+
+
+def _ssim_vqfr(**_: Any) -> Any:
+    from lightning_dr2.metrics.psnr_ssim import SSIM
+
+    return SSIM(protocol="vqfr")
 
 
 def _lpips(lpips_net: str = "vgg", weights_dir: str | None = None, random_networks: bool = False, **_: Any) -> Any:
@@ -75,6 +88,9 @@ _ALL = (
     MetricInfo("lpips", "LPIPS", False, "{:.4f}", True, ("vgg16-397923af.pth", "alexnet-owt-7be5be79.pth"), _lpips),
     MetricInfo("fid", "FID", False, "{:.2f}", False, ("pt_inception-2015-12-05-6726825d.pth",), _fid),
     MetricInfo("deg", "Deg", False, "{:.2f}", True, ("resnet18_110.pth",), _deg),
+    # VQFR's metric script corrects the output's per-channel mean/var to the GT's first: its own columns.
+    MetricInfo("psnr_vqfr", "PSNR (VQFR protocol)", True, "{:.2f}", True, (), _psnr_vqfr, default=False),
+    MetricInfo("ssim_vqfr", "SSIM (VQFR protocol)", True, "{:.4f}", True, (), _ssim_vqfr, default=False),
 )
 METRICS: dict[str, MetricInfo] = {m.name: m for m in _ALL}  # canonical column order
 
@@ -85,8 +101,8 @@ REFERENCE_TITLES = {FID_GT: "GT", "ffhq512": "FFHQ-512"}
 
 
 def default_metrics() -> list[str]:
-    """Every metric, in the canonical order: the `metrics` default of the eval and evaluator configs."""
-    return list(METRICS)
+    """The papers' metrics (BasicSR protocol), in the canonical order: the `metrics` default of eval and evaluator."""
+    return [name for name, info in METRICS.items() if info.default]
 
 
 def check_names(names: list[str] | tuple[str, ...]) -> None:

@@ -11,6 +11,12 @@ on the GPU inside the evaluation callback:
 * `psnr_per_image` / `ssim_per_image` take uint8 N x C x H x W tensors;
 * `PSNR` and `SSIM` are torchmetrics Metrics holding float64 sum/count (summed across processes).
 
+A second protocol, `protocol="vqfr"`, is VQFR's `metric_paper/calculate_psnr_ssim.py` with its default
+`--correct_mean_var`: before scoring, each channel of the restored image is shifted and scaled (twice, in
+float32, population std) to the ground truth's mean and std, and the corrected float image is scored
+without re-quantisation. Colour shifts then cost nothing, so its numbers are higher: a different column
+(`psnr_vqfr`, `ssim_vqfr` in the metric catalogue), never mixed with BasicSR's.
+
 Identical images have infinite PSNR in BasicSR. `psnr_per_image` returns inf like BasicSR; the `PSNR`
 metric caps every per-image value at `max_psnr` (default 100 dB) so one identical pair cannot turn the
 dataset mean into inf, and counts the identical pairs in its `identical` state. `max_psnr=None` gives
@@ -35,10 +41,10 @@ _SSIM_C1 = (0.01 * 255) ** 2
 _SSIM_C2 = (0.03 * 255) ** 2
 
 
-def _as_batch(name: str, images: Tensor) -> Tensor:
+def _as_batch(name: str, images: Tensor, float_input: bool = False) -> Tensor:
     if not isinstance(images, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
-    if images.dtype != torch.uint8:
+    if images.dtype != torch.uint8 and not (float_input and images.is_floating_point()):
         raise ValueError(f"{name} must be uint8 (0-255; use to_uint8 first), got {images.dtype}")
     if images.ndim == 3:
         images = images.unsqueeze(0)
@@ -47,9 +53,15 @@ def _as_batch(name: str, images: Tensor) -> Tensor:
     return images
 
 
-def _prepare(img: Tensor, img2: Tensor, crop_border: int, y_channel: bool) -> tuple[Tensor, Tensor]:
-    """Shape checks, border crop and the optional Y conversion; returns float64 N x C x H x W."""
-    img, img2 = _as_batch("img", img), _as_batch("img2", img2)
+def _prepare(
+    img: Tensor, img2: Tensor, crop_border: int, y_channel: bool, float_input: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Shape checks, border crop and the optional Y conversion; returns float64 N x C x H x W.
+
+    `float_input` admits float images on 0-255 for `img` (VQFR-corrected outputs); otherwise uint8 only,
+    so that [-1, 1] network outputs passed by mistake fail instead of giving a wrong number.
+    """
+    img, img2 = _as_batch("img", img, float_input), _as_batch("img2", img2)
     if img.shape != img2.shape:
         raise ValueError(f"image shapes differ: {tuple(img.shape)} vs {tuple(img2.shape)}")
     if crop_border < 0:
@@ -71,9 +83,31 @@ def _y_channel(img: Tensor) -> Tensor:
     return ((y / 255.0).float() * 255.0).double()
 
 
-def psnr_per_image(img: Tensor, img2: Tensor, crop_border: int = 0, y_channel: bool = False) -> Tensor:
+PROTOCOLS = ("basicsr", "vqfr")
+
+
+def correct_mean_var(restored: Tensor, gt: Tensor) -> Tensor:
+    """VQFR's `--correct_mean_var` on uint8 (or 0-255) N x C x H x W images; returns float32 on 0-255.
+
+    Per channel, in float32 on [0, 1] like the script: subtract the mean, add the GT's; divide by the
+    (population) std, multiply by the GT's; the script does both steps twice. A constant channel (std 0,
+    where the script would divide by zero) is only shifted.
+    """
+    x, g = restored.float() / 255.0, gt.float() / 255.0
+    mean_g = g.mean(dim=(2, 3), keepdim=True)
+    std_g = g.std(dim=(2, 3), unbiased=False, keepdim=True)
+    for _ in range(2):
+        x = x - x.mean(dim=(2, 3), keepdim=True) + mean_g
+        std = x.std(dim=(2, 3), unbiased=False, keepdim=True)
+        x = torch.where(std > 0, x / std.clamp_min(torch.finfo(x.dtype).tiny) * std_g, x)
+    return x * 255.0
+
+
+def psnr_per_image(
+    img: Tensor, img2: Tensor, crop_border: int = 0, y_channel: bool = False, float_input: bool = False
+) -> Tensor:
     """Per-image PSNR in dB (float64, shape N) of uint8 images; inf for identical images, as in BasicSR."""
-    a, b = _prepare(img, img2, crop_border, y_channel)
+    a, b = _prepare(img, img2, crop_border, y_channel, float_input)
     mse = ((a - b) ** 2).mean(dim=(1, 2, 3))
     return 10.0 * torch.log10(255.0 * 255.0 / mse)
 
@@ -83,7 +117,9 @@ def _gaussian_1d(device: torch.device) -> Tensor:
     return torch.from_numpy(cv2.getGaussianKernel(11, 1.5)).to(device=device, dtype=torch.float64).flatten()
 
 
-def ssim_per_image(img: Tensor, img2: Tensor, crop_border: int = 0, y_channel: bool = False) -> Tensor:
+def ssim_per_image(
+    img: Tensor, img2: Tensor, crop_border: int = 0, y_channel: bool = False, float_input: bool = False
+) -> Tensor:
     """Per-image SSIM (float64, shape N) of uint8 images: BasicSR's `calculate_ssim`, batched.
 
     Valid-region filtering (no padding) equals BasicSR's `cv2.filter2D(...)[5:-5, 5:-5]`; the SSIM map is
@@ -91,7 +127,7 @@ def ssim_per_image(img: Tensor, img2: Tensor, crop_border: int = 0, y_channel: b
     Gaussian, so we filter separably (vertically, then horizontally): same result to ~1e-13; float64 2-D
     convolution is slow on CPU.
     """
-    a, b = _prepare(img, img2, crop_border, y_channel)
+    a, b = _prepare(img, img2, crop_border, y_channel, float_input)
     n, c, h, w = a.shape
     if h < 11 or w < 11:
         raise ValueError(f"SSIM needs images of at least 11x11 after cropping, got {h}x{w}")
@@ -119,12 +155,16 @@ class _PerImageMean(Metric):
         value_range: Sequence[float] = (-1.0, 1.0),
         crop_border: int = 0,
         y_channel: bool = False,
+        protocol: str = "basicsr",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         self.value_range = checked_value_range(value_range)
         self.crop_border = int(crop_border)
         self.y_channel = bool(y_channel)
+        self.protocol = protocol
         self.add_state("sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
@@ -135,7 +175,9 @@ class _PerImageMean(Metric):
         """Add a batch of N x 3 x H x W images in `value_range` (default [-1, 1])."""
         if preds.shape != target.shape:
             raise ValueError(f"preds and target shapes differ: {tuple(preds.shape)} vs {tuple(target.shape)}")
-        values = self._per_image(to_uint8(preds, self.value_range), to_uint8(target, self.value_range))
+        preds_u8, target_u8 = to_uint8(preds, self.value_range), to_uint8(target, self.value_range)
+        scored = correct_mean_var(preds_u8, target_u8) if self.protocol == "vqfr" else preds_u8
+        values = self._per_image(scored, target_u8)
         self.last_values = values.detach()  # per-image values of this batch (per-image CSVs, W&B tables)
         self.sum += values.sum()
         self.count += values.numel()
@@ -158,14 +200,15 @@ class PSNR(_PerImageMean):
         crop_border: int = 0,
         y_channel: bool = False,
         max_psnr: float | None = 100.0,
+        protocol: str = "basicsr",
         **kwargs,
     ) -> None:
-        super().__init__(value_range, crop_border, y_channel, **kwargs)
+        super().__init__(value_range, crop_border, y_channel, protocol, **kwargs)
         self.max_psnr = None if max_psnr is None else float(max_psnr)
         self.add_state("identical", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def _per_image(self, preds_u8: Tensor, target_u8: Tensor) -> Tensor:
-        values = psnr_per_image(preds_u8, target_u8, self.crop_border, self.y_channel)
+        values = psnr_per_image(preds_u8, target_u8, self.crop_border, self.y_channel, self.protocol == "vqfr")
         self.identical += torch.isinf(values).sum()
         return values if self.max_psnr is None else values.clamp(max=self.max_psnr)
 
@@ -176,4 +219,4 @@ class SSIM(_PerImageMean):
     higher_is_better = True
 
     def _per_image(self, preds_u8: Tensor, target_u8: Tensor) -> Tensor:
-        return ssim_per_image(preds_u8, target_u8, self.crop_border, self.y_channel)
+        return ssim_per_image(preds_u8, target_u8, self.crop_border, self.y_channel, self.protocol == "vqfr")
