@@ -150,7 +150,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     """The Markdown table on stdout (pipeable), the written files on stderr (bad input: CompareError, exit 2)."""
     from lightning_dr2.compare import compare
 
-    result = compare(args.runs, args.metrics, args.out, args.wandb_project, plot=not args.no_plot)
+    result = compare(
+        args.runs, args.metrics, args.out, args.wandb_project, plot=not args.no_plot, published=args.published
+    )
     print(result.markdown)
     for path in result.files:
         print(f"wrote {path}", file=sys.stderr)
@@ -255,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="where to write comparison.md/.html/.csv/.png (default runs/compare)")
     p.add_argument("--wandb-project", default=None, help="ENTITY/PROJECT: read runs from the W&B API")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument(
+        "--published",
+        action="append",
+        default=[],
+        metavar="TABLE",
+        help="add a table of published numbers (experiments/published/<TABLE>.yaml or a path), marked, never ranked",
+    )
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("config", help="print the resolved config of an experiment with overrides")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_dr2.metrics.catalogue import METRICS, header, metric_of
+from lightning_dr2.published import load_published, published_path
 from lightning_dr2.report import (
     REFERENCE_SETTING,
     Figure,
@@ -388,14 +389,25 @@ def compare(
     wandb_project: str | None = None,
     plot: bool = True,
     wandb_filters: dict[str, Any] | None = None,
+    published: Sequence[str] = (),
 ) -> Comparison:
-    """Load runs, build the table and write comparison.{md,csv,png}; raises CompareError on bad input."""
+    """Load runs, build the table and write comparison.{md,csv,png}; raises CompareError on bad input.
+
+    `published` names tables of published numbers (`lightning_dr2.published`): their rows are shown, marked,
+    beside the measured ones and never ranked or averaged with them.
+    """
     chosen = parse_metrics(metrics)
     if not run_dirs and not wandb_project:
         raise CompareError("nothing to compare: give run dirs (e.g. runs/eval_celeba_test) or --wandb-project")
     runs = load_local_runs(run_dirs) if run_dirs else []
     if wandb_project:
         runs += load_wandb_runs(wandb_project, wandb_filters)
+    notes = []
+    for name in published:
+        table, entries = load_published(name)
+        label = f"published: {published_path(name).stem}"
+        runs.append(RunResults(label, table.citation, label, entries))
+        notes += [f"{label}: {table.citation}", f"{label}: {table.note}"]
     unique_labels(runs)
     rows = ordered_rows(runs)
     if not rows:
@@ -411,6 +423,9 @@ def compare(
     if plot:
         files.append(plot_comparison(rows, columns, out_dir / "comparison.png"))
         figures.append(Figure("Metrics per split", files[-1]))
-    sources = Section("Runs", [f"{run.label}: {run.source}" for run in runs])
-    files = [*write_report(out_dir, "comparison", "Run comparison", rows, columns, [sources], figures), *files]
+    measured = [run for run in runs if not any(e.published for e in run.entries)]
+    sources = [Section("Runs", [f"{run.label}: {run.source}" for run in measured])]
+    if notes:
+        sources.append(Section("Published numbers (not measured here; never ranked with measured rows)", notes))
+    files = [*write_report(out_dir, "comparison", "Run comparison", rows, columns, sources, figures), *files]
     return Comparison(rows=rows, metrics=columns, markdown=metrics_table(rows, columns), runs=runs, files=files)

@@ -41,6 +41,7 @@ class Row:
     metrics: dict[str, float | None]
     n_images: int | None = None
     run: str = ""
+    published: bool = False  # a number from a paper (`lightning_dr2.published`): shown, never ranked
 
     @classmethod
     def from_result(cls, result: Mapping[str, Any], run: str = "") -> Row:
@@ -82,14 +83,16 @@ def best_marks(rows: Sequence[Row], columns: Sequence[str]) -> set[tuple[int, st
     """(row index, column) pairs holding the best value of their (set, split) group.
 
     Compared as displayed, so two values that print the same are both marked; the input reference row is
-    left out because it is a baseline, not a contender (unless a group has nothing else).
+    left out because it is a baseline, not a contender (unless a group has nothing else); published rows
+    are never ranked against measured ones.
     """
     groups: dict[tuple[str, str], list[int]] = {}
     for i, row in enumerate(rows):
         groups.setdefault((row.set, row.split), []).append(i)
     marks: set[tuple[int, str]] = set()
     for indices in groups.values():
-        contenders = [i for i in indices if rows[i].setting != REFERENCE_SETTING] or indices
+        measured = [i for i in indices if not rows[i].published]
+        contenders = [i for i in measured if rows[i].setting != REFERENCE_SETTING] or measured
         for column in columns:
             scored = [(rows[i].metrics.get(column), i) for i in contenders]
             scored = [(v, i) for v, i in scored if v is not None]

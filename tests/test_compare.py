@@ -333,3 +333,34 @@ def test_wandb_no_eval_runs_and_bad_path(monkeypatch: pytest.MonkeyPatch) -> Non
         cmp.load_wandb_runs("me/dr2")
     with pytest.raises(cmp.CompareError, match="ENTITY/PROJECT"):
         cmp.load_wandb_runs("a/b/c")
+
+
+def test_published_rows_are_shown_marked_and_never_ranked(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    # measured LPIPS worse than the paper's: the best mark still goes to a measured row
+    ours = _write_run(runs, "eval_a", "r", [_entry("x16 (paper)", "N8_tau35", lpips=0.45, fid_ffhq512=70.0)])
+    result = cmp.compare([ours], None, tmp_path / "out", plot=False, published=["dr2_cvpr2023"])
+    published = [row for row in result.rows if row.published]
+    assert {(r.setting, r.split) for r in published} >= {("DR2+VQFR", "x16 (paper)"), ("DR2+SPAR", "x8 (paper)")}
+    assert all(r.run == "published: dr2_cvpr2023" for r in published)
+    assert "**0.4500**" in result.markdown and "**0.3893**" not in result.markdown
+    # the paper's FID (unstated reference) has its own column, never ours
+    assert "FID (paper) ↓" in result.markdown and "fid_paper" in result.metrics and "fid_ffhq512" in result.metrics
+    assert not any(r.metrics.get("fid_ffhq512") for r in published)
+    html = (tmp_path / "out" / "comparison.html").read_text()
+    assert "CVPR 2023" in html and "degradation ranges" in html and "never ranked" in html
+
+
+def test_published_table_errors_name_the_file_and_key(tmp_path: Path) -> None:
+    from lightning_dr2.config import ConfigError
+    from lightning_dr2.published import load_published
+
+    with pytest.raises(ConfigError, match="not found.*dr2_cvpr2023"):
+        load_published("no_such_table")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("citation: x\nrows:\n  - {method: M, set: s, split: a, metrics: {psnrr: 1.0}}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: rows\[0\] .*psnrr"):
+        load_published(bad)
+    bad.write_text("citation: x\nrowz: []\n")
+    with pytest.raises(ConfigError, match="rowz"):
+        load_published(bad)
