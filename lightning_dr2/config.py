@@ -152,6 +152,16 @@ class SettingConfig:
 
 
 @dataclass
+class SweepConfig:
+    """The paper's (N, tau) ablation as one run: `sweep.N=[4,8,16] sweep.tau=[20,35,50]` evaluates every
+    pair (omega by the official rule) in place of `settings`, and the report plots each metric against tau,
+    one line per N. W&B sweeps can drive the same keys (experiments/sweep_n_tau.yaml)."""
+
+    N: list[int] = field(default_factory=list)
+    tau: list[int] = field(default_factory=list)
+
+
+@dataclass
 class EvaluatorConfig:
     """The DR2 evaluator callback during training (`lightning_dr2.callbacks.evaluator`)."""
 
@@ -263,6 +273,7 @@ class EvalConfig(PipelineConfig):
     runs_dir: str = "runs"
     sets: list[EvalSetConfig] = field(default_factory=lambda: [EvalSetConfig()])
     settings: list[SettingConfig] = field(default_factory=lambda: [SettingConfig()])
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     metrics: list[str] = field(default_factory=default_metrics)
     lpips_net: str = "vgg"  # vgg (BasicSR/VQFR scripts) | alex
     skip_missing_weights: bool = False  # true: a metric whose weights are missing is skipped with a note
@@ -321,8 +332,18 @@ def load_config(
         cfg, source = load_structured(schema, path, overrides), f"{path} and the command-line overrides"
         if "experiment" not in read_yaml(path):
             cfg.experiment = path.stem
+    if "sweep" in cfg:
+        _expand_sweep(cfg, source)
     validate(_check_diffusion(cfg, source), source)
     return cfg
+
+
+def _expand_sweep(cfg: DictConfig, source: str) -> None:
+    """`sweep.N` x `sweep.tau` become the `settings` (one place: the saved config shows what ran)."""
+    if bool(cfg.sweep.N) != bool(cfg.sweep.tau):
+        raise ConfigError(f"invalid config from {source}: sweep.N and sweep.tau must both be given (or neither)")
+    if cfg.sweep.N:
+        cfg.settings = [SettingConfig(N=n, tau=tau) for n in cfg.sweep.N for tau in cfg.sweep.tau]
 
 
 def read_yaml(path: str | Path) -> DictConfig:

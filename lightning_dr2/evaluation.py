@@ -36,7 +36,16 @@ from lightning_dr2.io import image_to_tensor, read_image, resize, write_json, wr
 from lightning_dr2.metrics.suite import MetricSuite, group_by_size
 from lightning_dr2.modules.scorer import ScoreModule
 from lightning_dr2.provenance import fingerprint
-from lightning_dr2.report import REFERENCE_SETTING, Figure, Row, Section, save_grid, setting_name, write_report
+from lightning_dr2.report import (
+    REFERENCE_SETTING,
+    Figure,
+    Row,
+    Section,
+    plot_ablation,
+    save_grid,
+    setting_name,
+    write_report,
+)
 from lightning_dr2.restore import resolve_accelerator, run_restore
 from lightning_dr2.runinfo import record_run_info
 from lightning_dr2.weights import sha256sum
@@ -263,15 +272,16 @@ def run_eval(cfg: DictConfig) -> EvalResult:
         sections = [Section("Notes", [f"{k}: {v}" for k, v in notes.items()])]
         if missing:
             sections.append(Section("Missing inputs (allow_missing=true: not scored)", lines))
+        figures = plot_ablation(rows_out, path / "report") + grids
         result.report_md, result.report_html = write_report(
             path,
             "report",
             f"Evaluation {cfg.experiment} / {cfg.run}",
             result.table_rows,
             sections=sections,
-            figures=grids,
+            figures=figures,
         )
-        _log_wandb(cfg, path, rows_out, per_image_out, [g.path for g in grids])
+        _log_wandb(cfg, path, rows_out, per_image_out, [g.path for g in figures])
     return result
 
 

@@ -220,3 +220,44 @@ def save_grid(images: Any, path: Path, nrow: int, min_tile: int = MIN_TILE) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(((images + 1) / 2).clamp(0, 1), path, nrow=nrow, padding=2)
     return path
+
+
+def plot_ablation(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Figure]:
+    """The paper's (N, tau) ablation: per (set, split) with two or more tau values, each metric against tau,
+    one line per N, the best (N, tau) of each metric starred. Rows are eval's results entries."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure as MplFigure
+
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        if row.get("N") is not None and row.get("tau") is not None:
+            groups.setdefault((row["set"], row["split"]), []).append(row)
+    figures = []
+    for (set_name, split), entries in groups.items():
+        if len({e["tau"] for e in entries}) < 2:
+            continue
+        metrics = column_order({k for e in entries for k, v in e["metrics"].items() if metric_value(v) is not None})
+        if not metrics:
+            continue
+        fig = MplFigure(figsize=(4.0 * len(metrics), 3.2), layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+        for ax, metric in zip(axes, metrics, strict=True):
+            points = [(e["N"], e["tau"], metric_value(e["metrics"].get(metric))) for e in entries]
+            points = [p for p in points if p[2] is not None]
+            for n in sorted({p[0] for p in points}):
+                line = sorted((tau, v) for m, tau, v in points if m == n)
+                ax.plot([t for t, _ in line], [v for _, v in line], marker="o", label=f"N={n}")
+            pick = max if metric_of(metric).higher_is_better else min  # type: ignore[union-attr]
+            best = pick(points, key=lambda p: p[2])
+            ax.plot([best[1]], [best[2]], marker="*", markersize=16, color="gold", markeredgecolor="k", zorder=5)
+            ax.set_title(f"{header(metric)}  best: N={best[0]}, tau={best[1]}", fontsize="small")
+            ax.set_xlabel("tau")
+            ax.grid(True, alpha=0.3)
+        axes[0].legend(fontsize="small")
+        path = Path(out_dir) / f"ablation_{set_name}_{split}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        caption = "each metric against tau, one line per N; the star is the best (N, tau)"
+        figures.append(Figure(f"(N, tau) ablation: {set_name} / {split}", path, caption))
+    return figures

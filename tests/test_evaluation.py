@@ -361,3 +361,21 @@ def test_missing_split_or_ground_truth_is_an_error_or_a_counted_warning(testset:
     report = (result.run_dir / "report.md").read_text()
     assert "tiny/x4_mild: 1 image(s)" in report and "tiny/x8_severe: split missing" in report
     assert (result.run_dir / "run_info.json").is_file()
+
+
+def test_n_tau_sweep_gives_every_pair_a_plot_and_reuses_outputs(testset: Path, unet_file: Path, tmp_path: Path) -> None:
+    sweep = ["sweep.N=[2,4]", "sweep.tau=[3,4]"]
+    cfg = eval_cfg(testset, unet_file, tmp_path, *sweep, splits="x4_mild")
+    assert [(s.N, s.tau, s.omega) for s in cfg.settings] == [(2, 3, None), (2, 4, None), (4, 3, None), (4, 4, None)]
+    result = run_eval(cfg)
+    assert sorted((r["N"], r["tau"]) for r in result.rows) == [(2, 3), (2, 4), (4, 3), (4, 4)]
+    plot = result.run_dir / "report" / "ablation_tiny_x4_mild.png"
+    assert plot.is_file() and "ablation_tiny_x4_mild.png" in result.report_md.read_text()
+    restored = sorted((result.run_dir / "restored").rglob("restored/*.png"))
+    assert len(restored) == 4 * 3
+    before = [p.stat().st_mtime_ns for p in restored]
+    again = run_eval(eval_cfg(testset, unet_file, tmp_path, *sweep, splits="x4_mild"))
+    assert [p.stat().st_mtime_ns for p in restored] == before, "finished (N, tau) outputs are reused"
+    assert [r["metrics"] for r in again.rows] == [r["metrics"] for r in result.rows]
+    with pytest.raises(ConfigError, match="sweep.N and sweep.tau"):
+        eval_cfg(testset, unet_file, tmp_path, "sweep.N=[2]")
