@@ -126,3 +126,20 @@ def test_dr2_ranges_are_checked_when_the_sampler_is_built() -> None:
         DR2E(unet, None, N=2, tau=5, enhancer_size=-5)
     with pytest.raises(SettingError, match=r"tau=99 must be an integer in \[0, 98\]"):
         DR2E(unet, None, N=2, tau=99, enhancer_size=16)
+
+
+def test_wandb_sweep_file_drives_keys_eval_accepts() -> None:
+    """Every value the W&B sweep would pass (`key=value`, its ${args_no_hyphens}) loads as an eval override."""
+    import itertools
+
+    import yaml
+
+    from lightning_dr2.config import EvalConfig
+
+    sweep = yaml.safe_load((EXPERIMENTS_DIR / "sweeps" / "n_tau.yaml").read_text())
+    assert sweep["command"][3:6] == ["lightning_dr2", "eval", "eval_celeba_test"]
+    params = sweep["parameters"]
+    for values in itertools.product(*(p["values"] for p in params.values())):
+        overrides = [f"{key}={value}" for key, value in zip(params, values, strict=True)]
+        cfg = load_config("eval_celeba_test", overrides, schema=EvalConfig)
+        assert len(cfg.settings) == 1 and cfg.settings[0].omega is None
