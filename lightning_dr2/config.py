@@ -269,6 +269,9 @@ class EvalConfig(PipelineConfig):
     """`python -m lightning_dr2 eval`: DR2 (+ enhancer) over benchmark sets x (N, tau) settings -> metrics."""
 
     experiment: str = "eval"
+    # The label of what is evaluated (W&B config field `method`, one run per method in a shared project,
+    # compared in W&B's run table). Default: "DR2+<enhancer.name>" ("DR2" without an enhancer).
+    method: str | None = None
     run: str | None = None
     runs_dir: str = "runs"
     sets: list[EvalSetConfig] = field(default_factory=lambda: [EvalSetConfig()])

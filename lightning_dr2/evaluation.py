@@ -181,9 +181,15 @@ def verified_outputs(out: Path, rels: list[str]) -> tuple[dict[str, Path], dict[
     return preds, settings, inputs
 
 
+def default_method(cfg: DictConfig) -> str:
+    """What the run evaluates, as W&B's `method` field and the results' label: DR2 + its enhancer."""
+    return "DR2" if cfg.enhancer.name == "none" else f"DR2+{cfg.enhancer.name}"
+
+
 def run_eval(cfg: DictConfig) -> EvalResult:
     start = time.perf_counter()
     cfg.run = resolve_run_name(cfg)
+    cfg.method = cfg.method or default_method(cfg)
     path = run_dir(cfg)
     if rank_zero_only.rank == 0:
         save_config(cfg, path / "config.yaml")
@@ -303,6 +309,7 @@ def _write_results(
     results = {
         "experiment": cfg.experiment,
         "run": cfg.run,
+        "method": cfg.method,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "wandb_id": wandb_run_id(cfg.experiment, str(cfg.run)),
         "tags": list(cfg.wandb.tags),
@@ -323,7 +330,7 @@ def _log_wandb(
     cfg: DictConfig, path: Path, rows: list[dict[str, Any]], per_image: list[dict[str, Any]], grids: list[Path]
 ) -> None:
     """Metric keys eval/<set>/<split>/<metric> (with /<setting>/ when several settings are evaluated)."""
-    from lightning_dr2.loggers import resolve_wandb_mode, wandb_run_kwargs
+    from lightning_dr2.loggers import resolve_wandb_mode, start_with_offline_fallback, wandb_run_kwargs
 
     mode = resolve_wandb_mode(cfg.wandb.mode)
     if mode == "disabled":
@@ -331,7 +338,8 @@ def _log_wandb(
     import wandb
 
     several = len({r["setting"] for r in rows}) > 1
-    run = wandb.init(**wandb_run_kwargs(cfg, mode), dir=str(path))
+    kwargs = {**wandb_run_kwargs(cfg, mode), "dir": str(path)}
+    run = start_with_offline_fallback(lambda: wandb.init(**kwargs), kwargs)
     summary = {}
     for r in rows:
         key = f"eval/{r['set']}/{r['split']}" + (f"/{r['setting']}" if several else "")

@@ -379,3 +379,36 @@ def test_n_tau_sweep_gives_every_pair_a_plot_and_reuses_outputs(testset: Path, u
     assert [r["metrics"] for r in again.rows] == [r["metrics"] for r in result.rows]
     with pytest.raises(ConfigError, match="sweep.N and sweep.tau"):
         eval_cfg(testset, unet_file, tmp_path, "sweep.N=[2]")
+
+
+def test_eval_wandb_run_carries_the_method_and_never_stops_the_run(
+    testset: Path, unet_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An online start that fails (no key here) continues offline; the run's config names the method."""
+    import wandb
+
+    started: list[dict] = []
+
+    class FakeRun:
+        def log(self, data: dict) -> None:
+            pass
+
+        def finish(self) -> None:
+            pass
+
+    def fake_init(**kwargs):
+        started.append(kwargs)
+        if kwargs["mode"] == "online":
+            raise wandb.errors.UsageError("api_key not configured (no-tty)")
+        return FakeRun()
+
+    monkeypatch.setattr(wandb, "init", fake_init)
+    cfg = eval_cfg(testset, unet_file, tmp_path, "wandb.mode=online", "metrics=[psnr]", splits="x4_mild")
+    result = run_eval(cfg)
+    assert [k["mode"] for k in started] == ["online", "offline"]
+    assert started[-1]["config"]["method"] == "DR2"
+    assert json.loads((result.run_dir / "results.json").read_text())["method"] == "DR2"
+    extra = ["wandb.mode=offline", "method=GFPGAN-v1.4", "run=m"]
+    named = eval_cfg(testset, unet_file, tmp_path, *extra, splits="x4_mild")
+    run_eval(named)
+    assert started[-1]["config"]["method"] == "GFPGAN-v1.4"
