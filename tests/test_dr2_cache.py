@@ -83,12 +83,14 @@ def test_cache_writes_each_output_once_with_a_drawn_setting_and_reuses_it(unets,
     assert (again.made, again.reused) == (0, 6)
     assert _records(out) == records
 
-    # Independent of batching: a fresh cache with batches of 1 gives the same images (to the contract's bound).
-    solo = tmp_path / "solo"
-    run_cache(_cfg(unets["a"], hq, solo, "samples_per_image=2", "batch_size=1"))
-    assert {n: r["fingerprint"] for n, r in _records(solo).items()} == {n: r["fingerprint"] for n, r in records.items()}
+    # Independent of batching and process count: 2 processes with batches of 1 write each output once, and the
+    # same images (to the contract's bound).
+    two = tmp_path / "two"
+    run_cache(_cfg(unets["a"], hq, two, "samples_per_image=2", "batch_size=1", "devices=2", "strategy=ddp_spawn"))
+    assert {n: r["fingerprint"] for n, r in _records(two).items()} == {n: r["fingerprint"] for n, r in records.items()}
+    assert sorted(str(p.relative_to(two)) for p in two.rglob("*.png")) == sorted(records)
     for name in records:
-        assert_uint8_close(_png(solo / name), _png(out / name), msg=f"{name}: batch 1 vs batch 2:")
+        assert_uint8_close(_png(two / name), _png(out / name), msg=f"{name}: 2 processes, batch 1 vs 1, batch 2:")
 
 
 def test_changed_settings_list_or_weights_recompute_and_strict_names_the_change(unets, tmp_path):
