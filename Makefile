@@ -16,10 +16,10 @@ EVAL ?= experiments/eval_celeba_test.yaml
 HQ ?= data/celeba_hq_test
 RUNS ?= runs
 
-.PHONY: help install test quickstart train-ddpm train-enhancer restore testsets eval compare lint bench clean
+.PHONY: help install test quickstart train-ddpm train-enhancer dr2-cache restore testsets eval compare lint bench clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ train-ddpm: install ## train a DDPM: make train-ddpm EXP=ddpm_ffhq256 ARGS="trai
 
 train-enhancer: install ## train an enhancer on DR2 outputs: make train-enhancer EXP=enhance_sparnethd ARGS="data.hq_root=/data/ffhq data.dr2_root=/data/ffhq_dr2"
 	$(PY) -m lightning_dr2 train-enhancer $(EXP) $(ARGS)
+
+dr2-cache: install ## DR2 outputs for enhancer training: make dr2-cache HQ=/data/ffhq OUT=/data/ffhq_dr2 ARGS="devices=8"
+	$(PY) -m lightning_dr2 dr2-cache --hq $(HQ) --out $(OUT) --config experiments/dr2_cache.yaml $(ARGS)
 
 restore: install ## restore a folder: make restore IN=faces/ OUT=restored/ ARGS="dr2.N=8 dr2.tau=35"
 	$(PY) -m lightning_dr2 restore --input $(IN) --output $(OUT) --config experiments/restore_dr2e.yaml $(ARGS)

@@ -74,6 +74,25 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dr2_cache(args: argparse.Namespace) -> int:
+    from lightning_dr2.config import CacheConfig, load_config
+    from lightning_dr2.dr2_cache import run_cache
+
+    cfg = load_config(args.config, args.overrides, schema=CacheConfig)
+    cfg.hq, cfg.out = args.hq, args.out
+    summary = run_cache(cfg)
+    print(
+        f"DR2 cache: made {summary.made} outputs ({summary.images_per_second:.2f} images/s; {summary.reused} reused: "
+        f"same face, weights and settings; {summary.recomputed} made again) in {summary.seconds:.1f} s "
+        f"-> {summary.output} (train with data.mode=folder data.dr2_root={summary.output / 'dr2'})"
+    )
+    if summary.bad:
+        print(f"{len(summary.bad)} faces unusable or outputs flagged (listed in {summary.output / 'bad_files.txt'}):")
+        for rel, reason in summary.bad[:20]:
+            print(f"  {rel}: {reason}")
+    return 0
+
+
 def _cmd_weights(args: argparse.Namespace) -> int:
     """Without fetch options: the status table (or JSON). With them: fetch each file (into --weights-dir,
     else `default_dest()`), report each result; exit status 1 if any failed."""
@@ -220,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", help="e.g. dr2.N=8 dr2.tau=35 enhancer.name=none batch_size=16 unet_weights=FILE"
     )
     p.set_defaults(func=_cmd_restore)
+
+    p = sub.add_parser("dr2-cache", help="DR2 outputs of a face folder for enhancer training (multi-GPU, resumable)")
+    p.add_argument("--hq", required=True, help="folder of aligned HQ faces (searched recursively)")
+    p.add_argument("--out", required=True, help="cache folder: OUT/dr2/<rel>.png (+ OUT/dr2_s<k>/ extra samples)")
+    p.add_argument("--config", default=None, help="optional YAML with CacheConfig keys (experiments/dr2_cache.yaml)")
+    p.add_argument("overrides", nargs="*", help="e.g. unet_weights=FILE samples_per_image=2 devices=8 batch_size=16")
+    p.set_defaults(func=_cmd_dr2_cache)
 
     p = sub.add_parser("weights", help="list expected weight files, where they are looked for, checksums; fetch")
     p.add_argument("--fetch", nargs="+", metavar="NAME", help="download these files (those with a public URL)")

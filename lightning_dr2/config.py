@@ -289,8 +289,30 @@ class EvalConfig(PipelineConfig):
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
+def demo_settings() -> list[SettingConfig]:
+    """The three (N, tau) of the DR2 demo: our default mix for training pairs (the paper publishes none)."""
+    return [SettingConfig(4, 22), SettingConfig(8, 35), SettingConfig(16, 35)]
+
+
+@dataclass
+class CacheConfig(PipelineConfig):
+    """`python -m lightning_dr2 dr2-cache`: DR2 outputs of a face folder for enhancer training (no enhancer).
+
+    Each output draws its (N, tau, omega) from `settings` by its own seed; `dr2.N/tau/omega` are not used.
+    """
+
+    experiment: str = "dr2_cache"
+    hq: str | None = None
+    out: str | None = None
+    limit: int = 0  # the first `limit` faces (sorted by path); 0 = all
+    settings: list[SettingConfig] = field(default_factory=demo_settings)
+    samples_per_image: int = 1  # DR2 samples per face with different seeds: dr2/, dr2_s1/, dr2_s2/, ...
+    enhancer: EnhancerConfig = field(default_factory=lambda: EnhancerConfig(name="none"))
+
+
 def schema_for(experiment: str | Path) -> type:
-    """Which schema a recipe in experiments/ follows, by its name: restore_*, eval_*, enhance_*, else DDPM training."""
+    """Which schema a recipe in experiments/ follows, by its name: restore_*, eval_*, enhance_*, dr2_cache*, else
+    DDPM training."""
     stem = Path(str(experiment)).stem
     if stem.startswith("enhance"):
         from lightning_dr2.enhancer_config import EnhanceExperimentConfig
@@ -300,6 +322,8 @@ def schema_for(experiment: str | Path) -> type:
         return RestoreConfig
     if stem.startswith("eval"):
         return EvalConfig
+    if stem.startswith("dr2_cache"):
+        return CacheConfig
     return ExperimentConfig
 
 
@@ -549,10 +573,21 @@ def validate_eval(c: _Checks) -> None:
     c.at_least("report_images", 0)
 
 
+def validate_cache(c: _Checks) -> None:
+    validate_pipeline(c)
+    c.one_of("enhancer.name", ("none",), ": the cache stores DR2 outputs, the enhancer's training inputs")
+    c.require("settings", lambda v: len(v) > 0, "must list at least one (N, tau), e.g. [{N: 8, tau: 35}]")
+    for i, s in enumerate(c.value("settings")):
+        c.dr2_settings(f"settings[{i}].", s["N"], s["tau"], s["omega"], c.value("dr2.respacing"))
+    c.at_least("samples_per_image", 1)
+    c.at_least("limit", 0, " (0: every image)")
+
+
 VALIDATORS: dict[type, Callable[[_Checks], None]] = {
     ExperimentConfig: validate_training,
     RestoreConfig: validate_restore,
     EvalConfig: validate_eval,
+    CacheConfig: validate_cache,
 }
 
 

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,11 @@ class RestoreInputs(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rel = self.rels[index]
+        item = self.load(rel)
+        return item if "bad" in item else {**item, "name": rel, "seed": image_seed(self.seed, rel)}
+
+    def load(self, rel: str) -> dict[str, Any]:
+        """{"lq", "shape"} of the input file `rel`, or {"bad", "reason"} when it cannot be decoded."""
         try:
             arr = read_image(self.root / rel)
         except BadImageError as err:
@@ -76,7 +82,7 @@ class RestoreInputs(Dataset):
         square = fit_square(image_to_tensor(arr), self.policy)
         lq = resize(square[None], self.image_size).clamp(-1, 1)[0]
         shape = {"input_size": [h, w], "reshaped": self.policy if h != w else "none"}
-        return {"lq": lq, "name": rel, "seed": image_seed(self.seed, rel), "shape": shape}
+        return {"lq": lq, "shape": shape}
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -86,6 +92,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "name": [it["name"] for it in good],
         "seed": [it["seed"] for it in good],
         "shape": [it["shape"] for it in good],
+        "setting": [it.get("setting") for it in good],  # per-item (N, tau, omega) of a DR2 cache; None in restore
         "bad": [(it["bad"], it["reason"]) for it in items if "bad" in it],
     }
 
@@ -150,34 +157,46 @@ def previous_records(output_dir: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
+WorkItems = dict[str, tuple[str, dict[str, Any]]]  # output name -> (input file, settings of this output alone)
+
+
 def plan_restore(
-    input_dir: Path, output_dir: Path, rels: list[str], settings: dict[str, Any], reuse: str
-) -> tuple[list[str], list[str], list[str], dict[str, dict[str, str]]]:
-    """(todo, reused, recomputed, provenance): an output is reused only when its recorded fingerprint is
-    the current one; `reuse=strict` refuses to recompute a finished output and names what changed."""
+    input_dir: Path,
+    output_dir: Path,
+    work: WorkItems,
+    settings: dict[str, Any],
+    reuse: str,
+    final_dir: str = "restored",
+) -> tuple[list[str], list[str], list[str], dict[str, dict[str, Any]]]:
+    """(todo, reused, recomputed, provenance) over the work items (restore: each input file once, named by
+    itself). An output is reused only when its recorded fingerprint is the current one; `reuse=strict`
+    refuses to recompute a finished output and names what changed."""
     if reuse not in REUSE_MODES:
         raise ConfigError(f"reuse must be one of {REUSE_MODES}, got {reuse!r}")
     previous = previous_records(output_dir)
+    hashes: dict[str, str] = {}
     todo, reused, recomputed, provenance = [], [], [], {}
-    for rel in rels:
-        input_sha = sha256sum(input_dir / rel)
-        fp = fingerprint({**settings, "input_sha256": input_sha})
-        provenance[rel] = {"input_sha256": input_sha, "fingerprint": fp}
-        if not (output_dir / "restored" / output_name(rel)).is_file():
-            todo.append(rel)
+    for name, (source, own) in work.items():
+        if source not in hashes:
+            hashes[source] = sha256sum(input_dir / source)
+        fields = {**settings, **own, "input_sha256": hashes[source]}
+        provenance[name] = {**own, "input_sha256": hashes[source], "fingerprint": fingerprint(fields)}
+        final = output_dir / final_dir / output_name(name)
+        if not final.is_file():
+            todo.append(name)
             continue
-        record = previous.get(rel, {})
-        if record.get("status") == "ok" and record.get("fingerprint") == fp:
-            reused.append(rel)
+        record = previous.get(name, {})
+        if record.get("status") == "ok" and record.get("fingerprint") == provenance[name]["fingerprint"]:
+            reused.append(name)
             continue
         if reuse == "strict":
-            changed = changed_keys(record, {**settings, "input_sha256": input_sha}) if record else ["(no record)"]
+            changed = changed_keys(record, fields) if record else ["(no record)"]
             raise ReuseRefused(
-                f"reuse=strict: {output_dir / 'restored' / output_name(rel)} was made with other settings "
+                f"reuse=strict: {final} was made with other settings "
                 f"(changed: {', '.join(changed)}); use another --output, or reuse=auto to recompute it"
             )
-        todo.append(rel)
-        recomputed.append(rel)
+        todo.append(name)
+        recomputed.append(name)
     return todo, reused, recomputed, provenance
 
 
@@ -219,6 +238,62 @@ def restore_settings(cfg: DictConfig, pipe: DR2E, weights_dir: str | None) -> di
     }
 
 
+@dataclass
+class PredictResult:
+    """What `run_predict` did; `records` is None on ranks other than 0 (they do not merge manifests)."""
+
+    todo: list[str]
+    reused: list[str]
+    recomputed: list[str]
+    records: list[dict[str, Any]] | None
+    bad: list[tuple[str, str]]
+
+
+def run_predict(
+    cfg: DictConfig,
+    input_dir: Path,
+    output_dir: Path,
+    work: WorkItems,
+    clashes: list[tuple[str, str]],
+    settings: dict[str, Any],
+    module: pl.LightningModule,
+    dataset_of: Callable[[list[str]], Dataset],
+    config_file: str,
+    final_dir: str = "restored",
+    **writer_options: Any,
+) -> PredictResult:
+    """The job restore and the DR2 cache share: plan (reuse by fingerprint), predict the rest on every
+    device (sharded without padding, written batch by batch), merge the per-rank manifests on rank 0."""
+    todo, reused, recomputed, provenance = plan_restore(input_dir, output_dir, work, settings, cfg.reuse, final_dir)
+    save_config(cfg, output_dir / config_file)
+    record_run_info(output_dir)
+    log.info(
+        "%d outputs to make (%d made earlier with other settings), %d reused in %s",
+        len(todo),
+        len(recomputed),
+        len(reused),
+        output_dir,
+    )
+    writer = RestoreWriter(output_dir, input_dir, settings, provenance, final_dir=final_dir, **writer_options)
+    if todo:
+        data = ShardedData(dataset_of(todo), cfg.batch_size, cfg.num_workers, collate_fn=collate)
+        trainer = pl.Trainer(
+            accelerator=resolve_accelerator(cfg.accelerator),
+            devices=cfg.devices,
+            strategy=cfg.strategy,
+            logger=False,
+            callbacks=[writer],
+            enable_progress_bar=cfg.progress_bar,
+            use_distributed_sampler=False,
+            enable_model_summary=False,
+        )
+        trainer.predict(module, datamodule=data, return_predictions=False)
+        if not trainer.is_global_zero:
+            return PredictResult(todo, reused, recomputed, None, [])
+    records, bad = writer.merge_manifests(clashes, current=set(work) | {rel for rel, _ in clashes})
+    return PredictResult(todo, reused, recomputed, records, bad)
+
+
 def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSummary:
     start = time.perf_counter()
     if not cfg.input or not cfg.output:
@@ -233,39 +308,23 @@ def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSumma
 
     accelerator = resolve_accelerator(cfg.accelerator)
     pipe = DR2E.from_config(cfg, device="cpu", weights_dir=weights_dir)
-    settings = restore_settings(cfg, pipe, weights_dir)
-    todo, reused, recomputed, provenance = plan_restore(input_dir, output_dir, rels, settings, cfg.reuse)
-    save_config(cfg, output_dir / "restore_config.yaml")
-    record_run_info(output_dir)
-    log.info(
-        "%d images to restore (%d made earlier with other settings), %d reused in %s",
-        len(todo),
-        len(recomputed),
-        len(reused),
+    module = RestoreModule(pipe, compile=cfg.compile, channels_last=cfg.channels_last and accelerator == "gpu")
+    result = run_predict(
+        cfg,
+        input_dir,
         output_dir,
+        {rel: (rel, {}) for rel in rels},
+        clashes,
+        restore_settings(cfg, pipe, weights_dir),
+        module,
+        lambda todo: RestoreInputs(input_dir, todo, pipe.image_size, cfg.seed, cfg.input_policy),
+        "restore_config.yaml",
+        save_dr2=cfg.save_dr2,
+        comparison=cfg.comparison,
     )
-    writer = RestoreWriter(
-        output_dir, input_dir, settings, provenance, save_dr2=cfg.save_dr2, comparison=cfg.comparison
-    )
-    if todo:
-        module = RestoreModule(pipe, compile=cfg.compile, channels_last=cfg.channels_last and accelerator == "gpu")
-        dataset = RestoreInputs(input_dir, todo, pipe.image_size, cfg.seed, cfg.input_policy)
-        data = ShardedData(dataset, cfg.batch_size, cfg.num_workers, collate_fn=collate)
-        trainer = pl.Trainer(
-            accelerator=accelerator,
-            devices=cfg.devices,
-            strategy=cfg.strategy,
-            logger=False,
-            callbacks=[writer],
-            enable_progress_bar=cfg.progress_bar,
-            use_distributed_sampler=False,
-            enable_model_summary=False,
-        )
-        trainer.predict(module, datamodule=data, return_predictions=False)
-        if not trainer.is_global_zero:
-            return RestoreSummary(output_dir, 0, len(reused), [], time.perf_counter() - start)
-    records, bad = writer.merge_manifests(clashes, current=set(rels) | {rel for rel, _ in clashes})
-    made = [r for r in records if r["name"] in set(todo) and r["status"] == "ok"]
+    if result.records is None:
+        return RestoreSummary(output_dir, 0, len(result.reused), [], time.perf_counter() - start)
+    made = [r for r in result.records if r["name"] in set(result.todo) and r["status"] == "ok"]
     reshaped = sum(1 for r in made if r.get("reshaped", "none") != "none")
     tiny = sum(1 for r in made if min(r.get("input_size", [TINY_INPUT])) < TINY_INPUT)
     if reshaped:
@@ -275,14 +334,14 @@ def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSumma
     summary = RestoreSummary(
         output_dir,
         len(made),
-        len(reused),
-        bad,
+        len(result.reused),
+        result.bad,
         time.perf_counter() - start,
-        recomputed=len(recomputed),
+        recomputed=len(result.recomputed),
         reshaped=reshaped,
         tiny=tiny,
     )
-    log.info("restored %d, reused %d, %d bad or flagged -> %s", summary.restored, len(reused), len(bad), output_dir)
+    log.info("restored %d, reused %d, %d bad or flagged -> %s", len(made), summary.skipped, len(result.bad), output_dir)
     return summary
 
 

@@ -41,6 +41,7 @@ class RestoreWriter(BasePredictionWriter):
         provenance: dict[str, dict[str, str]],
         save_dr2: bool = True,
         comparison: bool = False,
+        final_dir: str = "restored",
     ) -> None:
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
@@ -49,6 +50,7 @@ class RestoreWriter(BasePredictionWriter):
         self.provenance = provenance
         self.save_dr2 = save_dr2
         self.comparison = comparison
+        self.final_dir = final_dir  # the final output of `name` is <output_dir>/<final_dir>/<name>.png
 
     def _rank_file(self, rank: int) -> Path:
         return self.output_dir / f"manifest.rank{rank}.jsonl"
@@ -87,7 +89,8 @@ class RestoreWriter(BasePredictionWriter):
                     log.warning("%s: %s; not written", rel, problems[i])
                     lines.append(json.dumps(record))
                     continue
-                record["restored"] = f"restored/{name}"
+                final = str(Path(self.final_dir) / name)
+                record[self.final_dir or "file"] = final
                 if self.save_dr2:
                     write_png(self.output_dir / "dr2" / name, dr2s[i])
                     record["dr2"] = f"dr2/{name}"
@@ -98,7 +101,7 @@ class RestoreWriter(BasePredictionWriter):
                     )
                     record["comparison"] = f"comparison/{name}"
                 # The final output last: its presence marks the image as finished for a resume.
-                write_png(self.output_dir / "restored" / name, finals[i])
+                write_png(self.output_dir / final, finals[i])
                 lines.append(json.dumps(record))
         if lines:
             with open(self._rank_file(trainer.global_rank), "a") as fh:
@@ -124,7 +127,9 @@ class RestoreWriter(BasePredictionWriter):
         new += [{"name": rel, "status": "bad", "reason": reason} for rel, reason in clashes]
         records.update({rec["name"]: rec for rec in new})
         problems = [(r["name"], r["reason"]) for r in new if r["status"] != "ok" and r["name"] in current]
-        stale = sorted(n for n in records if n not in current and not (self.input_dir / n).is_file())
+        stale = sorted(
+            n for n in records if n not in current and not (self.input_dir / records[n].get("source", n)).is_file()
+        )
         for name in stale:
             log.warning("%s: its input is gone from %s; listed under 'stale' in the manifest", name, self.input_dir)
         ordered = [records[k] for k in sorted(records) if k not in stale]

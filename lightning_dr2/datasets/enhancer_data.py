@@ -1,8 +1,8 @@
 """Training pairs for the enhancer: (y, x) with x an HQ face and y = DR2(x) blurred by k_sigma.
 
 Two sources of DR2 outputs:
-- folder: `dr2_root/<rel>.png` for every HQ `<rel>` (what `restore ... enhancer.name=none save_dr2=true`
-  writes to OUTPUT/dr2, or a cache of DR2 outputs);
+- folder: `dr2_root/<rel>.png` for every HQ `<rel>` (what `dr2-cache` writes to OUT/dr2, one sample per
+  folder, and `restore ... enhancer.name=none save_dr2=true` to OUTPUT/dr2);
 - on_the_fly: the dataset yields the HQ face at the UNet size with a per-image (N, tau) and seed, and
   `OnTheFlyDR2` runs the DR2 sampler on the batch on the training device (small experiments only).
 
@@ -202,13 +202,11 @@ class OnTheFlyDR2:
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         x_in = batch["x_dr2"]
         self.dr2.unet.to(x_in.device)
-        dr2 = torch.empty_like(x_in)
-        keys = list(zip(batch["N"].tolist(), batch["tau"].tolist(), batch["omega"].tolist(), strict=True))
-        for key in dict.fromkeys(keys):
-            rows = [i for i, k in enumerate(keys) if k == key]
-            n, tau, omega = key
-            seeds = [int(batch["dr2_seed"][i]) for i in rows]
-            dr2[rows] = self.dr2(x_in[rows], n, tau, None if omega < 0 else omega, seeds=seeds).clamp(-1, 1)
+        keys = [
+            (n, tau, None if omega < 0 else omega)
+            for n, tau, omega in zip(batch["N"].tolist(), batch["tau"].tolist(), batch["omega"].tolist(), strict=True)
+        ]
+        dr2 = self.dr2.by_setting(x_in, keys, batch["dr2_seed"].tolist())
         triples = [
             self.augment(d, x, int(s))
             for d, x, s in zip(
@@ -298,8 +296,8 @@ class EnhancerDataModule(pl.LightningDataModule):
                 raise FileNotFoundError(
                     f"{len(missing)} of {len(files)} HQ faces in {self.hq_root} have no DR2 output in "
                     f"{self.dr2_root} (expected <rel>.png), e.g. {missing[:5]}. Make them with `python -m "
-                    f"lightning_dr2 restore --input {self.hq_root} --output OUT enhancer.name=none save_dr2=true` "
-                    "and set data.dr2_root=OUT/dr2, or use data.mode=on_the_fly"
+                    f"lightning_dr2 dr2-cache --hq {self.hq_root} --out OUT` and set data.dr2_root=OUT/dr2, "
+                    "or use data.mode=on_the_fly"
                 )
         log.info("%s: %d train / %d val faces (%s DR2 outputs)", self.hq_root, len(train), len(val), self.mode)
 

@@ -236,6 +236,21 @@ class DR2:
         return self.run(y, N, tau, omega, noise=noise, generator=generator, seeds=seeds).x0
 
     @torch.no_grad()
+    def by_setting(
+        self, y: Tensor, settings: Sequence[tuple[int, int, int | None]], seeds: Sequence[int]
+    ) -> Tensor:
+        """x0_hat (clamped to [-1, 1]) of a batch whose rows each have their own (N, tau, omega) and seed.
+
+        One DR2 loop runs per distinct setting (the loop's grid is shared by a call); per-image seeds keep
+        each row's result independent of which rows share its call.
+        """
+        out = torch.empty_like(y, dtype=torch.float32)
+        for key in dict.fromkeys(settings):
+            rows = [i for i, s in enumerate(settings) if s == key]
+            out[rows] = self(y[rows], *key, seeds=[int(seeds[i]) for i in rows]).clamp(-1, 1)
+        return out
+
+    @torch.no_grad()
     def sample_k(
         self,
         y: Tensor,
