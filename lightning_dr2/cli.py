@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 log = logging.getLogger("lightning_dr2")
 
@@ -51,6 +52,13 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_bad(bad: list[tuple[str, str]], output: Any, what: str, shown: int = 20) -> None:
+    if bad:
+        print(f"{len(bad)} {what} unusable or outputs flagged (listed in {output / 'bad_files.txt'}):")
+        for rel, reason in bad[:shown]:
+            print(f"  {rel}: {reason}")
+
+
 def _cmd_restore(args: argparse.Namespace) -> int:
     from lightning_dr2.config import RestoreConfig, load_config
     from lightning_dr2.restore import run_restore
@@ -67,10 +75,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         print(f"{summary.reshaped} non-square inputs made square (input_policy={cfg.input_policy})")
     if summary.tiny:
         print(f"{summary.tiny} inputs smaller than 32 px a side: expect little detail")
-    if summary.bad:
-        print(f"{len(summary.bad)} inputs unusable or outputs flagged (listed in {summary.output / 'bad_files.txt'}):")
-        for rel, reason in summary.bad[:20]:
-            print(f"  {rel}: {reason}")
+    _print_bad(summary.bad, summary.output, "inputs")
     return 0
 
 
@@ -86,10 +91,7 @@ def _cmd_dr2_cache(args: argparse.Namespace) -> int:
         f"same face, weights and settings; {summary.recomputed} made again) in {summary.seconds:.1f} s "
         f"-> {summary.output} (train with data.mode=folder data.dr2_root={summary.output / 'dr2'})"
     )
-    if summary.bad:
-        print(f"{len(summary.bad)} faces unusable or outputs flagged (listed in {summary.output / 'bad_files.txt'}):")
-        for rel, reason in summary.bad[:20]:
-            print(f"  {rel}: {reason}")
+    _print_bad(summary.bad, summary.output, "faces")
     return 0
 
 

@@ -331,18 +331,21 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key and where it came from."""
 
 
-def experiment_path(name_or_path: str | Path) -> Path:
-    """Resolve `ddpm_tiny`, `experiments/ddpm_tiny.yaml` or any YAML path to an existing file."""
+def named_yaml(name_or_path: str | Path, folder: Path, what: str) -> Path:
+    """A YAML by name in `folder` (`ddpm_tiny` -> folder/ddpm_tiny.yaml) or by path; the error lists the names."""
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
         return candidate
-    named = EXPERIMENTS_DIR / f"{name_or_path}.yaml"
+    named = folder / f"{name_or_path}.yaml"
     if named.is_file():
         return named
-    known = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
-    raise ConfigError(
-        f"experiment '{name_or_path}' not found: no file {candidate} or {named}. Known experiments: {known}"
-    )
+    known = sorted(p.stem for p in folder.glob("*.yaml"))
+    raise ConfigError(f"{what} '{name_or_path}' not found: no file {candidate} or {named}. Known: {known}")
+
+
+def experiment_path(name_or_path: str | Path) -> Path:
+    """Resolve `ddpm_tiny`, `experiments/ddpm_tiny.yaml` or any YAML path to an existing file."""
+    return named_yaml(name_or_path, EXPERIMENTS_DIR, "experiment")
 
 
 def load_config(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from lightning_dr2.config import EXPERIMENTS_DIR, ConfigError, load_structured
+from lightning_dr2.config import EXPERIMENTS_DIR, ConfigError, load_structured, named_yaml
 from lightning_dr2.metrics.catalogue import metric_of
 from lightning_dr2.report import Row
 
@@ -37,14 +37,7 @@ class PublishedTable:
 
 def published_path(name_or_path: str | Path) -> Path:
     """`dr2_cvpr2023` (a file in experiments/published/) or a path to a YAML file."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        return path
-    named = PUBLISHED_DIR / f"{name_or_path}.yaml"
-    if named.is_file():
-        return named
-    known = sorted(p.stem for p in PUBLISHED_DIR.glob("*.yaml"))
-    raise ConfigError(f"published table '{name_or_path}' not found ({path} or {named}); known tables: {known}")
+    return named_yaml(name_or_path, PUBLISHED_DIR, "published table")
 
 
 def load_published(name_or_path: str | Path) -> tuple[PublishedTable, list[Row]]:

@@ -155,7 +155,9 @@ def test_spec_mapping_errors_name_key_and_origin() -> None:
 
 
 def test_missing_spec_names_known_ones() -> None:
-    with pytest.raises(FileNotFoundError, match="celeba_test"):
+    from lightning_dr2.config import ConfigError
+
+    with pytest.raises(ConfigError, match="test-set spec 'no_such_testset' not found.*celeba_test"):
         load_spec("no_such_testset")
 
 

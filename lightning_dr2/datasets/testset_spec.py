@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from lightning_dr2.config import ConfigError, load_structured
+from lightning_dr2.config import ConfigError, load_structured, named_yaml
 from lightning_dr2.datasets.degradations import DegradationSpec
 from lightning_dr2.datasets.testsets import HQ_DIR
 
@@ -154,14 +154,7 @@ class TestSetSpec:
 
 def spec_path(name_or_path: str | os.PathLike) -> Path:
     """Resolve `celeba_test`, `experiments/testsets/celeba_test.yaml` or any YAML path to an existing file."""
-    candidate = Path(name_or_path)
-    if candidate.is_file():
-        return candidate
-    named = TESTSETS_DIR / f"{name_or_path}.yaml"
-    if named.is_file():
-        return named
-    known = sorted(p.stem for p in TESTSETS_DIR.glob("*.yaml"))
-    raise FileNotFoundError(f"test-set spec '{name_or_path}' not found: no file {candidate} or {named}; known: {known}")
+    return named_yaml(name_or_path, TESTSETS_DIR, "test-set spec")
 
 
 def load_spec(path: str | os.PathLike) -> TestSetSpec:
