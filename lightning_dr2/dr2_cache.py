@@ -26,13 +26,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_dr2.config import ConfigError
 from lightning_dr2.dr2.pipeline import DR2E, image_seed
 from lightning_dr2.modules.restorer import RestoreModule
 from lightning_dr2.restore import (
     RestoreInputs,
     WorkItems,
-    check_output_dir,
+    checked_folders,
     list_inputs,
     resolve_accelerator,
     restore_settings,
@@ -115,12 +114,7 @@ def cache_settings(cfg: DictConfig, pipe: DR2E) -> list[tuple[int, int, int]]:
 
 def run_cache(cfg: DictConfig, weights_dir: str | None = None) -> CacheSummary:
     start = time.perf_counter()
-    if not cfg.hq or not cfg.out:
-        raise ConfigError("dr2-cache needs --hq DIR and --out DIR")
-    hq, out = Path(cfg.hq), Path(cfg.out)
-    if not hq.is_dir():
-        raise FileNotFoundError(f"face folder --hq {hq} does not exist")
-    check_output_dir(out, hq)
+    hq, out = checked_folders("dr2-cache", ("--hq", cfg.hq), ("--out", cfg.out))
     rels, clashes = list_inputs(hq, out, cfg.limit)
 
     accelerator = resolve_accelerator(cfg.accelerator)

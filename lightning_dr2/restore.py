@@ -200,6 +200,19 @@ def plan_restore(
     return todo, reused, recomputed, provenance
 
 
+def checked_folders(command: str, source: tuple[str, str | None], target: tuple[str, str | None]) -> tuple[Path, Path]:
+    """The (input, output) folders of a job, each given as (option, value): the input must exist, the output
+    be a writable folder other than it (see `check_output_dir`)."""
+    (src_flag, src), (dst_flag, dst) = source, target
+    if not src or not dst:
+        raise ConfigError(f"{command} needs {src_flag} DIR and {dst_flag} DIR")
+    src_dir, dst_dir = Path(src), Path(dst)
+    if not src_dir.is_dir():
+        raise FileNotFoundError(f"{src_flag} {src_dir} does not exist (it should be a folder of faces)")
+    check_output_dir(dst_dir, src_dir)
+    return src_dir, dst_dir
+
+
 def check_output_dir(output_dir: Path, input_dir: Path) -> None:
     """The output folder must be a writable folder other than the input; say which and why if not."""
     if input_dir.resolve() == output_dir.resolve():
@@ -296,14 +309,9 @@ def run_predict(
 
 def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSummary:
     start = time.perf_counter()
-    if not cfg.input or not cfg.output:
-        raise ConfigError("restore needs --input DIR and --output DIR")
-    input_dir, output_dir = Path(cfg.input), Path(cfg.output)
-    if not input_dir.is_dir():
-        raise FileNotFoundError(f"input folder {input_dir} does not exist")
     if cfg.input_policy not in SQUARE_POLICIES:
         raise ConfigError(f"input_policy must be one of {SQUARE_POLICIES}, got {cfg.input_policy!r}")
-    check_output_dir(output_dir, input_dir)
+    input_dir, output_dir = checked_folders("restore", ("--input", cfg.input), ("--output", cfg.output))
     rels, clashes = list_inputs(input_dir, output_dir, cfg.limit)
 
     accelerator = resolve_accelerator(cfg.accelerator)
