@@ -28,11 +28,10 @@ from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
-from lightning_dr2.callbacks.writer import output_name
 from lightning_dr2.config import RestoreConfig, resolve_run_name, run_dir, save_config
 from lightning_dr2.datasets.datamodule import ShardedData
 from lightning_dr2.datasets.eval_splits import eval_splits, split_files
-from lightning_dr2.io import image_to_tensor, read_image, resize, write_json, write_table
+from lightning_dr2.io import image_to_tensor, output_name, read_image, resize, write_json, write_table
 from lightning_dr2.metrics.suite import MetricSuite, group_by_size
 from lightning_dr2.modules.scorer import ScoreModule
 from lightning_dr2.provenance import fingerprint

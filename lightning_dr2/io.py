@@ -68,6 +68,11 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Path], A
     return path
 
 
+def output_name(rel: str) -> str:
+    """Outputs are PNG whatever the input format: `a/b.jpg` -> `a/b.png`."""
+    return str(Path(rel).with_suffix(".png"))
+
+
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
     """JSON file (trailing newline), written atomically."""
     return atomic_write(path, json.dumps(obj, indent=indent) + "\n")

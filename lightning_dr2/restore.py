@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
-from lightning_dr2.callbacks.writer import RestoreWriter, output_name
+from lightning_dr2.callbacks.writer import RestoreWriter
 from lightning_dr2.config import ConfigError, save_config
 from lightning_dr2.datasets.datamodule import ShardedData
 from lightning_dr2.datasets.images import list_images
@@ -40,7 +40,15 @@ from lightning_dr2.dr2.pipeline import (
     image_seed,
     locate_weights,
 )
-from lightning_dr2.io import SQUARE_POLICIES, BadImageError, fit_square, image_to_tensor, read_image, resize
+from lightning_dr2.io import (
+    SQUARE_POLICIES,
+    BadImageError,
+    fit_square,
+    image_to_tensor,
+    output_name,
+    read_image,
+    resize,
+)
 from lightning_dr2.modules.restorer import RestoreModule
 from lightning_dr2.provenance import REUSE_MODES, ReuseRefused, changed_keys, fingerprint, read_jsonl
 from lightning_dr2.runinfo import record_run_info

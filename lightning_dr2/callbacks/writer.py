@@ -17,15 +17,12 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from lightning_dr2.io import atomic_write, resize, to_uint8_images, write_json, write_png, write_table
+from lightning_dr2.io import atomic_write, output_name, resize, to_uint8_images, write_json, write_png, write_table
 from lightning_dr2.provenance import read_jsonl
 
 log = logging.getLogger(__name__)
 
 
-def output_name(rel: str) -> str:
-    """Outputs are PNG whatever the input format: `a/b.jpg` -> `a/b.png`."""
-    return str(Path(rel).with_suffix(".png"))
 
 
 class RestoreWriter(BasePredictionWriter):
