@@ -285,6 +285,7 @@ class EvalConfig(PipelineConfig):
     # counted per split in results.json ("missing") and the report, and the rest is scored.
     allow_missing: bool = False
     report_images: int = 8  # input | DR2 | output | GT rows per split in the report
+    report_worst: int = 4  # per metric, the k worst restored images of the run in the report (0: none)
     random_metric_networks: bool = False  # smoke tests only: LPIPS/FID/ArcFace with random weights
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
@@ -574,6 +575,7 @@ def validate_eval(c: _Checks) -> None:
         c.at_least(f"sets[{i}].limit", 0, " (0: every image)")
     c.one_of("lpips_net", ("vgg", "alex"))
     c.at_least("report_images", 0)
+    c.at_least("report_worst", 0)
 
 
 def validate_cache(c: _Checks) -> None:

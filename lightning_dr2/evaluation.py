@@ -32,6 +32,7 @@ from lightning_dr2.config import RestoreConfig, resolve_run_name, run_dir, save_
 from lightning_dr2.datasets.datamodule import ShardedData
 from lightning_dr2.datasets.eval_splits import eval_splits, split_files
 from lightning_dr2.io import image_to_tensor, output_name, read_image, resize, write_json, write_table
+from lightning_dr2.metrics.catalogue import column_order, format_value, metric_of, title
 from lightning_dr2.metrics.suite import MetricSuite, group_by_size
 from lightning_dr2.modules.scorer import ScoreModule
 from lightning_dr2.provenance import fingerprint
@@ -40,6 +41,7 @@ from lightning_dr2.report import (
     Figure,
     Row,
     Section,
+    metric_value,
     plot_ablation,
     save_grid,
     setting_name,
@@ -136,12 +138,18 @@ def _score(
     return results, sorted(per_image, key=lambda r: r["name"]), suite.notes
 
 
-def _grid(rows: list[tuple[str, Path, Path | None, Path]], dr2_dir: Path | None, out: Path, n: int) -> Path | None:
+Scored = tuple[str, Path, Path | None, Path]  # (name, restored output, ground truth or None, LQ input)
+
+
+def _grid(rows: list[Scored], dr2_dir: Path | None, out: Path, n: int) -> Path | None:
     """input | DR2 | output | GT rows for the first n images (at the output size)."""
-    if n <= 0 or not rows:
-        return None
+    return _grid_of([(row, dr2_dir) for row in rows[:n]], out) if n > 0 and rows else None
+
+
+def _grid_of(rows: list[tuple[Scored, Path | None]], out: Path) -> Path:
+    """One input | DR2 | output | GT row per (scored image, its DR2 folder or None)."""
     tiles = []
-    for name, pred, target, lq in rows[:n]:
+    for (name, pred, target, lq), dr2_dir in rows:
         p = _to_tensor(pred)
         size = p.shape[-1]
         row = [resize(_to_tensor(lq)[None], size)[0]]
@@ -155,6 +163,33 @@ def _grid(rows: list[tuple[str, Path, Path | None, Path]], dr2_dir: Path | None,
     width = max(t.shape[0] for t in tiles)
     tiles = [torch.cat([t, -torch.ones(width - t.shape[0], *t.shape[1:])]) for t in tiles]
     return save_grid(torch.cat(tiles).clamp(-1, 1), out, nrow=width)
+
+
+def _worst_images(
+    per_image: list[dict[str, Any]],
+    scored: dict[tuple[str, str, str, str], tuple[Scored, Path | None]],
+    out_dir: Path,
+    k: int,
+) -> list[Figure]:
+    """Per metric with per-image values, the k worst images of the run (restored ones; the input reference
+    rows are baselines): where to look first when a number disappoints."""
+    if k <= 0:
+        return []
+    restored = [r for r in per_image if r["setting"] != REFERENCE_SETTING]
+    figures = []
+    for metric in column_order({key for r in restored for key in r if metric_of(key) is not None}):
+        values = [r for r in restored if metric_value(r.get(metric)) is not None]
+        if not values:
+            continue
+        worst_first = sorted(values, key=lambda r: r[metric], reverse=not metric_of(metric).higher_is_better)
+        chosen = worst_first[:k]
+        keys = [(r["set"], r["split"], r["setting"], r["name"]) for r in chosen]
+        grid = _grid_of([scored[key] for key in keys], out_dir / f"worst_{metric}.png")
+        ranked = enumerate(zip(keys, chosen, strict=True), start=1)
+        caption = "; ".join(f"{i}. {'/'.join(key)} {format_value(metric, r[metric])}" for i, (key, r) in ranked)
+        caption = f"input | DR2 | output | GT rows: {caption}"
+        figures.append(Figure(f"Worst {len(chosen)} by {title(metric)}", grid, caption))
+    return figures
 
 
 def _after_rank_zero() -> None:
@@ -200,6 +235,7 @@ def run_eval(cfg: DictConfig) -> EvalResult:
     missing: dict[str, int] = {}  # set/split -> listed images not scored because a file is missing
     missing_splits: list[str] = []
     grids: list[Figure] = []
+    scored_by_image: dict[tuple[str, str, str, str], tuple[Scored, Path | None]] = {}
     scoring = {
         "metrics": list(cfg.metrics),
         "lpips_net": cfg.lpips_net,
@@ -257,6 +293,8 @@ def run_eval(cfg: DictConfig) -> EvalResult:
                 }
                 rows_out.append(row)
                 per_image_out += [{"set": part.set, "split": split, "setting": name, **r} for r in per_image]
+                dr2_dir = out / "dr2" if setting is not None else None
+                scored_by_image.update({(part.set, split, name, r[0]): (r, dr2_dir) for r in scored})
                 grid = None
                 if rank_zero_only.rank == 0:
                     grid = _grid(
@@ -277,7 +315,8 @@ def run_eval(cfg: DictConfig) -> EvalResult:
         sections = [Section("Notes", [f"{k}: {v}" for k, v in notes.items()])]
         if missing:
             sections.append(Section("Missing inputs (allow_missing=true: not scored)", lines))
-        figures = plot_ablation(rows_out, path / "report") + grids
+        worst = _worst_images(per_image_out, scored_by_image, path / "report", cfg.report_worst)
+        figures = plot_ablation(rows_out, path / "report") + grids + worst
         result.report_md, result.report_html = write_report(
             path,
             "report",

@@ -412,3 +412,23 @@ def test_eval_wandb_run_carries_the_method_and_never_stops_the_run(
     named = eval_cfg(testset, unet_file, tmp_path, *extra, splits="x4_mild")
     run_eval(named)
     assert started[-1]["config"]["method"] == "GFPGAN-v1.4"
+
+
+def test_report_shows_the_worst_images_per_metric(testset: Path, unet_file: Path, tmp_path: Path) -> None:
+    result = run_eval(eval_cfg(testset, unet_file, tmp_path, "report_worst=2", "reference=true", splits="x4_mild"))
+    per_image = [
+        r
+        for r in csv.DictReader((result.run_dir / "per_image.csv").open())
+        if r["setting"] != "input"  # the LQ reference row is a baseline, not a result to inspect
+    ]
+    worst_psnr = sorted(per_image, key=lambda r: float(r["psnr"]))[:2]
+    worst_ssim = sorted(per_image, key=lambda r: float(r["ssim"]))[:2]
+    report = result.report_md.read_text()
+    for metric, worst in (("PSNR", worst_psnr), ("SSIM", worst_ssim)):
+        assert f"Worst 2 by {metric}" in report
+        assert (result.run_dir / "report" / f"worst_{metric.lower()}.png").is_file()
+        section = report[report.index(f"Worst 2 by {metric}") :]
+        first, second = (f"{r['set']}/{r['split']}/{r['setting']}/{r['name']}" for r in worst)
+        assert f"1. {first}" in section and f"2. {second}" in section
+    html = result.report_html.read_text()
+    assert "Worst 2 by PSNR" in html and html.count("data:image/png;base64,") >= 2
