@@ -61,7 +61,7 @@ def _print_bad(bad: list[tuple[str, str]], output: Any, what: str, shown: int = 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
     from lightning_dr2.config import RestoreConfig, load_config
-    from lightning_dr2.restore import run_restore
+    from lightning_dr2.restore import TINY_INPUT, run_restore
 
     cfg = load_config(args.config, args.overrides, schema=RestoreConfig)
     cfg.input, cfg.output = args.input, args.output
@@ -74,14 +74,14 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     if summary.reshaped:
         print(f"{summary.reshaped} non-square inputs made square (input_policy={cfg.input_policy})")
     if summary.tiny:
-        print(f"{summary.tiny} inputs smaller than 32 px a side: expect little detail")
+        print(f"{summary.tiny} inputs smaller than {TINY_INPUT} px a side: expect little detail")
     _print_bad(summary.bad, summary.output, "inputs")
     return 0
 
 
 def _cmd_dr2_cache(args: argparse.Namespace) -> int:
     from lightning_dr2.config import CacheConfig, load_config
-    from lightning_dr2.dr2_cache import run_cache
+    from lightning_dr2.dr2_cache import SAMPLE_DIR, run_cache
 
     cfg = load_config(args.config, args.overrides, schema=CacheConfig)
     cfg.hq, cfg.out = args.hq, args.out
@@ -89,7 +89,7 @@ def _cmd_dr2_cache(args: argparse.Namespace) -> int:
     print(
         f"DR2 cache: made {summary.made} outputs ({summary.images_per_second:.2f} images/s; {summary.reused} reused: "
         f"same face, weights and settings; {summary.recomputed} made again) in {summary.seconds:.1f} s "
-        f"-> {summary.output} (train with data.mode=folder data.dr2_root={summary.output / 'dr2'})"
+        f"-> {summary.output} (train with data.mode=folder data.dr2_root={summary.output / SAMPLE_DIR})"
     )
     _print_bad(summary.bad, summary.output, "faces")
     return 0

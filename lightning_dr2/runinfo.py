@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from lightning_utilities.core.rank_zero import rank_zero_only
 
+from lightning_dr2.config import PROJECT_ROOT
 from lightning_dr2.io import write_json
 
 PACKAGES = ("lightning_dr2", "torch", "torchvision", "pytorch-lightning", "torchmetrics", "numpy", "wandb", "lpips")
 SLURM_KEYS = ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_NNODES", "SLURM_NTASKS", "SLURM_RESTART_COUNT")
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def git_state(root: Path = PROJECT_ROOT) -> dict[str, Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 
-from lightning_dr2.runinfo import PROJECT_ROOT, record_run_info
+from lightning_dr2.config import PROJECT_ROOT
+from lightning_dr2.runinfo import record_run_info
 
 
 def test_each_start_appends_an_entry(tmp_path):

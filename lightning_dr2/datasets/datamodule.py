@@ -117,6 +117,27 @@ class ShardedData(pl.LightningDataModule):
         return self._loader()
 
 
+def trainer_geometry(datamodule: pl.LightningDataModule) -> tuple[int, int]:
+    """(world size, global rank) of the Trainer a DataModule is attached to; (1, 0) outside one."""
+    trainer = getattr(datamodule, "trainer", None)
+    return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+
+def sampled_loader(
+    dataset: Dataset, sampler: Sampler, batch_size: int, drop_last: bool, num_workers: int, pin_memory: bool
+) -> DataLoader:
+    """The DataLoader of our DataModules: our own (sharded, step-positioned) sampler, workers kept alive."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
+    )
+
+
 class FaceDataModule(pl.LightningDataModule):
     """Faces from `root`, split once into train/val with a seeded permutation.
 
@@ -214,21 +235,12 @@ class FaceDataModule(pl.LightningDataModule):
         log.info("%s: %d train / %d val images", self.root, n_train, n_val)
 
     def _loader(self, dataset: ImageFolder, train: bool) -> DataLoader:
-        trainer = getattr(self, "trainer", None)
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        world, rank = trainer_geometry(self)
         if train:
             sampler: Sampler = self._train_sampler(len(dataset), world, rank)
         else:
             sampler = ShardSampler(len(dataset), world, rank)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            drop_last=train,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
-        )
+        return sampled_loader(dataset, sampler, self.batch_size, train, self.num_workers, self.pin_memory)
 
     def _train_sampler(self, size: int, world: int, rank: int) -> StreamSampler:
         trainer = getattr(self, "trainer", None)

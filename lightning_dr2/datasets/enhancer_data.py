@@ -27,7 +27,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_dr2.datasets.datamodule import ShardSampler, StreamSampler
+from lightning_dr2.datasets.datamodule import ShardSampler, StreamSampler, sampled_loader, trainer_geometry
 from lightning_dr2.datasets.images import list_images
 from lightning_dr2.datasets.synthetic import MANIFEST, generate_faces
 from lightning_dr2.io import center_crop_resize, image_to_tensor, load_pil, output_name, resize, to_uint8_images
@@ -300,15 +300,11 @@ class EnhancerDataModule(pl.LightningDataModule):
                 )
         log.info("%s: %d train / %d val faces (%s DR2 outputs)", self.hq_root, len(train), len(val), self.mode)
 
-    def _trainer_geometry(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
         assert self.train_set is not None
         trainer = self.trainer
-        world, rank = self._trainer_geometry()
+        world, rank = trainer_geometry(self)
         if self.batch_size > len(self.train_set) // world:
             raise ValueError(
                 f"data.batch_size={self.batch_size} is larger than the {len(self.train_set) // world} training "
@@ -324,16 +320,8 @@ class EnhancerDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         self.setup("validate")
         assert self.val_set is not None
-        world, rank = self._trainer_geometry()
+        world, rank = trainer_geometry(self)
         return self._loader(self.val_set, ShardSampler(len(self.val_set), world, rank), drop_last=False)
 
     def _loader(self, dataset: EnhancerPairs, sampler: Any, drop_last: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            drop_last=drop_last,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+        return sampled_loader(dataset, sampler, self.batch_size, drop_last, self.num_workers, torch.cuda.is_available())
