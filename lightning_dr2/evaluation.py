@@ -28,6 +28,7 @@ from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
+from lightning_dr2.callbacks.writer import MANIFEST as RESTORE_MANIFEST
 from lightning_dr2.config import RestoreConfig, resolve_run_name, run_dir, save_config
 from lightning_dr2.datasets.datamodule import ShardedData
 from lightning_dr2.datasets.eval_splits import eval_splits, split_files
@@ -203,7 +204,7 @@ def verified_outputs(out: Path, rels: list[str]) -> tuple[dict[str, Path], dict[
     """(restored file by input name, restore settings, input sha256 by name) for the outputs whose manifest
     record says they were made, without a flag, by the settings the restore job just recorded (the job
     recomputes any other): a restored file is scored only when its fingerprint says this run made it."""
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / RESTORE_MANIFEST).read_text())
     settings, records = manifest["settings"], {r["name"]: r for r in manifest["images"]}
     preds, inputs = {}, {}
     for rel in rels:

@@ -14,7 +14,6 @@ its fingerprint (input hash, weights hashes, settings, code version) equals the 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import time
@@ -28,7 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
-from lightning_dr2.callbacks.writer import RestoreWriter
+from lightning_dr2.callbacks.writer import RestoreWriter, all_records
 from lightning_dr2.config import ConfigError, save_config
 from lightning_dr2.datasets.datamodule import ShardedData
 from lightning_dr2.datasets.images import list_images
@@ -50,7 +49,7 @@ from lightning_dr2.io import (
     resize,
 )
 from lightning_dr2.modules.restorer import RestoreModule
-from lightning_dr2.provenance import REUSE_MODES, ReuseRefused, changed_keys, fingerprint, read_jsonl
+from lightning_dr2.provenance import REUSE_MODES, ReuseRefused, changed_keys, fingerprint
 from lightning_dr2.runinfo import record_run_info
 from lightning_dr2.weights import sha256sum
 
@@ -150,21 +149,6 @@ def list_inputs(input_dir: Path, output_dir: Path, limit: int = 0) -> tuple[list
     return rels, clashes
 
 
-def previous_records(output_dir: Path) -> dict[str, dict[str, Any]]:
-    """Records of earlier runs into `output_dir`: the merged manifest, then per-rank lines a crash left."""
-    records: dict[str, dict[str, Any]] = {}
-    manifest = output_dir / "manifest.json"
-    if manifest.is_file():
-        try:
-            images = json.loads(manifest.read_text()).get("images", [])
-        except (json.JSONDecodeError, AttributeError) as err:
-            log.warning("%s is not readable (%s); finished images will be recomputed", manifest, err)
-            images = []
-        records.update({rec["name"]: rec for rec in images if isinstance(rec, dict) and "name" in rec})
-    records.update({rec["name"]: rec for rec in read_jsonl(sorted(output_dir.glob("manifest.rank*.jsonl")))})
-    return records
-
-
 WorkItems = dict[str, tuple[str, dict[str, Any]]]  # output name -> (input file, settings of this output alone)
 
 
@@ -181,7 +165,7 @@ def plan_restore(
     refuses to recompute a finished output and names what changed."""
     if reuse not in REUSE_MODES:
         raise ConfigError(f"reuse must be one of {REUSE_MODES}, got {reuse!r}")
-    previous = previous_records(output_dir)
+    previous = all_records(output_dir)
     hashes: dict[str, str] = {}
     todo, reused, recomputed, provenance = [], [], [], {}
     for name, (source, own) in work.items():

@@ -25,6 +25,33 @@ log = logging.getLogger(__name__)
 
 
 
+MANIFEST = "manifest.json"
+
+
+def rank_manifests(output_dir: Path) -> list[Path]:
+    """Per-rank JSON-lines manifests not merged yet (this run's, or a crashed run's)."""
+    return sorted(Path(output_dir).glob("manifest.rank*.jsonl"))
+
+
+def merged_records(output_dir: Path) -> dict[str, dict[str, Any]]:
+    """Records of the merged manifest, by name; an unreadable manifest is reported and counts as empty
+    (its images are then made again, never trusted)."""
+    path = Path(output_dir) / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        images = json.loads(path.read_text()).get("images", [])
+    except (json.JSONDecodeError, AttributeError) as err:
+        log.warning("%s is not readable (%s); its images will be made again", path, err)
+        return {}
+    return {rec["name"]: rec for rec in images if isinstance(rec, dict) and "name" in rec}
+
+
+def all_records(output_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every record of earlier runs into `output_dir`: the merged manifest, then per-rank lines a crash left."""
+    return merged_records(output_dir) | {rec["name"]: rec for rec in read_jsonl(rank_manifests(output_dir))}
+
+
 class RestoreWriter(BasePredictionWriter):
     """Batch-interval writer: outputs hit the disk as soon as they exist, so a crash loses only the
     batch in flight. Each rank appends to its own `manifest.rank<r>.jsonl` (no cross-process locking);
@@ -112,14 +139,9 @@ class RestoreWriter(BasePredictionWriter):
         Returns (records, problems): problems are this run's unusable inputs and flagged outputs. Records of
         inputs that no longer exist are moved to the manifest's "stale" list (their files are left alone).
         """
-        records: dict[str, dict[str, Any]] = {}
-        previous = self.output_dir / "manifest.json"
-        if previous.is_file():
-            try:
-                records.update({r["name"]: r for r in json.loads(previous.read_text()).get("images", [])})
-            except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as err:
-                log.warning("%s is not readable (%s); rebuilding it from this run", previous, err)
-        parts = sorted(self.output_dir.glob("manifest.rank*.jsonl"))
+        previous = self.output_dir / MANIFEST
+        records = merged_records(self.output_dir)
+        parts = rank_manifests(self.output_dir)
         new = read_jsonl(parts)
         new += [{"name": rel, "status": "bad", "reason": reason} for rel, reason in clashes]
         records.update({rec["name"]: rec for rec in new})
