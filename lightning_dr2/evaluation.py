@@ -32,7 +32,7 @@ from lightning_dr2.callbacks.writer import MANIFEST as RESTORE_MANIFEST
 from lightning_dr2.config import RestoreConfig, resolve_run_name, run_dir, save_config
 from lightning_dr2.datasets.datamodule import ShardedData
 from lightning_dr2.datasets.eval_splits import eval_splits, split_files
-from lightning_dr2.io import image_to_tensor, output_name, read_image, resize, write_json, write_table
+from lightning_dr2.io import image_to_tensor, output_name, read_image, read_jpeg_gray, resize, write_json, write_table
 from lightning_dr2.metrics.catalogue import column_order, format_value, metric_of, title
 from lightning_dr2.metrics.suite import MetricSuite, group_by_size
 from lightning_dr2.modules.scorer import ScoreModule
@@ -61,7 +61,8 @@ def _to_tensor(path: Path) -> torch.Tensor:
 
 class ScoredImages(Dataset):
     """(prediction, ground truth or None) files by relative name, read as [-1, 1] tensors (rows also carry the
-    LQ file, used by the report grids only)."""
+    LQ file, used by the report grids only). JPEG files also give `pred_gray` / `target_gray`: their uint8
+    gray as `cv2.imread(path, 0)` decodes it, which the identity metric's reference script reads."""
 
     def __init__(self, rows: list[tuple[str, Path, Path | None, Path]]) -> None:
         self.rows = rows
@@ -71,9 +72,13 @@ class ScoredImages(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         name, pred, target, _ = self.rows[index]
-        item = {"name": name, "pred": _to_tensor(pred)}
-        if target is not None:
-            item["target"] = _to_tensor(target)
+        item = {"name": name}
+        for key, path in (("pred", pred), ("target", target)):
+            if path is not None:
+                item[key] = _to_tensor(path)
+                gray = read_jpeg_gray(path)
+                if gray is not None:
+                    item[f"{key}_gray"] = torch.from_numpy(gray)
         return item
 
 

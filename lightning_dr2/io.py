@@ -186,6 +186,22 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return np.asarray(load_pil(path))
 
 
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def read_jpeg_gray(path: str | os.PathLike) -> np.ndarray | None:
+    """A JPEG file's HxW uint8 gray exactly as `cv2.imread(path, cv2.IMREAD_GRAYSCALE)` decodes it (libjpeg's
+    luminance, no RGB round trip; EXIF orientation applied, as `read_image` does); None for other formats,
+    whose gray the identity metric reproduces from RGB. The identity-distance scripts read images this way."""
+    with open(path, "rb") as fh:
+        if fh.read(len(JPEG_MAGIC)) != JPEG_MAGIC:
+            return None
+    gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if gray is None:
+        raise BadImageError(Path(path), "OpenCV could not decode this JPEG to gray")
+    return gray
+
+
 # ----------------------------------------------------------------------------- conversion, resizing
 
 

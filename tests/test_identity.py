@@ -8,14 +8,22 @@ real preprocessing (gray conversion, resize, scaling) is exercised end to end.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 import lightning_dr2.metrics.identity as identity_mod
+from lightning_dr2.evaluation import ScoredImages
+from lightning_dr2.io import resize
 from lightning_dr2.metrics.identity import ARCFACE_WEIGHTS_NAME, IdentityDistance, pair_degrees
-from lightning_dr2.nets.arcface import ResNetFace18
+from lightning_dr2.metrics.suite import MetricSuite, group_by_size
+from lightning_dr2.modules.scorer import ScoreModule
+from lightning_dr2.nets.arcface import ResNetFace18, arcface_input_from_gray, arcface_preprocess
 
 DEG_PER_LEVEL = 180.0 / 255.0
 TOL_DEG = 1e-3  # the stub's float32 embeddings resolve small angles to ~1e-4 deg
@@ -164,3 +172,103 @@ def test_default_network_loads_from_weights_dir(tmp_path) -> None:
     m = IdentityDistance(weights_dir=tmp_path)
     assert not m.net.training and not any(p.requires_grad for p in m.net.parameters())
     assert torch.equal(m.net.fc5.weight, net.fc5.weight)
+
+
+# ------------------------------------------------------------------ files: JPEG gray as cv2.imread(path, 0)
+
+
+def _face_like(size: int, seed: int) -> np.ndarray:
+    """Smooth colour gradients + noise: JPEG's chroma handling makes RGB->gray differ from libjpeg's luma."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((size, size, 3), np.float64)
+    img[..., 0] = np.linspace(0, 255, size)[None]
+    img[..., 1] = np.linspace(255, 0, size)[:, None]
+    img[size // 4 : size // 2, size // 3 :, 2] = 200
+    return (img + rng.integers(0, 40, img.shape)).clip(0, 255).astype(np.uint8)
+
+
+def _save(path: Path, rgb: np.ndarray, subsampling: int = 2) -> Path:
+    if path.suffix == ".png":
+        Image.fromarray(rgb).save(path)
+    else:
+        Image.fromarray(rgb).save(path, quality=90, subsampling=subsampling)
+    return path
+
+
+def _script_deg(net: nn.Module, restored: Path, gt: Path) -> float:
+    """VQFR's calculate_cos_dist.py on two files, step by step with OpenCV and numpy (float64 cosine)."""
+
+    def embed(path: Path) -> np.ndarray:
+        gray = cv2.resize(cv2.imread(str(path), 0), (128, 128), interpolation=cv2.INTER_LINEAR)
+        x = torch.from_numpy((gray.astype(np.float32) - 127.5) / 127.5)[None, None]
+        with torch.no_grad():
+            return net(x)[0].double().numpy()
+
+    a, b = embed(restored), embed(gt)
+    return math.degrees(math.acos(np.clip(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)), -1, 1)))
+
+
+@pytest.mark.parametrize("subsampling", [0, 2], ids=["444", "420"])
+def test_jpeg_files_give_the_gray_cv2_imread_decodes(tmp_path: Path, subsampling: int) -> None:
+    paths = [_save(tmp_path / f"{i}.jpg", _face_like(40 + 8 * i, i), subsampling) for i in range(3)]
+    data = ScoredImages([(p.name, p, p, p) for p in paths])
+    differs = 0
+    for i, path in enumerate(paths):
+        item = data[i]
+        expected = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        for key in ("pred_gray", "target_gray"):
+            assert item[key].dtype == torch.uint8 and np.array_equal(item[key].numpy(), expected)
+        assert item["pred_gray"].shape == item["pred"].shape[-2:]
+        # the RGB path's gray (libpng's conversion of the decoded colours) is not what the script reads
+        rgb = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None]
+        via_rgb = arcface_preprocess(rgb, value_range=(0, 255))
+        differs += int(not torch.equal(via_rgb, arcface_input_from_gray(torch.from_numpy(expected)[None])))
+    assert differs > 0
+
+
+def test_png_files_give_no_file_gray(tmp_path: Path) -> None:
+    path = _save(tmp_path / "a.png", _face_like(32, 0))
+    assert set(ScoredImages([("a.png", path, path, path)])[0]) == {"name", "pred", "target"}
+
+
+def _score_files(tmp_path: Path, rows: list, net: nn.Module) -> dict[str, float]:
+    suite = MetricSuite(["deg"], random_networks=True)
+    suite.metrics["deg"].net = net
+    module = ScoreModule(suite, tmp_path / "scores")
+    data = ScoredImages(rows)
+    module.test_step(group_by_size([data[i] for i in range(len(data))]), 0)
+    return {r["name"]: r["deg"] for r in module.per_image}
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_scored_files_match_the_script_on_jpeg_and_png(tmp_path: Path, suffix: str) -> None:
+    torch.manual_seed(0)
+    net = ResNetFace18().eval()
+    rows = []
+    for i in range(2):
+        restored = _save(tmp_path / f"r{i}{suffix}", _face_like(48, i))
+        gt = _save(tmp_path / f"g{i}{suffix}", _face_like(48, 10 + i))
+        rows.append((f"{i}{suffix}", restored, gt, gt))
+    scores = _score_files(tmp_path, rows, net)
+    for name, restored, gt, _ in rows:
+        assert scores[name] == pytest.approx(_script_deg(net, restored, gt), abs=1e-3)  # float32 net, ~1e-4 deg
+
+
+def test_output_resized_to_its_ground_truth_uses_the_rgb_gray(tmp_path: Path) -> None:
+    """A JPEG output at another size is resized before scoring; its file's gray is then not the scored image."""
+    torch.manual_seed(0)
+    net = ResNetFace18().eval()
+    restored = _save(tmp_path / "r.jpg", _face_like(32, 1))
+    gt = _save(tmp_path / "g.jpg", _face_like(48, 2))
+    got = _score_files(tmp_path, [("x", restored, gt, gt)], net)["x"]
+    item = ScoredImages([("x", restored, gt, gt)])[0]
+    metric = IdentityDistance(network=net)
+    resized = resize(item["pred"][None], 48).clamp(-1, 1)
+    metric.update(resized, item["target"][None], target_gray=item["target_gray"][None])
+    assert got == pytest.approx(float(metric.last_values[0]), abs=1e-9)
+
+
+def test_gray_must_match_the_images() -> None:
+    m = IdentityDistance(network=AngleStub())
+    with pytest.raises(ValueError, match="do not match"):
+        m.update(flat([10]), flat([20]), preds_gray=torch.zeros(1, 16, 16, dtype=torch.uint8))

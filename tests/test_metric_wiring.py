@@ -124,3 +124,17 @@ def test_benchmark_recipe_uses_the_papers_fid_reference() -> None:
     cfg = load_config("eval_celeba_test", [], schema=EvalConfig)
     assert cfg.sets and all(s.fid_reference == FFHQ512 for s in cfg.sets)
     assert all(result_key("fid", s.fid_reference) == "fid_ffhq512" for s in cfg.sets)
+
+
+def test_items_with_different_tensor_keys_are_never_stacked_together() -> None:
+    """A JPEG output (file gray) beside a PNG ground truth and the reverse: same sizes, different keys."""
+    size = torch.zeros(3, 8, 8)
+    gray = torch.zeros(8, 8, dtype=torch.uint8)
+    items = [
+        {"name": "a", "pred": size, "target": size, "pred_gray": gray},
+        {"name": "b", "pred": size, "target": size, "target_gray": gray},
+        {"name": "c", "pred": size, "target": size, "pred_gray": gray},
+    ]
+    groups = group_by_size(items)
+    assert [g["name"] for g in groups] == [["a", "c"], ["b"]]
+    assert groups[0]["pred_gray"].shape == (2, 8, 8) and "pred_gray" not in groups[1]

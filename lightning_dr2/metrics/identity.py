@@ -6,7 +6,13 @@ we matched step by step:
 * each image is read with `cv2.imread(path, 0)` (8-bit gray), resized with `cv2.resize(..., (128, 128),
   INTER_LINEAR)` and mapped with (x - 127.5) / 127.5: one 1x128x128 gray image per face, no horizontal
   flip and no concatenation of flipped embeddings (the script has the flip commented out). We get the
-  same input bit-exactly from tensors with `arcface_preprocess` (`gray="imread"`: libpng's RGB->gray);
+  same input bit-exactly from tensors with `arcface_preprocess` (`gray="imread"`: libpng's RGB->gray) for
+  PNG files. For JPEG files OpenCV decodes straight to gray (libjpeg's luminance, no RGB round trip); the
+  RGB->gray of the decoded colours differs from it on about half of the pixels by a few levels. So `eval`
+  reads JPEG files' gray with `cv2.imread(path, 0)` itself (`io.read_jpeg_gray`) and passes it to
+  `update` as `preds_gray` / `target_gray`, used instead of the RGB conversion. Not when `eval` resizes the
+  output to its ground truth's size first: the file's gray is not the resized image's, so such outputs go
+  through the RGB path;
 * `resnet_face18(use_se=False)` with `resnet18_110.pth`, eval mode; its 512-d output is used directly
   (the script stacks [gt, restored] in one batch; BatchNorm in eval mode makes that irrelevant);
 * cos = <a, b> / (|a| |b|), deg = arccos(cos) / pi * 180;
@@ -30,7 +36,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from lightning_dr2.io import checked_value_range
-from lightning_dr2.nets.arcface import arcface_preprocess, load_arcface
+from lightning_dr2.nets.arcface import arcface_input_from_gray, arcface_preprocess, load_arcface
 
 __all__ = ["ARCFACE_WEIGHTS_NAME", "IdentityDistance", "pair_degrees"]
 
@@ -92,7 +98,11 @@ class IdentityDistance(Metric):
         self.net.eval()
         return self
 
-    def _preprocess(self, images: Tensor) -> Tensor:
+    def _preprocess(self, images: Tensor, gray: Tensor | None = None) -> Tensor:
+        if gray is not None:
+            if gray.shape != (images.shape[0], *images.shape[-2:]):
+                raise ValueError(f"gray levels {tuple(gray.shape)} do not match the images {tuple(images.shape)}")
+            return arcface_input_from_gray(gray.to(images.device))
         return arcface_preprocess(images, value_range=self.value_range, gray=self.gray)
 
     def _network(self, x: Tensor) -> Tensor:
@@ -103,10 +113,14 @@ class IdentityDistance(Metric):
         """(B, 3, H, W) RGB images in `value_range` -> (B, D) float32 embeddings (fp32, autocast off)."""
         return self._network(self._preprocess(images))
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
+    def update(
+        self, preds: Tensor, target: Tensor, preds_gray: Tensor | None = None, target_gray: Tensor | None = None
+    ) -> None:
         """Add a batch of restored (`preds`) and ground-truth (`target`) faces, (B, 3, H, W) each.
 
-        The two may differ in size (each is resized to 128x128), not in batch size.
+        The two may differ in size (each is resized to 128x128), not in batch size. `preds_gray` /
+        `target_gray`: the images' 8-bit gray levels (B, H, W) as decoded from their files (JPEG), used
+        instead of converting the RGB images (see the module docstring).
         """
         if preds.dim() != 4 or target.dim() != 4 or preds.shape[0] != target.shape[0]:
             raise ValueError(
@@ -115,7 +129,7 @@ class IdentityDistance(Metric):
             )
         n = preds.shape[0]
         # one forward pass for both, like the script's stacked [gt, restored] batch
-        emb = self._network(torch.cat([self._preprocess(target), self._preprocess(preds)]))
+        emb = self._network(torch.cat([self._preprocess(target, target_gray), self._preprocess(preds, preds_gray)]))
         emb_target, emb_preds = emb[:n], emb[n:]
         deg = pair_degrees(emb_preds, emb_target)
         if not bool(torch.isfinite(deg).all()):

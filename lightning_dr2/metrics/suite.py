@@ -83,8 +83,18 @@ class MetricSuite(nn.Module):
         return list(self.metrics.keys())
 
     @torch.no_grad()
-    def update(self, preds: Tensor, target: Tensor | None = None) -> dict[str, Tensor]:
-        """Add a batch; returns the per-image values of the per-image metrics (for CSVs and tables)."""
+    def update(
+        self,
+        preds: Tensor,
+        target: Tensor | None = None,
+        pred_gray: Tensor | None = None,
+        target_gray: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """Add a batch; returns the per-image values of the per-image metrics (for CSVs and tables).
+
+        `pred_gray` / `target_gray`: uint8 gray (B, H, W) decoded from JPEG files, for the identity metric
+        (`IdentityDistance.update`); None: gray from the RGB images.
+        """
         per_image: dict[str, Tensor] = {}
         for name, metric in self.metrics.items():
             if name == "fid":
@@ -92,7 +102,10 @@ class MetricSuite(nn.Module):
                 if self.fid_targets is not None:
                     self.fid_targets.update(target)
                 continue
-            metric.update(preds, target)
+            if name == "deg":
+                metric.update(preds, target, preds_gray=pred_gray, target_gray=target_gray)
+            else:
+                metric.update(preds, target)
             per_image[name] = metric.last_values.double().cpu()
         return per_image
 
@@ -133,7 +146,7 @@ def group_by_size(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for item in items:
-        key = tuple(tuple(v.shape) for v in item.values() if isinstance(v, Tensor))
+        key = tuple((k, tuple(v.shape)) for k, v in item.items() if isinstance(v, Tensor))  # same keys, same sizes
         groups.setdefault(key, []).append(item)
     return [
         {

@@ -34,6 +34,7 @@ class ScoreModule(pl.LightningModule):
 
     def _score(self, group: dict[str, Any]) -> None:
         pred, target = group["pred"], group.get("target")
+        gray = {key: group[key] for key in ("pred_gray", "target_gray") if key in group}
         if target is not None and pred.shape[-2:] != target.shape[-2:]:
             # the protocol's one resize: paired metrics compare the output at its ground truth's size
             if not self._resized:
@@ -44,7 +45,8 @@ class ScoreModule(pl.LightningModule):
                 )
                 self._resized = True
             pred = resize(pred, target.shape[-1]).clamp(-1, 1)
-        values = self.suite.update(pred, target)
+            gray.pop("pred_gray", None)  # the file's gray is not the resized output's: identity uses its RGB
+        values = self.suite.update(pred, target, **gray)
         for i, name in enumerate(group["name"]):
             self.per_image.append({"name": name, **{k: float(v[i]) for k, v in values.items()}})
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from lightning_dr2.io import checked_value_range
 from lightning_dr2.nets.loading import load_into, read_state_dict
 
-__all__ = ["GRAY_MODES", "IRBlock", "ResNetFace18", "arcface_preprocess", "load_arcface"]
+__all__ = ["GRAY_MODES", "IRBlock", "ResNetFace18", "arcface_input_from_gray", "arcface_preprocess", "load_arcface"]
 
 INPUT_SIZE = 128
 EMBEDDING_DIM = 512
@@ -160,9 +160,16 @@ def arcface_preprocess(
     levels = ((x.clamp(low, high) - low) / (high - low) * 255.0).round().to(torch.int32)
     (coef_r, coef_g, coef_b), offset = GRAY_MODES[gray]
     r, g, b = levels.unbind(dim=1)
-    gray_levels = (r * coef_r + g * coef_g + b * coef_b + offset) >> _GRAY_SHIFT
-    gray_levels = _cv2_resize_linear_u8(gray_levels, INPUT_SIZE, INPUT_SIZE)
-    return (gray_levels.to(torch.float32).unsqueeze(1) - 127.5) / 127.5
+    return arcface_input_from_gray((r * coef_r + g * coef_g + b * coef_b + offset) >> _GRAY_SHIFT)
+
+
+def arcface_input_from_gray(gray_levels: Tensor) -> Tensor:
+    """8-bit gray levels (B, H, W), integer dtype -> (B, 1, 128, 128) network input: the script's
+    `cv2.resize` to 128x128 and (x - 127.5) / 127.5. Used directly for gray decoded from a file (JPEG)."""
+    if gray_levels.dim() != 3 or gray_levels.dtype.is_floating_point:
+        raise ValueError(f"expected integer gray levels (B, H, W), got {gray_levels.dtype} {tuple(gray_levels.shape)}")
+    resized = _cv2_resize_linear_u8(gray_levels.to(torch.int32), INPUT_SIZE, INPUT_SIZE)
+    return (resized.to(torch.float32).unsqueeze(1) - 127.5) / 127.5
 
 
 def _cv2_resize_linear_u8(img: Tensor, out_h: int, out_w: int) -> Tensor:
