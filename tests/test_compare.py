@@ -111,7 +111,8 @@ def test_table_csv_png(two_runs: tuple[Path, Path], tmp_path: Path, capsys: pyte
     png = out / "comparison.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (out / "comparison.html").read_text()  # the shared report writer: table + plot in one file
-    assert "<b>24.10</b>" in page and page.count("data:image/png;base64,") == 1 and "<img src=\"http" not in page
+    # the plot and a bar chart per metric
+    assert "<b>24.10</b>" in page and page.count("data:image/png;base64,") == 1 + 5 and "<img src=\"http" not in page
 
 
 def test_fid_columns_name_their_reference(tmp_path: Path) -> None:

@@ -131,8 +131,8 @@ def test_eval_end_to_end_reference_row_and_resume(testset: Path, unet_file: Path
     assert all(min(Image.open(g).size) >= 2 * 128 for g in grids)  # 2 rows of faces upscaled to >= 128 px
     page = result.report_html.read_text()
     assert result.report_html == run / "report.html"
-    # 4 grids + the worst images of 2 metrics, all embedded; no network
-    assert page.count("data:image/png;base64,") == 6 and "http" not in page.lower().replace("http-equiv", "")
+    # 4 grids + the worst images of 2 metrics + a bar chart per metric, all embedded; no network
+    assert page.count("data:image/png;base64,") == 8 and "http" not in page.lower().replace("http-equiv", "")
     assert '<td class="txt">N4_tau4_omega6</td>' in page
     # Resume: a second run reuses the restored images instead of recomputing them.
     restored = next((run / "restored" / "tiny" / "x4_mild" / "N4_tau4_omega6" / "restored").glob("*.png"))
