@@ -187,11 +187,11 @@ def test_each_method_is_its_own_wandb_run_and_compare_reads_them_back(
             started.append(self.kwargs | {"summary": self.summary})
 
     monkeypatch.setattr(wandb, "init", lambda **kwargs: FakeRun(kwargs))
-    cfg = eval_cfg(testset, unet_file, runs, "wandb.mode=offline", f"predictions.copy={copy}", "run=w")
+    cfg = eval_cfg(testset, unet_file, runs, "wandb.mode=offline", f"predictions.copy={copy}")  # DR2's reused
     result = run_eval(cfg)
     assert [(k["name"], k["id"], k["config"]["method"], k["mode"]) for k in started] == [
-        ("eval/w", "eval-w", "DR2", "offline"),
-        ("eval/w-copy", "eval-w-copy", "copy", "offline"),
+        ("eval/r", "eval-r", "DR2", "offline"),
+        ("eval/r-copy", "eval-r-copy", "copy", "offline"),
     ]
     dr2_run_kwargs, copy_run = started
     assert copy_run["config"]["settings"] == [] and copy_run["config"]["predictions.copy"] == str(copy)
@@ -214,7 +214,7 @@ def test_each_method_is_its_own_wandb_run_and_compare_reads_them_back(
         (m, s, SETTING if m == "DR2" else ""): rows[(m, s)]["metrics"] for m in ("DR2", "copy") for s in SPLITS
     }
     table = cmp.compare([], None, runs / "cmp", "me/dr2", plot=False).markdown
-    assert "| eval/w-copy | copy | tiny | x8_severe |" in table
+    assert "| eval/r-copy | copy | tiny | x8_severe |" in table
 
 
 def test_offline_wandb_writes_one_run_per_method(testset: Path, dr2_run, tmp_path: Path) -> None:
