@@ -127,14 +127,16 @@ def load_results(path: str | Path) -> RunResults:
         found = "missing" if results is None else f"a {type(results).__name__}"
         raise CompareError(f"{path}: 'results' must be a list of entries, it is {found}")
 
-    entries = [_entry(item, f"{path}: results[{i}]") for i, item in enumerate(results)]
+    # Rows name their method; results written before they did carry the run's one method at the top.
+    method = str(data.get("method") or "")
+    entries = [_entry(item, f"{path}: results[{i}]", method) for i, item in enumerate(results)]
     # runs/<experiment>/<run>/results.json: the folders name the run when the file does not.
     experiment = str(data.get("experiment") or path.parent.parent.name or "run")
     run = str(data.get("run") or path.parent.name)
     return RunResults(label=f"{experiment}/{run}", source=str(path), disambiguator=path.parent.name, entries=entries)
 
 
-def _entry(item: Any, where: str) -> Row:
+def _entry(item: Any, where: str, method: str = "") -> Row:
     if not isinstance(item, dict):
         raise CompareError(f"{where} must be an object, got {type(item).__name__}")
     for key in ("set", "split"):
@@ -161,6 +163,7 @@ def _entry(item: Any, where: str) -> Row:
         setting=str(setting),
         metrics=metrics,
         n_images=n_images if isinstance(n_images, int) and not isinstance(n_images, bool) else None,
+        method=str(item.get("method") or method),
     )
 
 
@@ -218,15 +221,20 @@ def _flatten(mapping: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _config_value(config: Mapping[str, Any] | None, key: str) -> Any:
+    value = (config or {}).get(key)
+    if isinstance(value, Mapping) and "value" in value:  # raw W&B config form {"value": ...}
+        return value["value"]
+    return value
+
+
 def _config_setting(config: Mapping[str, Any] | None) -> str:
     """The setting a 4-part key refers to: the run's only (N, tau) setting, when its config says so."""
-    settings = (config or {}).get("settings")
-    if isinstance(settings, Mapping) and "value" in settings:  # raw W&B config form {"value": ...}
-        settings = settings["value"]
+    settings = _config_value(config, "settings")
     if isinstance(settings, list) and len(settings) == 1 and isinstance(settings[0], Mapping):
         only = settings[0]
         if "N" in only and "tau" in only:
-            return setting_name(only["N"], only["tau"])
+            return setting_name(only["N"], only["tau"], only.get("omega"))  # as eval names it
     return ""
 
 
@@ -234,7 +242,9 @@ def _wandb_run(run: Any, project: str) -> RunResults:
     summary = run.summary
     items = summary.items() if hasattr(summary, "items") else dict(summary).items()
     flat = _flatten(dict(items))
-    default_setting = _config_setting(getattr(run, "config", None))
+    config = getattr(run, "config", None)
+    default_setting = _config_setting(config)
+    method = str(_config_value(config, "method") or "")  # eval logs one run per method (DR2, each predictions.*)
 
     grouped: dict[tuple[str, str, str], dict[str, float | None]] = {}
     for key, value in flat.items():
@@ -243,7 +253,7 @@ def _wandb_run(run: Any, project: str) -> RunResults:
             continue
         setting = parts[3] if len(parts) == 5 else default_setting
         grouped.setdefault((parts[1], parts[2], setting), {})[parts[-1].lower()] = metric_value(value)
-    entries = [Row(set=s, split=sp, setting=st, metrics=m) for (s, sp, st), m in grouped.items()]
+    entries = [Row(set=s, split=sp, setting=st, metrics=m, method=method) for (s, sp, st), m in grouped.items()]
 
     # The framework names runs `<experiment>/<run>` with group = experiment: keep that as the label, so a
     # W&B run reads the same as its local run dir; otherwise prefix the group.
@@ -300,11 +310,12 @@ def write_csv(rows: Sequence[Row], metrics: Sequence[str], path: Path) -> Path:
     """Raw values (full precision, empty when not measured) for spreadsheets and scripts."""
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["run", "set", "split", "setting", "n_images", *metrics])
+        writer.writerow(["run", "method", "set", "split", "setting", "n_images", *metrics])
         for row in rows:
             values = [row.metrics.get(m) for m in metrics]
             n = "" if row.n_images is None else row.n_images
-            writer.writerow([row.run, row.set, row.split, row.setting, n, *("" if v is None else v for v in values)])
+            texts = [row.run, row.method, row.set, row.split, row.setting, n]
+            writer.writerow([*texts, *("" if v is None else v for v in values)])
     return path
 
 
@@ -312,7 +323,7 @@ def write_csv(rows: Sequence[Row], metrics: Sequence[str], path: Path) -> Path:
 
 
 def plot_comparison(rows: Sequence[Row], metrics: Sequence[str], path: Path) -> Path:
-    """One panel per metric, splits on x (grouped by set), one line per (run, setting).
+    """One panel per metric, splits on x (grouped by set), one line per (run, method, setting).
 
     Uses the Agg canvas directly instead of switching pyplot's global backend, so calling this from a
     notebook or a training process leaves their plotting alone.
@@ -334,9 +345,10 @@ def plot_comparison(rows: Sequence[Row], metrics: Sequence[str], path: Path) -> 
         x += 1
     width = x
 
-    series: dict[tuple[str, str], dict[int, dict[str, float | None]]] = {}
+    series: dict[tuple[str, str, str], dict[int, dict[str, float | None]]] = {}
     for entry in rows:
-        series.setdefault((entry.run, entry.setting), {})[positions[(entry.set, entry.split)]] = entry.metrics
+        line = (entry.run, entry.method, entry.setting)
+        series.setdefault(line, {})[positions[(entry.set, entry.split)]] = entry.metrics
 
     fig = Figure(figsize=(max(6.0, 1.2 * width + 3.0), 2.3 * len(metrics) + 1.0), layout="constrained")
     FigureCanvasAgg(fig)
@@ -344,7 +356,7 @@ def plot_comparison(rows: Sequence[Row], metrics: Sequence[str], path: Path) -> 
     markers = "osD^v<>pPX*h"
     colors = [f"C{i}" for i in range(10)]
     for ax, metric in zip(axes, metrics, strict=True):
-        for k, ((label, setting), points) in enumerate(series.items()):
+        for k, ((label, method, setting), points) in enumerate(series.items()):
             ys = [math.nan] * width
             for pos, values in points.items():
                 value = values.get(metric)
@@ -356,7 +368,7 @@ def plot_comparison(rows: Sequence[Row], metrics: Sequence[str], path: Path) -> 
                 marker=markers[k % len(markers)],
                 color="0.45" if reference else colors[k % len(colors)],
                 linestyle=":" if reference else "-",
-                label=f"{label} · {setting}" if setting else label,
+                label=" · ".join(part for part in (label, method, setting) if part),
             )
         ax.set_ylabel(header(metric))
         ax.grid(True, alpha=0.3)

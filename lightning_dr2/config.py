@@ -9,6 +9,7 @@ load time; `load_config` re-raises them with the key and the file or argument th
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -275,8 +276,12 @@ class EvalConfig(PipelineConfig):
     run: str | None = None
     runs_dir: str = "runs"
     sets: list[EvalSetConfig] = field(default_factory=lambda: [EvalSetConfig()])
-    settings: list[SettingConfig] = field(default_factory=lambda: [SettingConfig()])
+    settings: list[SettingConfig] = field(default_factory=lambda: [SettingConfig()])  # [] : no DR2 restore
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    # Other methods' restored folders, scored like DR2's outputs: `predictions.GFPGAN=/data/gfpgan_out`. Layout:
+    # DIR/<split>/<name>.png (.jpg ...) for a paired set, DIR/<name> for a real one, with a DIR/<set>/ level
+    # when `sets` lists several sets. Each method is its own row (`method`) and its own W&B run.
+    predictions: dict[str, str] = field(default_factory=dict)
     metrics: list[str] = field(default_factory=default_metrics)
     lpips_net: str = "vgg"  # vgg (BasicSR/VQFR scripts) | alex
     skip_missing_weights: bool = False  # true: a metric whose weights are missing is skipped with a note
@@ -567,8 +572,22 @@ def validate_restore(c: _Checks) -> None:
     c.at_least("limit", 0, " (0: every image)")
 
 
+# A row label, part of a W&B run id and a folder name; no '.', which would nest the `predictions.<method>` key.
+METHOD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]*")
+
+
 def validate_eval(c: _Checks) -> None:
     validate_pipeline(c)
+    for method, folder in c.value("predictions").items():
+        if not METHOD_NAME.fullmatch(method):
+            c.fail(f"predictions.{method}", folder, "needs a method name of letters, digits and _+- (e.g. GFPGAN)")
+        if not folder:
+            c.fail(f"predictions.{method}", folder, "must be the folder of that method's restored images")
+    c.require(
+        "settings",
+        lambda v: len(v) > 0 or c.value("predictions") or c.value("reference"),
+        "leaves nothing to evaluate: list DR2 (N, tau) settings, predictions.<method>=DIR, or reference=true",
+    )
     for i, s in enumerate(c.value("settings")):
         c.dr2_settings(f"settings[{i}].", s["N"], s["tau"], s["omega"], c.value("dr2.respacing"))
     for i in range(len(c.value("sets"))):

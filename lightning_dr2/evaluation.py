@@ -4,20 +4,25 @@ For every set x split x (N, tau) setting: restore the LQ images with DR2 (+ enha
 job (multi-GPU, resumable: restored PNGs are reused), then score the saved PNGs against the ground truth
 with the papers' protocols (`MetricSuite`) in a Lightning `test` run (each image once across ranks,
 float64 metric states summed over ranks). Writes, under runs/<experiment>/<run>/:
-  results.json, results.csv      one row per (set, split, setting): PSNR, SSIM, LPIPS, FID, Deg
-  per_image.csv                  per-image PSNR, SSIM, LPIPS, Deg
+  results.json, results.csv      one row per (method, set, split, setting): PSNR, SSIM, LPIPS, FID, Deg
+  per_image.csv                  per-image PSNR, SSIM, LPIPS, Deg (and sha256 of another method's files)
   restored/<set>/<split>/<setting>/{restored,dr2}/...
   report.md, report.html         the metrics table and input | DR2 | output | GT grids (report/*.png;
                                  the HTML embeds them and stands alone)
 `reference=true` adds the papers' "Input" row: the LQ inputs themselves, scored the same way.
+`predictions.<method>=DIR` adds other methods' restored images (GFPGAN, CodeFormer, ...), scored the same way
+(`lightning_dr2.predictions` matches and checks them): one row per split named by `method`, its own W&B run.
+`settings=[]` scores them without DR2 (no UNet is loaded).
 Scoring runs in `modules.scorer.ScoreModule`; tables and reports come from `lightning_dr2.report`.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,13 +34,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from lightning_dr2.callbacks.writer import MANIFEST as RESTORE_MANIFEST
-from lightning_dr2.config import RestoreConfig, resolve_run_name, run_dir, save_config
+from lightning_dr2.config import ConfigError, RestoreConfig, resolve_run_name, run_dir, save_config
 from lightning_dr2.datasets.datamodule import ShardedData
-from lightning_dr2.datasets.eval_splits import eval_splits, split_files
+from lightning_dr2.datasets.eval_splits import EvalSplit, SplitFiles, eval_splits, split_files
 from lightning_dr2.io import image_to_tensor, output_name, read_image, read_jpeg_gray, resize, write_json, write_table
 from lightning_dr2.metrics.catalogue import column_order, format_value, metric_of, title
 from lightning_dr2.metrics.suite import MetricSuite, group_by_size
 from lightning_dr2.modules.scorer import ScoreModule
+from lightning_dr2.predictions import find_predictions
 from lightning_dr2.provenance import fingerprint
 from lightning_dr2.report import (
     REFERENCE_SETTING,
@@ -153,11 +159,12 @@ def _grid(rows: list[Scored], dr2_dir: Path | None, out: Path, n: int) -> Path |
 
 
 def _grid_of(rows: list[tuple[Scored, Path | None]], out: Path) -> Path:
-    """One input | DR2 | output | GT row per (scored image, its DR2 folder or None)."""
+    """One input | DR2 | output | GT row per (scored image, its DR2 folder or None), at the first output's size
+    (another method's outputs may differ in size from image to image)."""
     tiles = []
+    size = _to_tensor(rows[0][0][1]).shape[-1]
     for (name, pred, target, lq), dr2_dir in rows:
-        p = _to_tensor(pred)
-        size = p.shape[-1]
+        p = resize(_to_tensor(pred)[None], size)[0]
         row = [resize(_to_tensor(lq)[None], size)[0]]
         dr2 = dr2_dir / output_name(name) if dr2_dir is not None else None
         if dr2 is not None and dr2.is_file():
@@ -173,7 +180,7 @@ def _grid_of(rows: list[tuple[Scored, Path | None]], out: Path) -> Path:
 
 def _worst_images(
     per_image: list[dict[str, Any]],
-    scored: dict[tuple[str, str, str, str], tuple[Scored, Path | None]],
+    scored: dict[tuple[str, str, str, str, str], tuple[Scored, Path | None]],
     out_dir: Path,
     k: int,
 ) -> list[Figure]:
@@ -189,10 +196,11 @@ def _worst_images(
             continue
         worst_first = sorted(values, key=lambda r: r[metric], reverse=not metric_of(metric).higher_is_better)
         chosen = worst_first[:k]
-        keys = [(r["set"], r["split"], r["setting"], r["name"]) for r in chosen]
+        keys = [(r["set"], r["split"], r["method"], r["setting"], r["name"]) for r in chosen]
         grid = _grid_of([scored[key] for key in keys], out_dir / f"worst_{metric}.png")
-        ranked = enumerate(zip(keys, chosen, strict=True), start=1)
-        caption = "; ".join(f"{i}. {'/'.join(key)} {format_value(metric, r[metric])}" for i, (key, r) in ranked)
+        labels = ["/".join((s, split, setting or method, name)) for s, split, method, setting, name in keys]
+        ranked = enumerate(zip(labels, chosen, strict=True), start=1)
+        caption = "; ".join(f"{i}. {label} {format_value(metric, r[metric])}" for i, (label, r) in ranked)
         caption = f"input | DR2 | output | GT rows: {caption}"
         figures.append(Figure(f"Worst {len(chosen)} by {title(metric)}", grid, caption))
     return figures
@@ -226,32 +234,155 @@ def default_method(cfg: DictConfig) -> str:
     return "DR2" if cfg.enhancer.name == "none" else f"DR2+{cfg.enhancer.name}"
 
 
+@dataclass
+class _Collected:
+    """What eval gathers over (set, split, method/setting): result and per-image rows, metric notes, the
+    report's grids by method (each method's W&B run logs its own), and every scored image for the worst-k."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+    grids: dict[str, list[Figure]] = field(default_factory=dict)
+    scored: dict[tuple[str, str, str, str, str], tuple[Scored, Path | None]] = field(default_factory=dict)
+
+
+@dataclass
+class _Job:
+    """One row to score: whose images (method; DR2's setting, or "" for another method's), from where."""
+
+    method: str
+    setting: str
+    preds: dict[str, Path]
+    out: Path  # scores/ goes here
+    dr2_dir: Path | None  # DR2's intermediate outputs, shown in the grids
+    dr2: dict[str, Any]  # N, tau, omega (None for rows DR2 did not make)
+    counts: dict[str, int]  # missing, failed, unlisted
+    provenance: dict[str, Any]
+    hashes: dict[str, str] | None = None  # per-image sha256 of another method's files (per_image.csv)
+
+
+def _score_job(cfg: DictConfig, part: EvalSplit, job: _Job, accelerator: str, path: Path, got: _Collected) -> None:
+    hq = part.hq_dir
+    scored = [(r, p, hq / r if hq is not None else None, part.lq_dir / r) for r, p in job.preds.items()]
+    results, per_image, suite_notes = _score(
+        cfg, scored, part.paired, part.fid_reference, accelerator, job.out / "scores"
+    )
+    got.notes.update(suite_notes)
+    got.rows.append(
+        {
+            "method": job.method,
+            "set": part.set,
+            "split": part.name,
+            "setting": job.setting,
+            **job.dr2,
+            "n_images": len(scored),
+            **job.counts,
+            "provenance": job.provenance,
+            "metrics": results,
+        }
+    )
+    labels = {"set": part.set, "split": part.name, "method": job.method, "setting": job.setting}
+    hashes = job.hashes or {}
+    got.per_image += [labels | r | ({"sha256": hashes[r["name"]]} if hashes else {}) for r in per_image]
+    got.scored.update({(part.set, part.name, job.method, job.setting, r[0]): (r, job.dr2_dir) for r in scored})
+    external = job.method != cfg.method  # another method's grids go to report/<method>/
+    grid_name = f"{job.method}/{part.set}_{part.name}.png" if external else f"{part.set}_{part.name}_{job.setting}.png"
+    grid_file = path / "report" / grid_name
+    grid = _grid(scored, job.dr2_dir, grid_file, cfg.report_images) if rank_zero_only.rank == 0 else None
+    if grid is not None:
+        if external:
+            columns = ["input", job.method]
+        else:
+            columns = ["input", "DR2", "output"] if job.dr2_dir is not None else ["input", "scored (the input)"]
+        caption = " | ".join(columns + (["ground truth"] if part.paired else []))
+        title = f"{part.set} / {part.name} / {job.method if external else job.setting}"
+        got.grids.setdefault(job.method, []).append(Figure(title, grid, caption))
+    log.info("%s/%s/%s: %s", part.set, part.name, job.setting or job.method, _fmt_metrics(results))
+
+
+def _dr2_jobs(cfg: DictConfig, part: EvalSplit, files: SplitFiles, path: Path, scoring: dict) -> Iterator[_Job]:
+    """The input reference row (reference=true) and one row per DR2 (N, tau) setting, restoring as needed."""
+    jobs = [(REFERENCE_SETTING, None)] if cfg.reference else []
+    jobs += [(setting_name(s.N, s.tau, s.omega), s) for s in cfg.settings]
+    for name, setting in jobs:
+        out = path / "restored" / part.set / part.name / name
+        if setting is None:
+            preds = {r: part.lq_dir / r for r in files.rels}
+            inputs = {r: sha256sum(p) for r, p in preds.items()}
+            settings, omega = None, None
+        else:
+            run_restore(restore_config(cfg, part.lq_dir, out, setting, files.input_limit))
+            _after_rank_zero()
+            preds, settings, inputs = verified_outputs(out, files.rels)
+            omega = settings["omega"]
+        provenance = {"fingerprint": fingerprint({"restore": settings, "inputs": inputs, "scoring": scoring})}
+        if settings is not None:
+            provenance["restore_fingerprint"] = fingerprint(settings)
+            provenance |= {k: settings[k] for k in ("unet_sha256", "enhancer_sha256")}
+        counts = {
+            "missing": len(files.missing),  # listed, but a file is missing (allow_missing=true)
+            "failed": len(files.rels) - len(preds),  # the restore job could not use or flagged it
+            "unlisted": len(files.unlisted),  # on disk, not in the set's manifest: not scored
+        }
+        dr2 = {"N": getattr(setting, "N", None), "tau": getattr(setting, "tau", None), "omega": omega}
+        yield _Job(cfg.method, name, preds, out, out / "dr2" if setting is not None else None, dr2, counts, provenance)
+
+
+def _prediction_jobs(
+    cfg: DictConfig, part: EvalSplit, files: SplitFiles, path: Path, scoring: dict, gaps: list[str]
+) -> Iterator[_Job]:
+    """One row per `predictions.<method>` folder: its files for this split, scored like DR2's outputs; what
+    allow_missing let through is added to `gaps` (report lines)."""
+    for method, root in cfg.predictions.items():
+        found = find_predictions(method, Path(root), part, files, len(cfg.sets) > 1, cfg.allow_missing)
+        if found.missing or found.unmatched:
+            counts = f"{len(found.missing)} missing, {len(found.unmatched)} unmatched file(s)"
+            gaps.append(f"{part.set}/{part.name} {method}: {counts}")
+        if not found.files:
+            log.warning("%s/%s: no prediction of %s to score (allow_missing=true)", part.set, part.name, method)
+            continue
+        hashes = {r: sha256sum(p) for r, p in found.files.items()}
+        provenance = {
+            "predictions": str(found.folder.resolve()),
+            "fingerprint": fingerprint({"predictions": hashes, "scoring": scoring}),
+        }
+        counts = {
+            "missing": len(files.missing) + len(found.missing),  # the set's missing files + the method's
+            "failed": 0,
+            "unlisted": len(found.unmatched),  # files that match no image of the split: not scored
+        }
+        dr2 = {"N": None, "tau": None, "omega": None}
+        out = path / "predictions" / method / part.set / part.name
+        yield _Job(method, "", found.files, out, None, dr2, counts, provenance, hashes)
+
+
 def run_eval(cfg: DictConfig) -> EvalResult:
     start = time.perf_counter()
     cfg.run = resolve_run_name(cfg)
     cfg.method = cfg.method or default_method(cfg)
+    if cfg.method in cfg.predictions:
+        raise ConfigError(
+            f"predictions.{cfg.method} has the name of this run's own rows (method={cfg.method}): rename one"
+        )
     path = run_dir(cfg)
     if rank_zero_only.rank == 0:
         save_config(cfg, path / "config.yaml")
         record_run_info(path)
     accelerator = resolve_accelerator(cfg.accelerator)
-    rows_out: list[dict[str, Any]] = []
-    per_image_out: list[dict[str, Any]] = []
-    notes: dict[str, str] = {}
+    got = _Collected()
+    gaps: list[str] = []  # predictions not scored (allow_missing=true), for the report
     missing: dict[str, int] = {}  # set/split -> listed images not scored because a file is missing
     missing_splits: list[str] = []
-    grids: list[Figure] = []
-    scored_by_image: dict[tuple[str, str, str, str], tuple[Scored, Path | None]] = {}
     scoring = {
         "metrics": list(cfg.metrics),
         "lpips_net": cfg.lpips_net,
         "random_metric_networks": cfg.random_metric_networks,
     }
+    splits: list[tuple[EvalSplit, SplitFiles, list[_Job]]] = []
     for eval_set in cfg.sets:
         for part in eval_splits(eval_set, cfg.allow_missing):
-            split, lq_dir, hq_dir = part.name, part.lq_dir, part.hq_dir
             files = split_files(part, cfg.allow_missing)
-            key = f"{part.set}/{split}"
+            key = f"{part.set}/{part.name}"
             if files.missing or not part.present:
                 missing[key] = len(files.missing)
             if not part.present:
@@ -261,68 +392,23 @@ def run_eval(cfg: DictConfig) -> EvalResult:
             if not files.rels:
                 log.warning("%s: no image left to score (%d missing)", key, len(files.missing))
                 continue
-            jobs = [(REFERENCE_SETTING, None)] if cfg.reference else []
-            jobs += [(setting_name(s.N, s.tau, s.omega), s) for s in cfg.settings]
-            for name, setting in jobs:
-                out = path / "restored" / part.set / split / name
-                if setting is None:
-                    preds = {r: lq_dir / r for r in files.rels}
-                    inputs = {r: sha256sum(p) for r, p in preds.items()}
-                    settings, omega = None, None
-                else:
-                    run_restore(restore_config(cfg, lq_dir, out, setting, files.input_limit))
-                    _after_rank_zero()
-                    preds, settings, inputs = verified_outputs(out, files.rels)
-                    omega = settings["omega"]
-                scored = [(r, p, hq_dir / r if hq_dir is not None else None, lq_dir / r) for r, p in preds.items()]
-                results, per_image, suite_notes = _score(
-                    cfg, scored, part.paired, part.fid_reference, accelerator, out / "scores"
-                )
-                notes.update(suite_notes)
-                provenance = {"fingerprint": fingerprint({"restore": settings, "inputs": inputs, "scoring": scoring})}
-                if settings is not None:
-                    provenance["restore_fingerprint"] = fingerprint(settings)
-                    provenance |= {k: settings[k] for k in ("unet_sha256", "enhancer_sha256")}
-                row = {
-                    "set": part.set,
-                    "split": split,
-                    "setting": name,
-                    "N": getattr(setting, "N", None),
-                    "tau": getattr(setting, "tau", None),
-                    "omega": omega,
-                    "n_images": len(scored),
-                    "missing": len(files.missing),  # listed, but a file is missing (allow_missing=true)
-                    "failed": len(files.rels) - len(scored),  # the restore job could not use or flagged it
-                    "unlisted": len(files.unlisted),  # on disk, not in the set's manifest: not scored
-                    "provenance": provenance,
-                    "metrics": results,
-                }
-                rows_out.append(row)
-                per_image_out += [{"set": part.set, "split": split, "setting": name, **r} for r in per_image]
-                dr2_dir = out / "dr2" if setting is not None else None
-                scored_by_image.update({(part.set, split, name, r[0]): (r, dr2_dir) for r in scored})
-                grid = None
-                if rank_zero_only.rank == 0:
-                    grid = _grid(
-                        scored,
-                        out / "dr2" if setting is not None else None,
-                        path / "report" / f"{part.set}_{split}_{name}.png",
-                        cfg.report_images,
-                    )
-                if grid is not None:
-                    columns = ["input", "DR2", "output"] if setting is not None else ["input", "scored (the input)"]
-                    caption = " | ".join(columns + (["ground truth"] if part.paired else []))
-                    grids.append(Figure(f"{part.set} / {split} / {name}", grid, caption))
-                log.info("%s/%s/%s: %s", part.set, split, name, _fmt_metrics(results))
-    result = EvalResult(path, rows_out, notes, missing)
+            # every method's folder is checked before DR2 restores anything: a bad layout fails in seconds
+            splits.append((part, files, list(_prediction_jobs(cfg, part, files, path, scoring, gaps))))
+    for part, files, predicted in splits:
+        for job in itertools.chain(_dr2_jobs(cfg, part, files, path, scoring), predicted):
+            _score_job(cfg, part, job, accelerator, path, got)
+    result = EvalResult(path, got.rows, got.notes, missing)
     if rank_zero_only.rank == 0:  # under DDP every rank runs this function; one writes the results
-        _write_results(cfg, path, rows_out, per_image_out, notes, missing, time.perf_counter() - start)
+        _write_results(cfg, path, got.rows, got.per_image, got.notes, missing, time.perf_counter() - start)
         lines = [f"{k}: split missing" if k in missing_splits else f"{k}: {n} image(s)" for k, n in missing.items()]
-        sections = [Section("Notes", [f"{k}: {v}" for k, v in notes.items()])]
+        sections = [Section("Notes", [f"{k}: {v}" for k, v in got.notes.items()])]
         if missing:
             sections.append(Section("Missing inputs (allow_missing=true: not scored)", lines))
-        worst = _worst_images(per_image_out, scored_by_image, path / "report", cfg.report_worst)
-        figures = plot_ablation(rows_out, path / "report") + grids + worst
+        if gaps:
+            sections.append(Section("Predictions not scored (allow_missing=true)", gaps))
+        worst = _worst_images(got.per_image, got.scored, path / "report", cfg.report_worst)
+        dr2_figures = plot_ablation(got.rows, path / "report") + got.grids.get(cfg.method, []) + worst
+        figures = dr2_figures + [f for method in cfg.predictions for f in got.grids.get(method, [])]
         result.report_md, result.report_html = write_report(
             path,
             "report",
@@ -331,7 +417,8 @@ def run_eval(cfg: DictConfig) -> EvalResult:
             sections=sections,
             figures=figures,
         )
-        _log_wandb(cfg, path, rows_out, per_image_out, [g.path for g in figures])
+        grids = {method: [f.path for f in got.grids.get(method, [])] for method in cfg.predictions}
+        _log_wandb(cfg, path, got.rows, got.per_image, {cfg.method: [f.path for f in dr2_figures], **grids})
     return result
 
 
@@ -356,6 +443,9 @@ def _write_results(
         "method": cfg.method,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "wandb_id": wandb_run_id(cfg.experiment, str(cfg.run)),
+        "wandb_ids": {
+            m: wandb_run_id(cfg.experiment, method_run(cfg, m)) for m in dict.fromkeys(r["method"] for r in rows)
+        },
         "tags": list(cfg.wandb.tags),
         "seconds": round(seconds, 1),
         "notes": notes,
@@ -370,30 +460,57 @@ def _write_results(
     write_table(path / "per_image.csv", per_image)
 
 
+def method_run(cfg: DictConfig, method: str) -> str:
+    """The run part of a method's W&B name and id: this run for its own rows, `<run>-<method>` for another
+    method's (its own W&B run, same project and group, so W&B's run table lines them up)."""
+    return str(cfg.run) if method == cfg.method else f"{cfg.run}-{method}"
+
+
+def method_run_kwargs(cfg: DictConfig, mode: str, method: str) -> dict[str, Any]:
+    """`wandb.init` arguments of one method's run: the eval run's, renamed for another method, whose config
+    says `method=<method>`, no DR2 settings and only its own predictions folder."""
+    from lightning_dr2.loggers import wandb_run_id, wandb_run_kwargs
+
+    kwargs = {**wandb_run_kwargs(cfg, mode), "dir": str(run_dir(cfg))}
+    if method != cfg.method:
+        run = method_run(cfg, method)
+        config = {k: v for k, v in kwargs["config"].items() if not k.startswith("predictions.")}
+        config |= {"method": method, "settings": [], f"predictions.{method}": cfg.predictions[method]}
+        kwargs |= {"name": f"{cfg.experiment}/{run}", "id": wandb_run_id(cfg.experiment, run), "config": config}
+    return kwargs
+
+
 def _log_wandb(
-    cfg: DictConfig, path: Path, rows: list[dict[str, Any]], per_image: list[dict[str, Any]], grids: list[Path]
+    cfg: DictConfig,
+    path: Path,
+    rows: list[dict[str, Any]],
+    per_image: list[dict[str, Any]],
+    grids: dict[str, list[Path]],
 ) -> None:
-    """Metric keys eval/<set>/<split>/<metric> (with /<setting>/ when several settings are evaluated)."""
-    from lightning_dr2.loggers import resolve_wandb_mode, start_with_offline_fallback, wandb_run_kwargs
+    """One W&B run per method (DR2's rows, each `predictions.<method>`): metric keys eval/<set>/<split>/<metric>
+    (with /<setting>/ when a run has several settings), its per-image table and grids."""
+    from lightning_dr2.loggers import resolve_wandb_mode, start_with_offline_fallback
 
     mode = resolve_wandb_mode(cfg.wandb.mode)
     if mode == "disabled":
         return
     import wandb
 
-    several = len({r["setting"] for r in rows}) > 1
-    kwargs = {**wandb_run_kwargs(cfg, mode), "dir": str(path)}
-    run = start_with_offline_fallback(lambda: wandb.init(**kwargs), kwargs)
-    summary = {}
-    for r in rows:
-        key = f"eval/{r['set']}/{r['split']}" + (f"/{r['setting']}" if several else "")
-        summary.update({f"{key}/{m}": v for m, v in r["metrics"].items()})
-    run.log(summary)
-    if per_image:
-        columns = list(dict.fromkeys(k for row in per_image for k in row))
-        run.log(
-            {"eval/per_image": wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in per_image])}
-        )
-    for grid in grids:  # this run's grids only: report/ may hold an earlier run's
-        run.log({f"eval/grids/{grid.stem}": wandb.Image(str(grid))})
-    run.finish()
+    for method in dict.fromkeys(r["method"] for r in rows):
+        own = [r for r in rows if r["method"] == method]
+        several = len({r["setting"] for r in own}) > 1
+        kwargs = method_run_kwargs(cfg, mode, method)
+        run = start_with_offline_fallback(lambda kwargs=kwargs: wandb.init(**kwargs), kwargs)
+        summary = {}
+        for r in own:
+            key = f"eval/{r['set']}/{r['split']}" + (f"/{r['setting']}" if several else "")
+            summary.update({f"{key}/{m}": v for m, v in r["metrics"].items()})
+        run.log(summary)
+        images = [row for row in per_image if row["method"] == method]
+        if images:
+            columns = list(dict.fromkeys(k for row in images for k in row))
+            table = wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in images])
+            run.log({"eval/per_image": table})
+        for grid in grids.get(method, []):  # this run's grids only: report/ may hold an earlier run's
+            run.log({f"eval/grids/{grid.stem}": wandb.Image(str(grid))})
+        run.finish()

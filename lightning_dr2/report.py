@@ -43,12 +43,14 @@ class Row:
     n_images: int | None = None
     run: str = ""
     published: bool = False  # a number from a paper (`lightning_dr2.published`): shown, never ranked
+    method: str = ""  # what made the images (eval's `method`: DR2+<enhancer>, or a `predictions.<method>`)
 
     @classmethod
     def from_result(cls, result: Mapping[str, Any], run: str = "") -> Row:
-        """A row of eval's results (`results.json` entries: set, split, setting, n_images, metrics)."""
+        """A row of eval's results (`results.json` entries: method, set, split, setting, n_images, metrics)."""
         metrics = {k: metric_value(v) for k, v in result["metrics"].items() if metric_of(k) is not None}
-        return cls(result["set"], result["split"], result["setting"], metrics, result.get("n_images"), run)
+        n_images, method = result.get("n_images"), str(result.get("method") or "")
+        return cls(result["set"], result["split"], result["setting"], metrics, n_images, run, method=method)
 
 
 @dataclass
@@ -108,15 +110,18 @@ def best_marks(rows: Sequence[Row], columns: Sequence[str]) -> set[tuple[int, st
 
 
 def _cells(rows: Sequence[Row], columns: Sequence[str]) -> tuple[list[str], list[list[tuple[str, bool]]]]:
-    """Table head and (text, is_best) cells; the Run and n columns only when some row has them."""
+    """Table head and (text, is_best) cells; the Run, Method and n columns only when some row has them."""
     with_run = any(r.run for r in rows)
+    with_method = any(r.method for r in rows)
     with_n = any(r.n_images is not None for r in rows)
-    head = (["Run"] if with_run else []) + ["Set", "Split", "Setting"] + (["n"] if with_n else [])
+    head = (["Run"] if with_run else []) + (["Method"] if with_method else []) + ["Set", "Split", "Setting"]
+    head += ["n"] if with_n else []
     head += [header(c) for c in columns]
     marks = best_marks(rows, columns)
     body = []
     for i, r in enumerate(rows):
-        cells = ([(r.run, False)] if with_run else []) + [(r.set, False), (r.split, False), (r.setting, False)]
+        cells = ([(r.run, False)] if with_run else []) + ([(r.method, False)] if with_method else [])
+        cells += [(r.set, False), (r.split, False), (r.setting, False)]
         if with_n:
             cells.append((MISSING if r.n_images is None else str(r.n_images), False))
         cells += [(format_value(c, r.metrics.get(c), MISSING), (i, c) in marks) for c in columns]

@@ -103,7 +103,7 @@ def test_table_csv_png(two_runs: tuple[Path, Path], tmp_path: Path, capsys: pyte
 
     with (out / "comparison.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["run", "set", "split", "setting", "n_images", "psnr", "ssim", "lpips", "fid", "deg"]
+    assert list(rows[0]) == ["run", "method", "set", "split", "setting", "n_images", *"psnr ssim lpips fid deg".split()]
     assert len(rows) == 5
     b16 = next(r for r in rows if r["run"] == b and r["split"] == "x16_heavy")
     assert b16["lpips"] == "" and float(b16["psnr"]) == 21.5 and b16["n_images"] == "100"
