@@ -65,7 +65,7 @@ def _cfg(tmp: Path, testset: Path, *extra: str):
             "run=r",
             "evaluator.enabled=true",
             "evaluator.every_n_steps=2",
-            f"evaluator.sets=[{{name: tiny, root: '{testset}', splits: [x4_mild], limit: 3}}]",
+            f"evaluator.sets=[{{name: tiny, root: '{testset}', splits: [x4_mild], limit: 2}}]",
             f"evaluator.settings=[{SETTING}]".replace("'", ""),
             "evaluator.metrics=[psnr, ssim]",
             "evaluator.batch_size=2",
@@ -115,9 +115,9 @@ def test_dr2_runs_once_per_image_across_evaluations(
     two = [f"evaluator.settings=[{SETTING}, {{N: 8, tau: 1, omega: 2}}]".replace("'", "")]
     result = train_enhancer(_cfg(tmp_path, testset, *two))
     assert len(sorted((result.run_dir / "eval").glob("results_step*.json"))) == 2  # two evaluations
-    assert sum(calls) == 2 * 3  # 3 images x 2 settings, all in the first evaluation
+    assert sum(calls) == 2 * 2  # 2 images x 2 settings, all in the first evaluation
     (evaluator,) = [cb for cb in result.trainer.callbacks if isinstance(cb, EnhancerEvaluator)]
-    assert {len(v) for v in evaluator.dr2_outputs.values()} == {3} and len(evaluator.dr2_outputs) == 2
+    assert {len(v) for v in evaluator.dr2_outputs.values()} == {2} and len(evaluator.dr2_outputs) == 2
     assert {"eval/tiny/x4_mild/N8_tau1_omega2/psnr", "eval/tiny/x4_mild/N4_tau2_omega3/psnr"} <= set(
         evaluator.last_results
     )
@@ -146,6 +146,7 @@ def test_cached_evaluation_equals_dr2e_inference(testset: Path) -> None:
     trainer = SimpleNamespace(callbacks=[], world_size=1, global_rank=0, is_global_zero=True, loggers=[], global_step=0)
     evaluator.setup(trainer, module, "fit")
     first = evaluator.evaluate(trainer, module)
+    assert evaluator.cached
     again = evaluator.evaluate(trainer, module)  # from the cached DR2 outputs
     assert again == first
 

@@ -313,6 +313,19 @@ class EnhancerEvaluator(BenchmarkEvaluator):
         self.diffusion = diffusion
         self.enhancer_size = enhancer_size
         self.dr2_outputs: dict[tuple[str, str], dict[str, Tensor]] = {}  # (setting, split key) -> name -> DR2
+        self.cached = False  # True once an evaluation has run: every image of this rank's shard is cached
+
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        if self.cached:
+            return super().evaluate(trainer, pl_module)
+        home = next(self.unet.parameters()).device
+        self.unet.to(pl_module.device)  # for the DR2 stage of this first evaluation only
+        try:
+            results = super().evaluate(trainer, pl_module)
+        finally:
+            self.unet.to(home)
+        self.cached = True
+        return results
 
     def restorer(self, network: nn.Module, setting: dict[str, Any], key: str, target_size: int) -> Restore:
         pipe = DR2E(
@@ -330,10 +343,7 @@ class EnhancerEvaluator(BenchmarkEvaluator):
         def restore(lq: Tensor, names: Sequence[str]) -> Tensor:
             missing = [i for i, name in enumerate(names) if name not in cache]
             if missing:
-                home = next(self.unet.parameters()).device
-                self.unet.to(lq.device)
                 dr2 = pipe.remove_degradation(lq[missing], seeds=self.seeds([names[i] for i in missing]))
-                self.unet.to(home)
                 cache.update({names[i]: out.cpu() for i, out in zip(missing, dr2, strict=True)})
             return pipe.enhance(torch.stack([cache[name] for name in names]).to(lq.device))
 
