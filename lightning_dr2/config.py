@@ -543,11 +543,23 @@ def validate_training(c: _Checks) -> None:
     c.at_least("sampling.steps", 1)
     c.at_least("sampling.every_n_steps", 0, " (0: only at the end)")
     c.require("sampling.eta", lambda v: 0.0 <= v <= 1.0, "must be in [0, 1] (0: deterministic DDIM)")
-    if c.value("evaluator.enabled"):
-        c.at_least("evaluator.batch_size", 1)
-        c.at_least("evaluator.every_n_steps", 1)
-        for i, s in enumerate(c.value("evaluator.settings")):
-            c.dr2_settings(f"evaluator.settings[{i}].", s["N"], s["tau"], s["omega"], c.value("evaluator.respacing"))
+    validate_evaluator(c)
+
+
+def validate_evaluator(c: _Checks) -> None:
+    """The `evaluator` section of a training config (DDPM or enhancer)."""
+    if not c.value("evaluator.enabled"):
+        return
+    c.require(
+        "evaluator.sets",
+        lambda v: len(v) > 0,
+        "must list the benchmark sets to score when evaluator.enabled=true, e.g. "
+        "evaluator.sets=[{name: celeba_test, root: data/testsets/celeba_test, limit: 100}]",
+    )
+    c.at_least("evaluator.batch_size", 1)
+    c.at_least("evaluator.every_n_steps", 1)
+    for i, s in enumerate(c.value("evaluator.settings")):
+        c.dr2_settings(f"evaluator.settings[{i}].", s["N"], s["tau"], s["omega"], c.value("evaluator.respacing"))
 
 
 def validate_pipeline(c: _Checks) -> None:

@@ -11,12 +11,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lightning_dr2.config import (
+    VALIDATORS,
     CheckpointConfig,
     EMAConfig,
+    EvaluatorConfig,
     NetConfig,
     SettingConfig,
     TrainerConfig,
     WandbConfig,
+    validate_evaluator,
 )
 from lightning_dr2.diffusion import DiffusionConfig
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS
@@ -99,8 +102,11 @@ class DR2SourceConfig:
 
 @dataclass
 class EnhanceExperimentConfig:
-    """`train-enhancer`: the second training stage. `trainer.max_steps`, `trainer.val_check_interval` and
-    `checkpoint.every_n_steps` count iterations (one D step + one G step each)."""
+    """`train-enhancer`: the second training stage. `trainer.max_steps`, `trainer.val_check_interval`,
+    `checkpoint.every_n_steps` and `evaluator.every_n_steps` count iterations (one D step + one G step each).
+
+    `evaluator`: benchmark metrics of DR2 + the EMA generator while training; the DR2 stage runs the frozen
+    UNet of `dr2` (weights, net, diffusion) with the evaluator's own settings and respacing."""
 
     experiment: str = "enhance_tiny"
     run: str | None = None
@@ -117,3 +123,8 @@ class EnhanceExperimentConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+
+
+# Checked by `config.load_config` like every schema (this module registers it: config.py cannot import it).
+VALIDATORS[EnhanceExperimentConfig] = validate_evaluator

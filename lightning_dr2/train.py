@@ -63,25 +63,9 @@ def build_module(cfg: DictConfig) -> DDPMModule:
 
 
 def build_evaluator(cfg: DictConfig, path: Path) -> pl.Callback:
-    from lightning_dr2.callbacks.evaluator import DR2Evaluator
+    from lightning_dr2.callbacks.evaluator import DR2Evaluator, evaluator_options
 
-    ev = cfg.evaluator
-    if not ev.sets:
-        raise ConfigError("evaluator.enabled=true needs evaluator.sets (e.g. [{name: celeba_test, root: ...}])")
-    container: dict[str, Any] = OmegaConf.to_container(ev, resolve=True)  # type: ignore[assignment]
-    return DR2Evaluator(
-        sets=container["sets"],
-        settings=container["settings"],
-        every_n_steps=ev.every_n_steps,
-        metrics=container["metrics"],
-        batch_size=ev.batch_size,
-        respacing=ev.respacing,
-        skip_missing_weights=ev.skip_missing_weights,
-        random_metric_networks=ev.random_metric_networks,
-        seed=cfg.seed,
-        log_images=ev.log_images,
-        out_dir=path / "eval",
-    )
+    return DR2Evaluator(**evaluator_options(cfg.evaluator, cfg.seed, path / "eval"))
 
 
 @dataclass

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_dr2.callbacks.ema import EMA, ema_or_live
+from lightning_dr2.callbacks.evaluator import EnhancerEvaluator, evaluator_options
 from lightning_dr2.config import ConfigError
 from lightning_dr2.datasets.enhancer_data import MODES, EnhancerDataModule, OnTheFlyDR2, PairAugment, Setting
 from lightning_dr2.diffusion import DiffusionConfig
@@ -36,24 +37,48 @@ def _container(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True)
 
 
-def build_pair_maker(cfg: DictConfig, precision: str) -> OnTheFlyDR2 | None:
-    """The DR2 run on each batch (on_the_fly mode), checked against every configured (N, tau) now."""
-    if cfg.data.mode != "on_the_fly":
-        return None
+def load_dr2_unet(cfg: DictConfig) -> tuple[torch.nn.Module, DiffusionConfig]:
+    """The frozen UNet of `cfg.dr2` (and its process) that makes the training inputs and the eval DR2 outputs."""
     from lightning_dr2.dr2.pipeline import load_unet
-    from lightning_dr2.dr2.remover import DR2
 
     unet, process = load_unet(
         cfg.dr2.unet_weights,
         _container(cfg.dr2.net),
         diffusion=DiffusionConfig.from_dict(_container(cfg.dr2.diffusion)),
     )
+    return unet.requires_grad_(False), process
+
+
+def build_pair_maker(
+    cfg: DictConfig, precision: str, dr2_unet: tuple[torch.nn.Module, DiffusionConfig] | None
+) -> OnTheFlyDR2 | None:
+    """The DR2 run on each batch (on_the_fly mode), checked against every configured (N, tau) now."""
+    if cfg.data.mode != "on_the_fly":
+        return None
+    from lightning_dr2.dr2.remover import DR2
+
+    assert dr2_unet is not None, "train_enhancer loads the UNet for on_the_fly mode"
+    unet, process = dr2_unet
     dtype = torch.bfloat16 if precision.startswith("bf16") else None
-    dr2 = DR2(unet.requires_grad_(False), respacing=cfg.dr2.respacing, diffusion=process, dtype=dtype)
+    dr2 = DR2(unet, respacing=cfg.dr2.respacing, diffusion=process, dtype=dtype)
     size = int(unet.image_size)
     for s in settings_of(cfg):
         dr2.validate(torch.zeros(1, 3, size, size), s.N, s.tau, dr2.resolve_omega(s.N, s.tau, s.omega))
     return OnTheFlyDR2(dr2, cfg.data.size, augment_of(cfg))
+
+
+def build_evaluator(
+    cfg: DictConfig, path: Path, dr2_unet: tuple[torch.nn.Module, DiffusionConfig]
+) -> EnhancerEvaluator:
+    """Benchmark metrics of DR2 (the frozen UNet, run once per eval image) + the EMA generator."""
+    unet, process = dr2_unet
+    return EnhancerEvaluator(
+        **evaluator_options(cfg.evaluator, cfg.seed, path / "eval"),
+        steps_per_iteration=ITERATION_STEPS,
+        unet=unet,
+        diffusion=process,
+        enhancer_size=cfg.data.size,
+    )
 
 
 def settings_of(cfg: DictConfig) -> list[Setting]:
@@ -123,7 +148,10 @@ def train_enhancer(cfg: DictConfig) -> EnhancerTrainResult:
     path, ckpt_path = start_run(cfg)
     t = cfg.trainer
     precision = resolve_precision(t.precision, t.accelerator)
-    pair_maker = build_pair_maker(cfg, precision)
+    # One UNet for the on-the-fly pairs and the evaluator's DR2 stage, loaded only if one of them runs.
+    needs_unet = cfg.data.mode == "on_the_fly" or cfg.evaluator.enabled
+    dr2_unet = load_dr2_unet(cfg) if needs_unet else None
+    pair_maker = build_pair_maker(cfg, precision, dr2_unet)
     datamodule = build_datamodule(cfg, pair_maker)
     module = build_module(cfg, path, pair_maker)
     ema = EMA(decay=cfg.ema.decay, warmup=cfg.ema.warmup, attr="generator")
@@ -131,10 +159,14 @@ def train_enhancer(cfg: DictConfig) -> EnhancerTrainResult:
     checkpoints, preemption = checkpoint_callbacks(
         path, cfg.checkpoint.every_n_steps * ITERATION_STEPS, cfg.checkpoint.save_top_k
     )
+    callbacks: list[pl.Callback] = [ema, preemption, checkpoints]
+    if cfg.evaluator.enabled:
+        assert dr2_unet is not None
+        callbacks.append(build_evaluator(cfg, path, dr2_unet))  # after EMA: scores the updated average
     trainer = build_trainer(
         path,
         t,
-        [ema, preemption, checkpoints],
+        callbacks,
         build_loggers(cfg, path),
         max_steps=t.max_steps * ITERATION_STEPS,
         num_sanity_val_steps=0,

@@ -246,19 +246,34 @@ class DR2E:
         self, lq: Tensor, seeds: Sequence[int] | None = None, noise: NoiseFn | None = None
     ) -> dict[str, Tensor]:
         """(B, 3, H, W) in [-1, 1], any H, W -> {"dr2": at the UNet size, "output": at the enhancer size}."""
+        dr2 = self.remove_degradation(lq, seeds, noise)
+        return {"dr2": dr2, "output": self.enhance(dr2)}
+
+    @torch.no_grad()
+    def remove_degradation(
+        self, lq: Tensor, seeds: Sequence[int] | None = None, noise: NoiseFn | None = None
+    ) -> Tensor:
+        """The DR2 stage alone: (B, 3, H, W) in [-1, 1] -> DR2 outputs at the UNet size (default seeds 0..B-1)."""
         x = resize(lq.to(self.device).float(), self.image_size).clamp(-1, 1)
         if seeds is None and noise is None:
             seeds = list(range(x.shape[0]))
-        dr2 = self.dr2(x, self.N, self.tau, self.omega, noise=noise, seeds=seeds).clamp(-1, 1)
-        if self.enhancer is None:
-            return {"dr2": dr2, "output": resize(dr2, self.enhancer_size).clamp(-1, 1)}
+        return self.dr2(x, self.N, self.tau, self.omega, noise=noise, seeds=seeds).clamp(-1, 1)
+
+    @torch.no_grad()
+    def enhance(self, dr2: Tensor) -> Tensor:
+        """The enhancement stage alone: DR2 outputs -> bicubic to the enhancer size -> enhancer (if any) -> clamp.
+
+        Separate so that a caller with the DR2 outputs already at hand (the enhancer-training evaluator,
+        whose UNet is frozen) runs exactly the inference path from there."""
         up = resize(dr2, self.enhancer_size).clamp(-1, 1)
+        if self.enhancer is None:
+            return up
         if self.dtype is not None and self.dtype != torch.float32:
             with torch.autocast(up.device.type, dtype=self.dtype):
                 out = self.enhancer(up).float()
         else:
             out = self.enhancer(up)
-        return {"dr2": dr2, "output": out.clamp(-1, 1)}
+        return out.clamp(-1, 1)
 
     def restore(
         self, images: Tensor | Sequence[np.ndarray], seeds: Sequence[int] | None = None
