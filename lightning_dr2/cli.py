@@ -227,8 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.hq_root=/data/ffhq trainer.devices=8")
     p.set_defaults(func=_cmd_train_enhancer)
 
-    p = sub.add_parser("quickstart", help="synthetic faces -> tiny DDPM -> samples and loss curve, on CPU")
-    p.add_argument("overrides", nargs="*", help="overrides of experiments/quickstart.yaml")
+    p = sub.add_parser(
+        "quickstart", help="synthetic faces -> tiny DDPM -> DR2 -> tiny enhancer -> DR2 vs DR2+enhancer report, on CPU"
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="overrides of experiments/quickstart.yaml; enhance.<key>=value: of the enhancer stage",
+    )
     p.set_defaults(func=_cmd_quickstart)
 
     p = sub.add_parser("restore", help="restore a folder of faces with DR2 + enhancer (multi-GPU, resumable)")
