@@ -32,7 +32,7 @@ install: $(VENV)/.installed ## create .venv and install the package (editable, d
 test: install ## run the CPU test suite (gpu/weights tests skip themselves; missing ../shared/fixtures is an error)
 	DR2_REQUIRE_FIXTURES=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
-quickstart: install ## synthetic faces -> tiny DDPM on CPU -> samples, loss curve (a few minutes)
+quickstart: install ## synthetic faces -> tiny DDPM -> DR2 -> tiny enhancer -> DR2 vs DR2+enhancer report, on CPU (minutes)
 	$(PY) -m lightning_dr2 quickstart $(ARGS)
 
 train-ddpm: install ## train a DDPM: make train-ddpm EXP=ddpm_ffhq256 ARGS="trainer.devices=8 data.root=/data/ffhq"
@@ -56,10 +56,12 @@ eval: install ## evaluate: make eval EVAL=experiments/eval_celeba_test.yaml ARGS
 compare: install ## compare evaluation runs: make compare RUNS="runs/eval_celeba_test"
 	$(PY) -m lightning_dr2 compare $(RUNS) $(ARGS)
 
-bench: install ## benchmarks (JSON): training step, DR2+SPARNetHD restore, eval overhead
+bench: install ## benchmarks (JSON): DDPM step, DR2+SPARNetHD restore, eval overhead, enhancer step, DR2 cache
 	$(PY) -m lightning_dr2 bench train $(ARGS)
 	$(PY) -m lightning_dr2 bench restore $(ARGS)
 	$(PY) -m lightning_dr2 bench eval $(ARGS)
+	$(PY) -m lightning_dr2 bench enhancer $(ARGS)
+	$(PY) -m lightning_dr2 bench dr2-cache $(ARGS)
 
 lint: install ## ruff
 	$(PY) -m ruff check lightning_dr2 tests

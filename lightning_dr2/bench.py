@@ -6,6 +6,7 @@ anchors in DESIGN.md were measured on one H200 at 256x256 with the DR2 UNet flag
 
 from __future__ import annotations
 
+import copy
 import math
 import platform
 import resource
@@ -91,12 +92,68 @@ class EvalBenchOptions(RestoreBenchOptions):
         return cls(**asdict(RestoreBenchOptions.for_device(cuda)))
 
 
+# `bench enhancer` networks: the released SPARNetHD recipe at 512, or a 32 px SPARNet that runs in seconds on CPU.
+TINY_SPARNET = {"size": 32, "min_ch": 8, "max_ch": 32, "min_feat_size": 8, "res_depth": 0, "bottleneck_size": 32}
+ENHANCER_PRESETS: dict[str, dict[str, Any]] = {
+    "sparnethd": {"generator": {"name": "sparnethd", "options": {}}, "discriminator": {}},
+    "tiny": {
+        "generator": {"name": "sparnet", "options": TINY_SPARNET},
+        "discriminator": {"base_ch": 8, "max_ch": 32, "layers": 2},
+    },
+}
+
+
+@dataclass
+class EnhancerBenchOptions:
+    """`bench enhancer`: one training iteration of the enhancer (D step, then G step with the recipe's four
+    losses and Adam), random weights (defaults: `for_device`)."""
+
+    preset: str = "tiny"  # an ENHANCER_PRESETS name: sparnethd (512) | tiny (32 px SPARNet)
+    batch: int = 2
+    dtype: str = "fp32"  # fp32 | bf16 (autocast; the recipe's GPU precision)
+    vgg: bool = True  # include the VGG19 perceptual loss (random weights: the same cost as the real ones)
+    device: str = "cpu"
+    steps: int = 2
+    warmup: int = 1
+
+    @classmethod
+    def for_device(cls, cuda: bool) -> EnhancerBenchOptions:
+        if not cuda:
+            return cls()
+        return cls(preset="sparnethd", batch=2, dtype="bf16", device="cuda", steps=10, warmup=3)
+
+
+@dataclass
+class CacheBenchOptions:
+    """`bench dr2-cache`: the `dr2-cache` job over generated faces with a random UNet (defaults: `for_device`)."""
+
+    flags: str = "tiny"
+    images: int = 8
+    batch: int = 4
+    N: int = 8
+    tau: int = 35
+    dtype: str = "fp32"  # fp32 | bf16
+    compile: bool = False
+    channels_last: bool = False
+    device: str = "cpu"
+
+    @classmethod
+    def for_device(cls, cuda: bool) -> CacheBenchOptions:
+        if not cuda:
+            return cls()
+        return cls(flags="dr2", images=256, batch=32, dtype="bf16", compile=True, channels_last=True, device="cuda")
+
+
 def load_options(schema: type, options: Sequence[str]) -> DictConfig:
     """`key=value` options onto the schema's defaults for this machine; unknown keys and wrong types raise
     `ConfigError` naming the key (the same machinery as experiment configs)."""
     cfg = load_structured(schema.for_device(torch.cuda.is_available()), overrides=options)
-    _choice(cfg, "flags", sorted(UNET_PRESETS))
-    _choice(cfg, "dtype", ["bf16", "fp16", "fp32"])
+    if "flags" in cfg:
+        _choice(cfg, "flags", sorted(UNET_PRESETS))
+    if "preset" in cfg:
+        _choice(cfg, "preset", sorted(ENHANCER_PRESETS))
+    no_fp16 = schema in (EnhancerBenchOptions, CacheBenchOptions)  # their jobs run fp32 or bf16 autocast
+    _choice(cfg, "dtype", ["bf16", "fp32"] if no_fp16 else ["bf16", "fp16", "fp32"])
     return cfg
 
 
@@ -299,10 +356,129 @@ def bench_eval(opts: DictConfig) -> dict[str, Any]:
     }
 
 
+def bench_enhancer(opts: DictConfig) -> dict[str, Any]:
+    """One enhancer training iteration (D step, then G step: L1, perceptual, feature matching, hinge GAN;
+    Adam G/D as in the recipe): img/s and peak memory. The networks are `EnhancerModule`'s own."""
+    from lightning_dr2.modules.enhancer import EnhancerModule
+    from lightning_dr2.nets.generators import generator_size
+
+    device = torch.device(opts["device"])
+    preset = ENHANCER_PRESETS[opts["preset"]]
+    torch.manual_seed(0)
+    module = EnhancerModule(
+        generator=preset["generator"],
+        discriminator=preset["discriminator"],
+        loss={} if opts["vgg"] else {"vgg": 0.0},
+        optim={"lr_g": 1e-4, "lr_d": 4e-4, "betas": [0.5, 0.99]},
+        vgg_weights="random",
+    ).to(device)
+    if module.perceptual is not None:
+        module.perceptual.to(device)
+    opt_g, opt_d = module.configure_optimizers()
+    size = generator_size(module.generator)
+    gen = torch.Generator().manual_seed(1)
+    y = (torch.rand(opts["batch"], 3, size, size, generator=gen) * 2 - 1).to(device)
+    x = (torch.rand(opts["batch"], 3, size, size, generator=gen) * 2 - 1).to(device)
+    amp = opts["dtype"] == "bf16"
+
+    def update(optimizer: torch.optim.Optimizer, losses: Callable[[], dict[str, torch.Tensor]], key: str) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = losses()[key]
+        loss.backward()
+        optimizer.step()
+
+    def step() -> None:
+        update(opt_d, lambda: module.discriminator_losses(y, x), "d_loss")
+        update(opt_g, lambda: module.generator_losses(y, x), "g_loss")
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = time_steps(step, device, opts["warmup"], opts["steps"])
+    return {
+        "benchmark": "enhancer",
+        **device_info(device),
+        "preset": opts["preset"],
+        "generator": preset["generator"]["name"],
+        "image_size": size,
+        "generator_params_m": round(sum(p.numel() for p in module.generator.parameters()) / 1e6, 2),
+        "discriminator_params_m": round(sum(p.numel() for p in module.discriminator.parameters()) / 1e6, 2),
+        "vgg": opts["vgg"],
+        "dtype": opts["dtype"],
+        "batch": opts["batch"],
+        "steps_timed": opts["steps"],
+        "ms_per_step": round(seconds * 1e3, 2),
+        "img_per_s": round(opts["batch"] / seconds, 2),
+        "peak_memory_gib": round(peak_memory_gib(device), 3),
+        "torch": torch.__version__,
+    }
+
+
+def bench_dr2_cache(opts: DictConfig) -> dict[str, Any]:
+    """The `dr2-cache` job end to end (planning, hashing, PNG decode, DR2, PNG encode, manifests) over
+    generated faces with a random UNet: images/s, to set beside the DR2 stage of `bench restore`.
+
+    A first job over one batch warms up (compilation, allocator) before the timed job on all `images`."""
+    from lightning_dr2.config import CacheConfig, load_config
+    from lightning_dr2.datasets.synthetic import generate_faces
+    from lightning_dr2.dr2_cache import run_cache
+
+    device = torch.device(opts["device"])
+    flags = UNET_PRESETS[opts["flags"]]
+    size = flags["image_size"]
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        hq = root / "hq"
+        generate_faces(hq, n=opts["images"], size=size, seed=0, workers=1)
+        cfg = load_config(
+            None,
+            [
+                "unet_weights=random",
+                f"settings=[{{N: {opts['N']}, tau: {opts['tau']}}}]",
+                f"batch_size={opts['batch']}",
+                f"dtype={opts['dtype']}",
+                f"compile={opts['compile']}",
+                f"channels_last={opts['channels_last']}",
+                f"accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
+                "devices=1",
+                "num_workers=0",
+                "progress_bar=false",
+            ],
+            schema=CacheConfig,
+        )
+        cfg.net = OmegaConf.merge(cfg.net, flags)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        warm = copy.deepcopy(cfg)
+        warm.hq, warm.out, warm.limit = str(hq), str(root / "warmup"), opts["batch"]
+        run_cache(warm)
+        cfg.hq, cfg.out = str(hq), str(root / "cache")
+        summary = run_cache(cfg)
+    return {
+        "benchmark": "dr2-cache",
+        **device_info(device),
+        "unet_flags": opts["flags"],
+        "unet_size": size,
+        "N": opts["N"],
+        "tau": opts["tau"],
+        "dtype": opts["dtype"],
+        "batch": opts["batch"],
+        "compile": opts["compile"],
+        "channels_last": opts["channels_last"],
+        "images": summary.made,
+        "seconds": round(summary.seconds, 3),
+        "img_per_s": round(summary.images_per_second, 3),
+        "peak_memory_gib": round(peak_memory_gib(device), 3),
+        "torch": torch.__version__,
+    }
+
+
 BENCHMARKS: dict[str, tuple[type, Callable[[DictConfig], dict[str, Any]]]] = {
     "train": (TrainBenchOptions, bench_train),
     "restore": (RestoreBenchOptions, bench_restore),
     "eval": (EvalBenchOptions, bench_eval),
+    "enhancer": (EnhancerBenchOptions, bench_enhancer),
+    "dr2-cache": (CacheBenchOptions, bench_dr2_cache),
 }
 
 

@@ -227,8 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.hq_root=/data/ffhq trainer.devices=8")
     p.set_defaults(func=_cmd_train_enhancer)
 
-    p = sub.add_parser("quickstart", help="synthetic faces -> tiny DDPM -> samples and loss curve, on CPU")
-    p.add_argument("overrides", nargs="*", help="overrides of experiments/quickstart.yaml")
+    p = sub.add_parser(
+        "quickstart", help="synthetic faces -> tiny DDPM -> DR2 -> tiny enhancer -> DR2 vs DR2+enhancer report, on CPU"
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="overrides of experiments/quickstart.yaml; enhance.<key>=value: of the enhancer stage",
+    )
     p.set_defaults(func=_cmd_quickstart)
 
     p = sub.add_parser("restore", help="restore a folder of faces with DR2 + enhancer (multi-GPU, resumable)")
@@ -312,12 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("bench", help="benchmarks with JSON output (device, dtype, batch, img/s, peak memory)")
-    p.add_argument("what", choices=["train", "restore", "eval"], help="what to measure")
+    p.add_argument("what", choices=["train", "restore", "eval", "enhancer", "dr2-cache"], help="what to measure")
     p.add_argument(
         "overrides",
         nargs="*",
-        help="key=value (bench.TrainBenchOptions, RestoreBenchOptions, EvalBenchOptions): batch=16 flags=dr2|tiny "
-        "compile=true dtype=bf16 steps=20",
+        help="key=value (bench.TrainBenchOptions, RestoreBenchOptions, EvalBenchOptions, EnhancerBenchOptions, "
+        "CacheBenchOptions): batch=16 flags=dr2|tiny preset=sparnethd|tiny compile=true dtype=bf16 steps=20",
     )
     p.add_argument("--out", default=None, help="also write the JSON here")
     p.set_defaults(func=_cmd_bench)

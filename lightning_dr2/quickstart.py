@@ -3,9 +3,15 @@
 1. train a tiny DDPM on synthetic faces (EMA sample grid, loss curve, exported UNet);
 2. degrade held-out synthetic faces (blur, downsample, noise, JPEG) and run DR2 with the trained UNet:
    an input | DR2 | target grid and the PSNR of both against the target;
-3. build a tiny benchmark set (4x/8x x mild/severe) from held-out faces and evaluate the pipeline on
-   it like the papers do: metrics table (PSNR/SSIM always; LPIPS/FID/Deg when their weights are
-   present) and a report (report.md, self-contained report.html) with input | DR2 | output | GT grids.
+3. cache DR2 outputs of training faces with the trained UNet (the `dr2-cache` job) and train the tiny
+   enhancer on them (the `train-enhancer` job, `experiments/enhance_tiny.yaml` in folder mode at 32 px);
+4. build a tiny benchmark set (4x/8x x mild/severe) from held-out faces and evaluate DR2 alone and DR2 +
+   that enhancer on it like the papers do (the `eval` job twice), then put both side by side (the
+   `compare` job): metrics table with both rows (PSNR/SSIM always; LPIPS/FID/Deg when their weights are
+   present) and reports (.md, self-contained .html) with input | DR2 | enhanced | target grids.
+
+Overrides starting with `enhance.` go to the enhancer recipe (`enhance.trainer.max_steps=20`), the
+others to `experiments/quickstart.yaml` (the DDPM stage).
 
 Every grid shows faces upscaled (nearest) to at least 128 px. The job returns a `QuickstartResult`;
 `cli.py` prints it.
@@ -23,17 +29,22 @@ from typing import Any
 import torch
 from PIL import Image
 
-from lightning_dr2.config import EvalConfig, load_config
+from lightning_dr2.compare import Comparison, compare
+from lightning_dr2.config import CacheConfig, EvalConfig, load_config
 from lightning_dr2.datasets.degradations import DegradationSpec, degrade_with_seed
-from lightning_dr2.datasets.synthetic import face_seed, render_face
+from lightning_dr2.datasets.synthetic import face_seed, generate_faces, render_face
 from lightning_dr2.datasets.testset_builder import build_testset
 from lightning_dr2.datasets.testset_spec import load_spec
+from lightning_dr2.dr2.enhancer_export import read_enhancer_sidecar
 from lightning_dr2.dr2.pipeline import DR2E
+from lightning_dr2.dr2_cache import SAMPLE_DIR, CacheSummary, run_cache
+from lightning_dr2.enhancer_config import EnhanceExperimentConfig
 from lightning_dr2.evaluation import EvalResult, run_eval
 from lightning_dr2.io import images_to_tensor, to_uint8
 from lightning_dr2.metrics.psnr_ssim import psnr_per_image
-from lightning_dr2.report import metrics_table, save_grid
+from lightning_dr2.report import save_grid
 from lightning_dr2.train import train_ddpm
+from lightning_dr2.train_enhancer import EnhancerTrainResult, train_enhancer
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +53,31 @@ HELD_OUT_SEED = 987_654  # synthetic faces never seen in training (training uses
 DEMO_DEGRADATION = DegradationSpec(
     kernel_size=21, sigma_range=(1.0, 2.0), scale_range=(4, 4), noise_range=(5, 10), jpeg_range=(60, 80)
 )
+
+ENHANCE_PREFIX = "enhance."  # quickstart overrides meant for the enhancer recipe
+ENHANCER_FACES = 64  # training faces (the DDPM's own, seed 0) whose DR2 outputs the enhancer learns from
+# The tiny enhancer recipe (experiments/enhance_tiny.yaml) at the quickstart's 32 px, in folder mode on the
+# cache; the rest of the budget-bound choices (steps, batch) are made here and printed with the stage.
+ENHANCER_OVERRIDES = (
+    "generator.options.min_feat_size=8",
+    "discriminator.layers=2",  # 3 scales x 2 layers fit 32 px
+    "loss.vgg=0",  # the tiny recipe's VGG19 has random weights: no perceptual meaning, only cost
+    "data.synthetic_n=0",
+    "data.batch_size=8",
+    "data.val_n=4",
+    "optim.lr_g=1e-3",  # 10x the recipe's: a few hundred iterations instead of FFHQ's epochs
+    "ema.decay=0.95",  # the recipe's 0.999 would still be mostly the random init after this short run
+    "trainer.max_steps=200",
+    "trainer.val_check_interval=200",
+    "checkpoint.every_n_steps=200",
+)
+
+
+def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(DDPM-stage overrides, enhancer-stage overrides without their `enhance.` prefix)."""
+    ddpm = [o for o in overrides if not o.startswith(ENHANCE_PREFIX)]
+    enhance = [o[len(ENHANCE_PREFIX) :] for o in overrides if o.startswith(ENHANCE_PREFIX)]
+    return ddpm, enhance
 
 
 def dr2_demo(unet_path: Path, out_dir: Path, size: int, n: int = 8, N: int = 4, tau: int = 20) -> dict[str, float]:  # noqa: N803
@@ -65,8 +101,81 @@ def dr2_demo(unet_path: Path, out_dir: Path, size: int, n: int = 8, N: int = 4, 
     }
 
 
-def eval_demo(unet_path: Path, run_dir: Path, size: int, n: int = 8, N: int = 4, tau: int = 20) -> EvalResult:  # noqa: N803
-    """Tiny synthetic benchmark (2 scales x 2 severities) + the eval job on it."""
+@dataclass
+class EnhancerStage:
+    """The DR2 cache of the training faces and the enhancer trained on it."""
+
+    cache: CacheSummary
+    training: EnhancerTrainResult
+
+    @property
+    def export_path(self) -> Path:
+        assert self.training.export_path is not None  # a single-process job exports
+        return self.training.export_path
+
+
+def enhancer_stage(
+    unet_path: Path,
+    run_dir: Path,
+    size: int,
+    overrides: Sequence[str] = (),
+    n: int | None = None,
+    N: int = 4,  # noqa: N803
+    tau: int = 20,
+) -> EnhancerStage:
+    """Cache DR2(x) of `n` (default ENHANCER_FACES) training faces with the trained UNet, then train the tiny
+    enhancer on those pairs."""
+    n = ENHANCER_FACES if n is None else n
+    stage_dir = run_dir / "enhancer"
+    hq = stage_dir / "hq"
+    generate_faces(hq, n=n, size=size, seed=0, workers=1)  # a few tiny faces: no process pool
+    setting = f"[{{N: {N}, tau: {tau}}}]"  # the setting the benchmark evaluates
+    cache_cfg = load_config(
+        None,
+        [f"unet_weights={unet_path}", f"settings={setting}", "batch_size=64", "num_workers=0", "progress_bar=false"],
+        schema=CacheConfig,
+    )
+    cache_cfg.hq, cache_cfg.out = str(hq), str(stage_dir / "dr2_cache")
+    cache = run_cache(cache_cfg)
+    cfg = load_config(
+        "enhance_tiny",
+        [
+            *ENHANCER_OVERRIDES,
+            f"generator.options.size={size}",
+            f"data.size={size}",
+            "data.mode=folder",
+            f"data.hq_root={hq}",
+            f"data.dr2_root={cache.output / SAMPLE_DIR}",
+            f"dr2.unet_weights={unet_path}",
+            f"dr2.settings={setting}",
+            f"runs_dir={run_dir}",
+            "run=enhancer",
+            *overrides,
+        ],
+        schema=EnhanceExperimentConfig,
+    )
+    return EnhancerStage(cache, train_enhancer(cfg))
+
+
+def exported_name(weights: Path) -> str:
+    """The generator an exported enhancer's JSON names (the eval's method label: DR2+<name>)."""
+    record = read_enhancer_sidecar(weights)
+    if record is None:
+        raise FileNotFoundError(f"{weights}: no exported enhancer description next to it (run train-enhancer)")
+    return str(record["generator"])
+
+
+def eval_demo(
+    unet_path: Path,
+    run_dir: Path,
+    size: int,
+    enhancer: Path | None = None,
+    n: int = 8,
+    N: int = 4,  # noqa: N803
+    tau: int = 20,
+) -> EvalResult:
+    """Tiny synthetic benchmark (2 scales x 2 severities) + the eval job on it: DR2 alone (with the Input
+    row) or, given an exported `enhancer`, DR2 + that enhancer."""
     hq_dir = run_dir / "eval_hq"
     hq_dir.mkdir(parents=True, exist_ok=True)
     for i in range(n):
@@ -81,15 +190,19 @@ def eval_demo(unet_path: Path, run_dir: Path, size: int, n: int = 8, N: int = 4,
         None,
         [
             f"unet_weights={unet_path}",
-            "enhancer.name=none",
+            *(
+                ["enhancer.name=none"]
+                if enhancer is None
+                else [f"enhancer.name={exported_name(enhancer)}", f"enhancer.weights={enhancer}"]
+            ),
             f"enhancer.size={size}",
             f"sets=[{{name: synthetic, root: {testset}}}]",
             f"settings=[{{N: {N}, tau: {tau}}}]",
             "skip_missing_weights=true",
-            "reference=true",
+            f"reference={enhancer is None}",
             f"runs_dir={run_dir}",
             "experiment=eval",
-            "run=quickstart",
+            f"run={'dr2' if enhancer is None else 'dr2_enhancer'}",
             "wandb.mode=disabled",
             "num_workers=0",
             f"batch_size={n}",
@@ -103,52 +216,70 @@ def eval_demo(unet_path: Path, run_dir: Path, size: int, n: int = 8, N: int = 4,
 
 @dataclass
 class QuickstartResult:
-    """Where the quickstart wrote its outputs, the DR2 demo's numbers and the evaluation."""
+    """Where the quickstart wrote its outputs, the DR2 demo's numbers, both evaluations and their comparison."""
 
     outputs: dict[str, str]
     demo: dict[str, Any]
-    evaluation: EvalResult
+    evaluation: EvalResult  # DR2 alone (with the Input row)
+    enhanced: EvalResult  # DR2 + the enhancer trained in stage 3
+    comparison: Comparison
     seconds: float
 
     def summary(self) -> str:
-        """What `cli.py` prints at the end: the metrics table, the files, and the report to open."""
+        """What `cli.py` prints at the end: the metrics table (both rows), the files, and the report to open."""
         demo = self.demo
-        lines = [metrics_table(self.evaluation.table_rows)]
-        lines += [f"  note: {metric}: {note}" for metric, note in self.evaluation.notes.items()]
+        lines = [self.comparison.markdown]
+        notes = {**self.evaluation.notes, **self.enhanced.notes}
+        lines += [f"  note: {metric}: {note}" for metric, note in notes.items()]
         lines += ["", f"[quickstart] done in {self.seconds:.0f} s"]
-        lines += [f"  {name:30s} {path}" for name, path in self.outputs.items()]
+        lines += [f"  {name:32s} {path}" for name, path in self.outputs.items()]
         lines += [
             "",
             f"  DR2 (N={demo['N']}, tau={demo['tau']}, omega={demo['omega']}) on held-out faces: "
             f"PSNR input {demo['psnr_input']:.2f} dB -> DR2 output {demo['psnr_dr2']:.2f} dB (vs. clean target)",
             "",
-            f"open the report: {self.evaluation.report_html}",
+            f"open the reports: {self.outputs['comparison (both rows)']} (table), "
+            f"{self.enhanced.report_html} (input | DR2 | enhanced | target)",
         ]
         return "\n".join(lines)
 
 
 def run_quickstart(overrides: Sequence[str] = (), progress: Callable[[str], None] = log.info) -> QuickstartResult:
-    """Train, demo DR2, evaluate; `progress` receives one line per stage (cli.py passes `print`)."""
+    """Train, demo DR2, cache + train the enhancer, evaluate both; `progress` receives one line per stage
+    (cli.py passes `print`). Overrides `enhance.<key>=value` go to the enhancer recipe, the rest to the DDPM's."""
     start = time.perf_counter()
-    cfg = load_config("quickstart", list(overrides))
+    ddpm_overrides, enhance_overrides = split_overrides(overrides)
+    cfg = load_config("quickstart", ddpm_overrides)
+    size = cfg.data.image_size
     progress(
-        f"[quickstart] 1/3 training a tiny DDPM on {'synthetic ' if cfg.data.synthetic else ''}"
-        f"{cfg.data.image_size}px faces in {cfg.data.root} "
+        f"[quickstart] 1/4 training a tiny DDPM on {'synthetic ' if cfg.data.synthetic else ''}"
+        f"{size}px faces in {cfg.data.root} "
         f"for {cfg.trainer.max_steps} steps (CPU)"
     )
     result = train_ddpm(cfg)
-    progress("[quickstart] 2/3 DR2 on 8 held-out synthetic faces degraded 4x (blur, noise, JPEG)")
-    demo = dr2_demo(result.export_path, result.run_dir / "dr2", cfg.data.image_size)
-    progress("[quickstart] 3/3 tiny benchmark (4x/8x x mild/severe) and evaluation, as in the papers")
-    evaluation = eval_demo(result.export_path, result.run_dir, cfg.data.image_size)
+    progress("[quickstart] 2/4 DR2 on 8 held-out synthetic faces degraded 4x (blur, noise, JPEG)")
+    demo = dr2_demo(result.export_path, result.run_dir / "dr2", size)
+    progress(
+        f"[quickstart] 3/4 DR2 outputs of {ENHANCER_FACES} training faces (dr2-cache), then the tiny enhancer "
+        f"(experiments/enhance_tiny.yaml at {size} px, folder mode) trained on them"
+    )
+    stage = enhancer_stage(result.export_path, result.run_dir, size, enhance_overrides)
+    progress("[quickstart] 4/4 tiny benchmark (4x/8x x mild/severe): DR2 alone and DR2 + enhancer, as in the papers")
+    evaluation = eval_demo(result.export_path, result.run_dir, size)
+    enhanced = eval_demo(result.export_path, result.run_dir, size, enhancer=stage.export_path)
+    comparison = compare([evaluation.run_dir, enhanced.run_dir], out=result.run_dir / "compare")
     outputs = {
         "run directory": str(result.run_dir),
         f"sample grid (EMA, {cfg.sampling.method})": str(result.sample_grid),
         "loss curve": str(result.loss_curve),
         "exported UNet": str(result.export_path),
         "DR2 grid (input|DR2|target)": demo["grid"],
-        "metrics (results.json/.csv)": str(evaluation.run_dir / "results.json"),
-        "report (table + grids)": str(evaluation.report_md),
-        "report, one HTML file": str(evaluation.report_html),
+        "DR2 cache (enhancer inputs)": str(stage.cache.output),
+        "exported enhancer": str(stage.export_path),
+        "enhancer validation grid": str(stage.training.grid),
+        "metrics, DR2 (results.json)": str(evaluation.run_dir / "results.json"),
+        "metrics, DR2+enhancer": str(enhanced.run_dir / "results.json"),
+        "report, DR2+enhancer (grids)": str(enhanced.report_html),
+        "comparison (both rows)": str(next(f for f in comparison.files if f.suffix == ".html")),
     }
-    return QuickstartResult(outputs, demo, evaluation, time.perf_counter() - start)
+    return QuickstartResult(outputs, demo, evaluation, enhanced, comparison, time.perf_counter() - start)

@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from lightning_dr2.bench import EvalBenchOptions, RestoreBenchOptions, TrainBenchOptions, load_options, run_benchmark
+from lightning_dr2.bench import (
+    CacheBenchOptions,
+    EnhancerBenchOptions,
+    EvalBenchOptions,
+    RestoreBenchOptions,
+    TrainBenchOptions,
+    load_options,
+    run_benchmark,
+)
 from lightning_dr2.config import ConfigError
 
 
@@ -32,6 +40,23 @@ def test_bench_eval_reports_overhead_fraction() -> None:
 
 
 @pytest.mark.parametrize(
+    ("what", "options", "fields"),
+    [
+        ("enhancer", ["batch=2", "steps=1", "warmup=1", "vgg=false"], {"preset": "tiny", "image_size": 32}),
+        ("dr2-cache", ["images=2", "batch=2", "N=4", "tau=2"], {"unet_flags": "tiny", "images": 2}),
+    ],
+)
+def test_new_benchmarks_write_json_with_device_dtype_batch(what, options, fields, tmp_path) -> None:
+    out = tmp_path / f"{what}.json"
+    result = run_benchmark(what, options, out=out)
+    assert json.loads(out.read_text()) == result
+    assert result["benchmark"] == what and result["device_type"] == "cpu" and result["device"].startswith("CPU")
+    assert result["dtype"] == "fp32" and result["batch"] == 2
+    assert result["img_per_s"] > 0 and result["peak_memory_gib"] > 0
+    assert fields.items() <= result.items()
+
+
+@pytest.mark.parametrize(
     ("schema", "option", "words"),
     [
         (TrainBenchOptions, "batchsize=3", ["'batchsize'", "command-line override 'batchsize=3'"]),
@@ -39,6 +64,9 @@ def test_bench_eval_reports_overhead_fraction() -> None:
         (EvalBenchOptions, "check=maybe", ["'check'", "maybe"]),
         (TrainBenchOptions, "flags=huge", ["flags", "huge", "tiny"]),
         (RestoreBenchOptions, "dtype=int8", ["dtype", "int8", "bf16"]),
+        (EnhancerBenchOptions, "preset=huge", ["preset", "huge", "sparnethd"]),
+        (EnhancerBenchOptions, "dtype=fp16", ["dtype", "fp16", "bf16"]),
+        (CacheBenchOptions, "flags=huge", ["flags", "huge", "dr2"]),
     ],
 )
 def test_bad_benchmark_options_are_named(schema, option, words) -> None:
@@ -53,5 +81,7 @@ def test_benchmark_options_are_typed_and_device_aware() -> None:
     assert opts.batch == 3 and opts.compile is True and opts.metrics == "psnr" and opts.N == 8
     assert TrainBenchOptions.for_device(True).flags == "dr2" and TrainBenchOptions.for_device(False).flags == "tiny"
     assert EvalBenchOptions.for_device(True).batch == RestoreBenchOptions.for_device(True).batch
+    assert EnhancerBenchOptions.for_device(True).preset == "sparnethd" and EnhancerBenchOptions().preset == "tiny"
+    assert CacheBenchOptions.for_device(True).flags == "dr2" and CacheBenchOptions().flags == "tiny"
     with pytest.raises(ConfigError, match="unknown benchmark"):
         run_benchmark("nope", [])

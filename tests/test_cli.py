@@ -78,3 +78,36 @@ def test_gpu_accelerator_without_cuda_is_a_message(argv: list[str], key: str, mo
     err = capsys.readouterr().err
     assert f"{key}='" in err and "none is visible on this machine" in err
     assert f"use {key}=cpu or {key}=auto" in err and "Traceback" not in err
+
+
+# enhance_tiny shrunk to 32 px, 2 iterations, DR2 settings of 2-3 UNet calls: the whole job in seconds.
+TINY_ENHANCER_RUN = [
+    "data.size=32",
+    "generator.options.size=32",
+    "discriminator.scales=2",
+    "discriminator.layers=2",
+    "data.batch_size=2",
+    "data.val_n=2",
+    "data.synthetic_n=6",
+    "dr2.settings=[{N: 4, tau: 2, omega: 3}]",
+    "loss.vgg=0",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=2",
+    "checkpoint.every_n_steps=2",
+    "trainer.progress_bar=false",
+]
+
+
+def test_train_enhancer_end_to_end_exports_the_ema_generator(tmp_path, capsys) -> None:
+    argv = ["train-enhancer", "enhance_tiny", *TINY_ENHANCER_RUN, f"data.hq_root={tmp_path / 'faces'}"]
+    assert main([*argv, f"runs_dir={tmp_path / 'runs'}", "run=cli"]) == 0
+    export = tmp_path / "runs" / "enhance_tiny" / "cli" / "export" / "enhancer_ema.pt"
+    assert export.is_file() and export.with_suffix(".json").is_file()
+    assert f"enhancer.weights={export}" in capsys.readouterr().out  # the line to paste into restore/eval
+
+
+def test_train_enhancer_bad_override_is_a_message(tmp_path, capsys) -> None:
+    assert main(["train-enhancer", "enhance_tiny", "generator.optionz.size=32", f"runs_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "generator.optionz" in err and "Traceback" not in err
+    assert not (tmp_path / "enhance_tiny").exists()  # refused before a run directory was made
