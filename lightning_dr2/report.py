@@ -89,7 +89,7 @@ def best_marks(rows: Sequence[Row], columns: Sequence[str]) -> set[tuple[int, st
 
     Compared as displayed, so two values that print the same are both marked; the input reference row is
     left out because it is a baseline, not a contender (unless a group has nothing else); published rows
-    are never ranked against measured ones.
+    are never ranked against measured ones. A value with nothing to beat (one contender) is not marked.
     """
     groups: dict[tuple[str, str], list[int]] = {}
     for i, row in enumerate(rows):
@@ -101,7 +101,7 @@ def best_marks(rows: Sequence[Row], columns: Sequence[str]) -> set[tuple[int, st
         for column in columns:
             scored = [(rows[i].metrics.get(column), i) for i in contenders]
             scored = [(v, i) for v, i in scored if v is not None]
-            if not scored:
+            if len(scored) < 2:
                 continue
             pick = max if metric_of(column).higher_is_better else min  # type: ignore[union-attr]
             best = format_value(column, pick(v for v, _ in scored))

@@ -95,7 +95,7 @@ def test_table_csv_png(two_runs: tuple[Path, Path], tmp_path: Path, capsys: pyte
     # the LQ input row is a reference: its higher PSNR is not marked best
     assert _row(printed, a, "x8_medium", "input")[5:] == ["26.00", "0.7000", "0.5000", "120.00", "50.00"]
     # x16: a separate group; B has no LPIPS there, so A's is best and B shows a dash
-    assert _row(printed, a, "x16_heavy", "N8_tau35")[5:] == ["21.00", "0.5000", "**0.4000**", "70.00", "45.00"]
+    assert _row(printed, a, "x16_heavy", "N8_tau35")[5:] == ["21.00", "0.5000", "0.4000", "70.00", "45.00"]
     assert _row(printed, b, "x16_heavy", "N4_tau35")[5:] == ["**21.50**", "**0.5200**", "–", "**68.00**", "**44.00**"]
     # grouped by split: both x8 rows come before the x16 rows
     splits = [line.split("|")[3].strip() for line in printed.splitlines()[2:] if line.startswith("|")]
@@ -123,8 +123,8 @@ def test_fid_columns_name_their_reference(tmp_path: Path) -> None:
     result = cmp.compare([a, b], None, tmp_path / "out", plot=False)
     assert result.metrics == ["psnr", "fid_ffhq512", "fid_gt"]
     assert "FID (FFHQ-512) ↓" in result.markdown and "FID (GT) ↓" in result.markdown
-    # each FID column has its own best: both values are marked, nothing compares 50 with 30
-    assert "**50.00**" in result.markdown and "**30.00**" in result.markdown
+    # each FID stands alone in its column: never ranked against the other reference's value
+    assert "**50.00**" not in result.markdown and "**30.00**" not in result.markdown
     assert cmp.compare([a, b], ["fid"], tmp_path / "out2", plot=False).metrics == ["fid_ffhq512", "fid_gt"]
     assert cmp.compare([a, b], ["fid_gt"], tmp_path / "out3", plot=False).metrics == ["fid_gt"]
 
@@ -339,12 +339,21 @@ def test_wandb_no_eval_runs_and_bad_path(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_published_rows_are_shown_marked_and_never_ranked(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     # measured LPIPS worse than the paper's: the best mark still goes to a measured row
-    ours = _write_run(runs, "eval_a", "r", [_entry("x16 (paper)", "N8_tau35", lpips=0.45, fid_ffhq512=70.0)])
+    ours = _write_run(
+        runs,
+        "eval_a",
+        "r",
+        [
+            _entry("x16 (paper)", "N8_tau35", lpips=0.45, fid_ffhq512=70.0),
+            _entry("x16 (paper)", "N4_tau22", lpips=0.50, fid_ffhq512=72.0),
+        ],
+    )
     result = cmp.compare([ours], None, tmp_path / "out", plot=False, published=["dr2_cvpr2023"])
     published = [row for row in result.rows if row.published]
     assert {(r.setting, r.split) for r in published} >= {("DR2+VQFR", "x16 (paper)"), ("DR2+SPAR", "x8 (paper)")}
     assert all(r.run == "published: dr2_cvpr2023" for r in published)
-    assert "**0.4500**" in result.markdown and "**0.3893**" not in result.markdown
+    assert "**0.4500**" in result.markdown
+    assert "**0.3893**" not in result.markdown and "**0.5000**" not in result.markdown
     # the paper's FID (unstated reference) has its own column, never ours
     assert "FID (paper) ↓" in result.markdown and "fid_paper" in result.metrics and "fid_ffhq512" in result.metrics
     assert not any(r.metrics.get("fid_ffhq512") for r in published)
