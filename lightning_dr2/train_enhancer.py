@@ -7,6 +7,7 @@ restore/eval/`DR2E.from_weights` take as `enhancer.weights=<file>`.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,34 @@ def load_dr2_unet(cfg: DictConfig) -> tuple[torch.nn.Module, DiffusionConfig]:
         diffusion=DiffusionConfig.from_dict(_container(cfg.dr2.diffusion)),
     )
     return unet.requires_grad_(False), process
+
+
+def check_cache_unet(cfg: DictConfig) -> None:
+    """Folder mode with `dr2.unet_weights` set: the cached DR2 outputs must come from that UNet.
+
+    The dr2-cache / restore manifest beside `data.dr2_root` records the sha256 of the UNet that made them;
+    training an enhancer on another UNet's outputs than the one it will follow at inference (or be
+    evaluated with) silently learns the wrong input distribution, so a mismatch is an error.
+    """
+    if cfg.data.mode != "folder" or cfg.dr2.unet_weights is None or cfg.data.dr2_root is None:
+        return
+    from lightning_dr2.callbacks.writer import MANIFEST
+    from lightning_dr2.dr2.pipeline import DEFAULT_UNET_FILE, RANDOM, locate_weights
+    from lightning_dr2.restore import weights_identity
+
+    manifest = Path(cfg.data.dr2_root).parent / MANIFEST
+    if not manifest.is_file():
+        log.warning("%s not found: cannot check that data.dr2_root was made by dr2.unet_weights", manifest)
+        return
+    recorded = json.loads(manifest.read_text())["settings"].get("unet_sha256")
+    weights = cfg.dr2.unet_weights
+    configured = RANDOM if weights == RANDOM else weights_identity(locate_weights(weights, DEFAULT_UNET_FILE))
+    if recorded != configured:
+        raise ConfigError(
+            f"data.dr2_root={cfg.data.dr2_root} was made by the UNet with sha256 {recorded} ({manifest}), but "
+            f"dr2.unet_weights={weights} has sha256 {configured}. Rebuild the cache with this UNet "
+            "(`python -m lightning_dr2 dr2-cache ... unet_weights=...`) or set dr2.unet_weights to the one that made it"
+        )
 
 
 def build_pair_maker(
@@ -145,6 +174,7 @@ class EnhancerTrainResult:
 
 def train_enhancer(cfg: DictConfig) -> EnhancerTrainResult:
     """Train (or resume) the enhancer described by `cfg`; export the EMA generator at the end."""
+    check_cache_unet(cfg)
     path, ckpt_path = start_run(cfg)
     t = cfg.trainer
     precision = resolve_precision(t.precision, t.accelerator)

@@ -128,3 +128,22 @@ def test_cli_and_config_errors(unets, tmp_path, capsys):
         _cfg(unets["a"], hq, out, "settings=[]")
     with pytest.raises(ConfigError, match=r"settings\[0\]"):
         _cfg(unets["a"], hq, out, "settings=[{N: 4, tau: 6, omega: 200}]")
+
+
+def test_enhancer_refuses_a_cache_made_by_another_unet(unets, tmp_path):
+    from lightning_dr2.config import schema_for
+    from lightning_dr2.train_enhancer import check_cache_unet, train_enhancer
+
+    hq, out = tmp_path / "hq", tmp_path / "cache"
+    _faces(hq)
+    run_cache(_cfg(unets["a"], hq, out))
+
+    def enhancer_cfg(unet: Path):
+        overrides = ["data.mode=folder", f"data.hq_root={hq}", f"data.dr2_root={out / 'dr2'}", f"runs_dir={tmp_path}"]
+        return load_config("enhance_tiny", [*overrides, f"dr2.unet_weights={unet}"], schema=schema_for("enhance_tiny"))
+
+    check_cache_unet(enhancer_cfg(unets["a"]))  # the UNet that made the cache: accepted
+    with pytest.raises(ConfigError, match=r"(?s)sha256.*dr2\.unet_weights=.*unet1\.pt.*Rebuild the cache") as err:
+        train_enhancer(enhancer_cfg(unets["b"]))
+    assert str(out / "manifest.json") in str(err.value)
+    assert not (tmp_path / "enhance_tiny").exists()  # refused before a run directory was made
