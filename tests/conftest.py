@@ -109,6 +109,57 @@ def seeded_random_(module: nn.Module, seed: int, std: float = 0.1) -> nn.Module:
     return module
 
 
+# A 32 px UNet for eval/predictions wiring tests: they need a network, not a good one (and a cheap one).
+TINY_EVAL_UNET = {
+    "image_size": 32,
+    "num_channels": 32,
+    "num_res_blocks": 1,
+    "channel_mult": "1,2",
+    "attention_resolutions": "16",
+    "num_head_channels": 32,
+    "learn_sigma": True,
+    "resblock_updown": True,
+    "use_scale_shift_norm": True,
+}
+
+# enhance_tiny shrunk to 32 px (2 scales x 2 layers of D, no VGG19: the perceptual loss has its own tests
+# and would dominate the CPU time), so an enhancer run takes seconds; each test adds its own keys.
+TINY_ENHANCER_RUN = [
+    "data.size=32",
+    "generator.options.size=32",
+    "discriminator.scales=2",
+    "discriminator.layers=2",
+    "data.batch_size=2",
+    "data.val_n=2",
+    "loss.vgg=0",
+    "trainer.progress_bar=false",
+]
+
+
+def save_eval_unet(root: Path, seed: int = 0, perturb: float = 0.0) -> Path:
+    """A seeded random `TINY_EVAL_UNET` saved as root/unet.pt + its flags sidecar. `perturb` > 0 moves every
+    weight (ADM zero-initialises its output layer, so two fresh random UNets would predict the same)."""
+    import json
+
+    from lightning_dr2.nets.unet import UNet
+
+    root.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        unet = UNet.from_flags(TINY_EVAL_UNET)
+        for param in unet.parameters():
+            param.add_(perturb * torch.randn_like(param))
+        torch.save(unet.state_dict(), root / "unet.pt")
+    (root / "unet.json").write_text(json.dumps(TINY_EVAL_UNET))
+    return root / "unet.pt"
+
+
+@pytest.fixture(scope="module")
+def unet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`save_eval_unet` with seed 0, once per test module."""
+    return save_eval_unet(tmp_path_factory.mktemp("unet"))
+
+
 def tiny_unet(seed: int = 0) -> nn.Module:
     """The `TINY_UNET_FLAGS` UNet with seeded random weights (no zero-initialised output layer), eval mode."""
     from lightning_dr2.nets.unet import UNet

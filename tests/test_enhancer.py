@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_ENHANCER_RUN
 from torch.nn import functional as F  # noqa: N812
 
 from lightning_dr2.config import load_config, schema_for
@@ -27,19 +28,12 @@ from lightning_dr2.weights import MissingWeightsError
 TINY_SPARNET = dict(size=32, min_ch=8, max_ch=32, min_feat_size=16, res_depth=0, bottleneck_size=32)
 TINY_OPTIONS = {"sparnethd": dict(TINY_SPARNET), "sparnet": TINY_SPARNET, "unet": dict(size=32, base_ch=8, depth=2)}
 TINY_D = dict(base_ch=8, max_ch=16, layers=2, scales=2)
-# enhance_tiny shrunk to 32 px and DR2 settings of 2-3 UNet calls, so a run takes seconds on CPU.
+# TINY_ENHANCER_RUN with DR2 settings of 2-3 UNet calls, so a run takes seconds on CPU.
 TINY_RUN = [
-    "data.size=32",
-    "generator.options.size=32",
-    "discriminator.scales=2",
-    "discriminator.layers=2",
-    "data.batch_size=2",
-    "data.val_n=2",
+    *TINY_ENHANCER_RUN,
     "data.synthetic_n=12",
     "dr2.settings=[{N: 4, tau: 2, omega: 3}, {N: 8, tau: 1, omega: 2}]",
-    "loss.vgg=0",  # the perceptual loss has its own tests; VGG19 would dominate the CPU time here
     "optim.lr_g=1e-3",
-    "trainer.progress_bar=false",
     "trainer.log_every_n_steps=1",
 ]
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import build_tiny_testset, tiny_unet
+from conftest import TINY_ENHANCER_RUN, build_tiny_testset, tiny_unet
 from contract import assert_fp32_close
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -49,15 +49,8 @@ def _cfg(tmp: Path, testset: Path, *extra: str):
             "data.mode=folder",
             f"data.hq_root={tmp / 'faces'}",
             f"data.dr2_root={tmp / 'dr2'}",
-            "data.size=32",
-            "generator.options.size=32",
-            "discriminator.scales=2",
-            "discriminator.layers=2",
-            "data.batch_size=2",
-            "data.val_n=2",
+            *TINY_ENHANCER_RUN,
             "data.synthetic_n=6",
-            "loss.vgg=0",
-            "trainer.progress_bar=false",
             "trainer.val_check_interval=100",
             "trainer.max_steps=4",
             "checkpoint.every_n_steps=0",

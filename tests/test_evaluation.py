@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import build_tiny_testset
+from conftest import build_tiny_testset, save_eval_unet
 from contract import assert_fp32_close
 from PIL import Image
 
@@ -24,7 +24,6 @@ from lightning_dr2.config import ConfigError, EvalConfig, load_config
 from lightning_dr2.evaluation import run_eval, verified_outputs
 from lightning_dr2.metrics.frechet import save_stats
 from lightning_dr2.modules.ddpm import DDPMModule
-from lightning_dr2.nets.unet import UNet
 from lightning_dr2.provenance import ReuseRefused
 from lightning_dr2.weights import sha256sum
 
@@ -32,31 +31,6 @@ from lightning_dr2.weights import sha256sum
 @pytest.fixture(scope="module")
 def testset(tmp_path_factory) -> Path:
     return build_tiny_testset(tmp_path_factory.mktemp("eval"), n=4)
-
-
-TINY_UNET = {
-    "image_size": 32,
-    "num_channels": 32,
-    "num_res_blocks": 1,
-    "channel_mult": "1,2",
-    "attention_resolutions": "16",
-    "num_head_channels": 32,
-    "learn_sigma": True,
-    "resblock_updown": True,
-    "use_scale_shift_norm": True,
-}
-
-
-@pytest.fixture(scope="module")
-def unet_file(tmp_path_factory) -> Path:
-    """A seeded random 32 px UNet: eval's wiring needs a network, not a good one (and it must be cheap)."""
-    root = tmp_path_factory.mktemp("unet")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        unet = UNet.from_flags(TINY_UNET)
-    torch.save(unet.state_dict(), root / "unet.pt")
-    (root / "unet.json").write_text(json.dumps(TINY_UNET))
-    return root / "unet.pt"
 
 
 class TinyFeatures(torch.nn.Module):
@@ -291,17 +265,8 @@ def test_evaluator_logs_during_training_and_matches_on_two_processes(testset: Pa
 
 
 def other_unet(root: Path, seed: int) -> Path:
-    """Another seeded random UNet with the same flags (what a user swaps in with unet_weights=...); every weight
-    perturbed, as ADM zero-initialises its output layer (two fresh random UNets would predict the same)."""
-    root.mkdir(parents=True, exist_ok=True)
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
-        unet = UNet.from_flags(TINY_UNET)
-        for param in unet.parameters():
-            param.add_(0.05 * torch.randn_like(param))
-        torch.save(unet.state_dict(), root / "unet.pt")
-    (root / "unet.json").write_text(json.dumps(TINY_UNET))
-    return root / "unet.pt"
+    """Another seeded random UNet with the same flags (what a user swaps in with unet_weights=...)."""
+    return save_eval_unet(root, seed, perturb=0.05)
 
 
 def test_eval_rerun_with_other_weights_recomputes_and_rows_name_the_weights(

@@ -11,15 +11,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 from conftest import build_tiny_testset
 from PIL import Image
-from test_evaluation import TINY_UNET, basicsr_psnr, eval_cfg
+from test_evaluation import basicsr_psnr, eval_cfg
 
 from lightning_dr2 import compare as cmp
 from lightning_dr2.config import ConfigError
 from lightning_dr2.evaluation import run_eval
-from lightning_dr2.nets.unet import UNet
 from lightning_dr2.weights import sha256sum
 
 SPLITS = ("x4_mild", "x8_severe")
@@ -29,17 +27,6 @@ SETTING = "N4_tau4_omega6"  # eval_cfg's one DR2 setting
 @pytest.fixture(scope="module")
 def testset(tmp_path_factory) -> Path:
     return build_tiny_testset(tmp_path_factory.mktemp("pred"), n=4)
-
-
-@pytest.fixture(scope="module")
-def unet_file(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("unet")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        unet = UNet.from_flags(TINY_UNET)
-    torch.save(unet.state_dict(), root / "unet.pt")
-    (root / "unet.json").write_text(json.dumps(TINY_UNET))
-    return root / "unet.pt"
 
 
 @pytest.fixture(scope="module")
