@@ -466,15 +466,37 @@ def method_run(cfg: DictConfig, method: str) -> str:
     return str(cfg.run) if method == cfg.method else f"{cfg.run}-{method}"
 
 
+# Config keys that describe how DR2 made its outputs: another method's run leaves them out, so W&B's run
+# table and parallel coordinates never show DR2's UNet or (N, tau) against GFPGAN's numbers.
+DR2_ONLY_KEYS = frozenset(
+    {
+        "unet_weights",
+        "net",
+        "diffusion",
+        "dr2",
+        "enhancer",
+        "sweep",
+        "dtype",
+        "compile",
+        "channels_last",
+        "input_policy",
+    }
+)
+
+
 def method_run_kwargs(cfg: DictConfig, mode: str, method: str) -> dict[str, Any]:
     """`wandb.init` arguments of one method's run: the eval run's, renamed for another method, whose config
-    says `method=<method>`, no DR2 settings and only its own predictions folder."""
+    says `method=<method>`, has no DR2 keys (`DR2_ONLY_KEYS`, no settings) and only its own predictions folder."""
     from lightning_dr2.loggers import wandb_run_id, wandb_run_kwargs
 
     kwargs = {**wandb_run_kwargs(cfg, mode), "dir": str(run_dir(cfg))}
     if method != cfg.method:
         run = method_run(cfg, method)
-        config = {k: v for k, v in kwargs["config"].items() if not k.startswith("predictions.")}
+        config = {
+            k: v
+            for k, v in kwargs["config"].items()
+            if not k.startswith("predictions.") and k.split(".")[0] not in DR2_ONLY_KEYS
+        }
         config |= {"method": method, "settings": [], f"predictions.{method}": cfg.predictions[method]}
         kwargs |= {"name": f"{cfg.experiment}/{run}", "id": wandb_run_id(cfg.experiment, run), "config": config}
     return kwargs

@@ -182,6 +182,10 @@ def test_each_method_is_its_own_wandb_run_and_compare_reads_them_back(
     ]
     dr2_run_kwargs, copy_run = started
     assert copy_run["config"]["settings"] == [] and copy_run["config"]["predictions.copy"] == str(copy)
+    # the other method's run carries no DR2 keys (DR2's run does)
+    assert "unet_weights" in dr2_run_kwargs["config"] and "dr2.N" in dr2_run_kwargs["config"]
+    assert not [k for k in copy_run["config"] if k.split(".")[0] in ("unet_weights", "dr2", "enhancer", "net")]
+    assert copy_run["config"]["metrics"] == dr2_run_kwargs["config"]["metrics"]  # the protocol stays
     assert dr2_run_kwargs["group"] == copy_run["group"] == "eval" and dr2_run_kwargs["project"] == copy_run["project"]
     rows = by_key(result.rows)
     for run in started:
