@@ -175,9 +175,13 @@ class EnhancerTrainResult:
 def train_enhancer(cfg: DictConfig) -> EnhancerTrainResult:
     """Train (or resume) the enhancer described by `cfg`; export the EMA generator at the end."""
     check_cache_unet(cfg)
-    path, ckpt_path = start_run(cfg)
     t = cfg.trainer
     precision = resolve_precision(t.precision, t.accelerator)
+    if precision.startswith("16"):
+        # fp16's GradScaler would treat overflowing steps as its own business while the non-finite guard
+        # skips and counts them; the recipe trains in bf16 (GPU) or fp32, which need no scaler.
+        raise ConfigError(f"trainer.precision={t.precision}: the enhancer trains in bf16-mixed or 32-true")
+    path, ckpt_path = start_run(cfg)
     # One UNet for the on-the-fly pairs and the evaluator's DR2 stage, loaded only if one of them runs.
     needs_unet = cfg.data.mode == "on_the_fly" or cfg.evaluator.enabled
     dr2_unet = load_dr2_unet(cfg) if needs_unet else None

@@ -11,7 +11,7 @@ import torch
 from conftest import TINY_ENHANCER_RUN
 from torch.nn import functional as F  # noqa: N812
 
-from lightning_dr2.config import load_config, schema_for
+from lightning_dr2.config import ConfigError, load_config, schema_for
 from lightning_dr2.datasets.enhancer_data import EnhancerPairs, PairAugment, Setting
 from lightning_dr2.dr2.pipeline import DR2E
 from lightning_dr2.io import write_png
@@ -305,6 +305,9 @@ def test_nan_generator_steps_are_skipped_and_stop_the_run(tmp_path: Path, monkey
         "trainer.max_bad_steps=3",
         "run=nan",
     )
-    with pytest.raises(NonFiniteTrainingError, match=r"max_bad_steps=3"):
+    # D1 G1 D2 G2 D3 G3: the third skipped G step is global step 5, each skipped step counted as a step
+    with pytest.raises(NonFiniteTrainingError, match=r"stopped at step 5: .*max_bad_steps=3"):
         train_enhancer(cfg)
     assert not (tmp_path / "runs" / "enhance_tiny" / "nan" / "export").exists()
+    with pytest.raises(ConfigError, match=r"trainer.precision=16-mixed"):
+        train_enhancer(_cfg(tmp_path, "trainer.precision=16-mixed", "run=fp16"))

@@ -120,6 +120,13 @@ class EnhancerModule(pl.LightningModule):
             return loss
 
         guarded_step(guard, optimizer, backward, net.parameters(), self.trainer.global_step)
+        if guard.last_step_skipped:
+            # Lightning counts a manual-optimisation step per optimizer.step() call. A skipped step still takes
+            # one, without gradients (Adam leaves the weights and state of gradient-less parameters untouched),
+            # so global_step stays ITERATION_STEPS per batch: the D/G pairing, `iteration` and the data
+            # position a resume starts from stay aligned.
+            optimizer.zero_grad(set_to_none=True)
+            optimizer.step()
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
