@@ -311,3 +311,36 @@ def test_nan_generator_steps_are_skipped_and_stop_the_run(tmp_path: Path, monkey
     assert not (tmp_path / "runs" / "enhance_tiny" / "nan" / "export").exists()
     with pytest.raises(ConfigError, match=r"trainer.precision=16-mixed"):
         train_enhancer(_cfg(tmp_path, "trainer.precision=16-mixed", "run=fp16"))
+
+
+def test_d_step_then_g_step_each_change_only_their_own_parameters(tmp_path: Path, monkeypatch) -> None:
+    """Within one iteration the D step moves D's parameters only and the G step G's only (spectral-norm
+    power-iteration buffers are not parameters and may move in either)."""
+    _folder_dr2(tmp_path)
+    steps = EnhancerModule._step
+    moved: list[tuple[bool, bool]] = []
+
+    def snapshot(module: EnhancerModule) -> dict[str, torch.Tensor]:
+        return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+    def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], prefix: str) -> bool:
+        return any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix))
+
+    def spy(self, optimizer, loss, net, guard):
+        before = snapshot(self)
+        steps(self, optimizer, loss, net, guard)
+        after = snapshot(self)
+        moved.append((changed(before, after, "generator."), changed(before, after, "discriminator.")))
+
+    monkeypatch.setattr(EnhancerModule, "_step", spy)
+    cfg = _cfg(
+        tmp_path,
+        "data.mode=folder",
+        f"data.dr2_root={tmp_path / 'dr2'}",
+        "trainer.limit_val_batches=0",
+        "trainer.max_steps=2",
+        "checkpoint.every_n_steps=0",
+        "run=own",
+    )
+    train_enhancer(cfg)
+    assert moved == [(False, True), (True, False), (False, True), (True, False)]  # D, G, D, G
