@@ -183,6 +183,17 @@ def peak_memory_gib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
+def result_of(benchmark: str, device: torch.device, fields: dict[str, Any]) -> dict[str, Any]:
+    """A benchmark's JSON: what ran and where, its own fields, then the peak memory and the torch version."""
+    return {
+        "benchmark": benchmark,
+        **device_info(device),
+        **fields,
+        "peak_memory_gib": round(peak_memory_gib(device), 3),
+        "torch": torch.__version__,
+    }
+
+
 def time_steps(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> float:
     """Seconds per call, after `warmup` untimed calls (compilation, autotuning, allocator warm-up)."""
     for _ in range(warmup):
@@ -226,22 +237,22 @@ def bench_train(opts: DictConfig) -> dict[str, Any]:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     seconds = time_steps(step, device, opts["warmup"], opts["steps"])
-    return {
-        "benchmark": "train",
-        **device_info(device),
-        "unet_flags": opts["flags"],
-        "image_size": size,
-        "params_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 2),
-        "dtype": opts["dtype"],
-        "batch": opts["batch"],
-        "compile": opts["compile"],
-        "channels_last": opts["channels_last"],
-        "steps_timed": opts["steps"],
-        "ms_per_step": round(seconds * 1e3, 2),
-        "img_per_s": round(opts["batch"] / seconds, 2),
-        "peak_memory_gib": round(peak_memory_gib(device), 3),
-        "torch": torch.__version__,
-    }
+    return result_of(
+        "train",
+        device,
+        {
+            "unet_flags": opts["flags"],
+            "image_size": size,
+            "params_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 2),
+            "dtype": opts["dtype"],
+            "batch": opts["batch"],
+            "compile": opts["compile"],
+            "channels_last": opts["channels_last"],
+            "steps_timed": opts["steps"],
+            "ms_per_step": round(seconds * 1e3, 2),
+            "img_per_s": round(opts["batch"] / seconds, 2),
+        },
+    )
 
 
 def psnr_db(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -282,26 +293,26 @@ def bench_restore(opts: DictConfig) -> dict[str, Any]:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     seconds = time_steps(run, device, warmup=1, steps=opts["repeats"])
-    result = {
-        "benchmark": "restore",
-        **device_info(device),
-        "unet_flags": opts["flags"],
-        "unet_size": size,
-        "enhancer": opts["enhancer"],
-        "enhancer_size": enhancer_size,
-        "N": opts["N"],
-        "tau": opts["tau"],
-        "omega": fast.omega_value,
-        "unet_calls_per_image": fast.dr2.unet_calls(opts["N"], opts["tau"]),
-        "dtype": opts["dtype"],
-        "batch": opts["batch"],
-        "compile": opts["compile"],
-        "channels_last": opts["channels_last"],
-        "ms_per_image": round(seconds * 1e3 / opts["batch"], 2),
-        "img_per_s": round(opts["batch"] / seconds, 2),
-        "peak_memory_gib": round(peak_memory_gib(device), 3),
-        "torch": torch.__version__,
-    }
+    result = result_of(
+        "restore",
+        device,
+        {
+            "unet_flags": opts["flags"],
+            "unet_size": size,
+            "enhancer": opts["enhancer"],
+            "enhancer_size": enhancer_size,
+            "N": opts["N"],
+            "tau": opts["tau"],
+            "omega": fast.omega_value,
+            "unet_calls_per_image": fast.dr2.unet_calls(opts["N"], opts["tau"]),
+            "dtype": opts["dtype"],
+            "batch": opts["batch"],
+            "compile": opts["compile"],
+            "channels_last": opts["channels_last"],
+            "ms_per_image": round(seconds * 1e3 / opts["batch"], 2),
+            "img_per_s": round(opts["batch"] / seconds, 2),
+        },
+    )
     if opts["check"] and dtype is not None:
         # Same seeds -> same noise: the fast path must agree with fp32 eager (goal: >= 35 dB).
         reference = DR2E(unet, enhancer, N=opts["N"], tau=opts["tau"], enhancer_size=enhancer_size).to(device)
@@ -341,19 +352,20 @@ def bench_eval(opts: DictConfig) -> dict[str, Any]:
     restore_ms = restore["ms_per_image"]
     metric_ms = metric_s * 1e3 / opts["batch"]
     io_ms = io_s * 1e3 / opts["batch"]
-    return {
-        "benchmark": "eval",
-        **device_info(device),
-        "batch": opts["batch"],
-        "image_size": size,
-        "metrics": opts["metrics"],
-        "restore_ms_per_image": restore_ms,
-        "metrics_ms_per_image": round(metric_ms, 2),
-        "png_io_ms_per_image": round(io_ms, 2),
-        "overhead_fraction": round((metric_ms + io_ms) / restore_ms, 4),
-        "restore": restore,
-        "torch": torch.__version__,
-    }
+    return result_of(
+        "eval",
+        device,
+        {
+            "batch": opts["batch"],
+            "image_size": size,
+            "metrics": opts["metrics"],
+            "restore_ms_per_image": restore_ms,
+            "metrics_ms_per_image": round(metric_ms, 2),
+            "png_io_ms_per_image": round(io_ms, 2),
+            "overhead_fraction": round((metric_ms + io_ms) / restore_ms, 4),
+            "restore": restore,
+        },
+    )
 
 
 def bench_enhancer(opts: DictConfig) -> dict[str, Any]:
@@ -395,23 +407,23 @@ def bench_enhancer(opts: DictConfig) -> dict[str, Any]:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     seconds = time_steps(step, device, opts["warmup"], opts["steps"])
-    return {
-        "benchmark": "enhancer",
-        **device_info(device),
-        "preset": opts["preset"],
-        "generator": preset["generator"]["name"],
-        "image_size": size,
-        "generator_params_m": round(sum(p.numel() for p in module.generator.parameters()) / 1e6, 2),
-        "discriminator_params_m": round(sum(p.numel() for p in module.discriminator.parameters()) / 1e6, 2),
-        "vgg": opts["vgg"],
-        "dtype": opts["dtype"],
-        "batch": opts["batch"],
-        "steps_timed": opts["steps"],
-        "ms_per_step": round(seconds * 1e3, 2),
-        "img_per_s": round(opts["batch"] / seconds, 2),
-        "peak_memory_gib": round(peak_memory_gib(device), 3),
-        "torch": torch.__version__,
-    }
+    return result_of(
+        "enhancer",
+        device,
+        {
+            "preset": opts["preset"],
+            "generator": preset["generator"]["name"],
+            "image_size": size,
+            "generator_params_m": round(sum(p.numel() for p in module.generator.parameters()) / 1e6, 2),
+            "discriminator_params_m": round(sum(p.numel() for p in module.discriminator.parameters()) / 1e6, 2),
+            "vgg": opts["vgg"],
+            "dtype": opts["dtype"],
+            "batch": opts["batch"],
+            "steps_timed": opts["steps"],
+            "ms_per_step": round(seconds * 1e3, 2),
+            "img_per_s": round(opts["batch"] / seconds, 2),
+        },
+    )
 
 
 def bench_dr2_cache(opts: DictConfig) -> dict[str, Any]:
@@ -454,23 +466,23 @@ def bench_dr2_cache(opts: DictConfig) -> dict[str, Any]:
         run_cache(warm)
         cfg.hq, cfg.out = str(hq), str(root / "cache")
         summary = run_cache(cfg)
-    return {
-        "benchmark": "dr2-cache",
-        **device_info(device),
-        "unet_flags": opts["flags"],
-        "unet_size": size,
-        "N": opts["N"],
-        "tau": opts["tau"],
-        "dtype": opts["dtype"],
-        "batch": opts["batch"],
-        "compile": opts["compile"],
-        "channels_last": opts["channels_last"],
-        "images": summary.made,
-        "seconds": round(summary.seconds, 3),
-        "img_per_s": round(summary.images_per_second, 3),
-        "peak_memory_gib": round(peak_memory_gib(device), 3),
-        "torch": torch.__version__,
-    }
+    return result_of(
+        "dr2-cache",
+        device,
+        {
+            "unet_flags": opts["flags"],
+            "unet_size": size,
+            "N": opts["N"],
+            "tau": opts["tau"],
+            "dtype": opts["dtype"],
+            "batch": opts["batch"],
+            "compile": opts["compile"],
+            "channels_last": opts["channels_last"],
+            "images": summary.made,
+            "seconds": round(summary.seconds, 3),
+            "img_per_s": round(summary.images_per_second, 3),
+        },
+    )
 
 
 BENCHMARKS: dict[str, tuple[type, Callable[[DictConfig], dict[str, Any]]]] = {
