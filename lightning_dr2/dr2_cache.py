@@ -141,8 +141,7 @@ def run_cache(cfg: DictConfig, weights_dir: str | None = None) -> CacheSummary:
         final_dir="",
         save_dr2=False,
     )
-    todo = set(result.todo)
-    made = sum(1 for r in result.records or [] if r["name"] in todo and r["status"] == "ok")
+    made = len(result.made())
     seconds = time.perf_counter() - start
     summary = CacheSummary(out, made, len(result.reused), len(result.recomputed), result.bad, seconds)
     if result.records is not None:

@@ -253,6 +253,11 @@ class PredictResult:
     records: list[dict[str, Any]] | None
     bad: list[tuple[str, str]]
 
+    def made(self) -> list[dict[str, Any]]:
+        """The records of the outputs this job wrote (computed now, not reused or flagged); empty off rank 0."""
+        todo = set(self.todo)
+        return [r for r in self.records or [] if r["name"] in todo and r["status"] == "ok"]
+
 
 def run_predict(
     cfg: DictConfig,
@@ -324,7 +329,7 @@ def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSumma
     )
     if result.records is None:
         return RestoreSummary(output_dir, 0, len(result.reused), [], time.perf_counter() - start)
-    made = [r for r in result.records if r["name"] in set(result.todo) and r["status"] == "ok"]
+    made = result.made()
     reshaped = sum(1 for r in made if r.get("reshaped", "none") != "none")
     tiny = sum(1 for r in made if min(r.get("input_size", [TINY_INPUT])) < TINY_INPUT)
     if reshaped:
@@ -345,13 +350,14 @@ def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSumma
     return summary
 
 
+def unet_identity(weights: str | None, weights_dir: str | None = None) -> str:
+    """The sha256 manifests record for a UNet given as file, registry name or None (DR2_FFHQ.pkl); "random"."""
+    return RANDOM if weights == RANDOM else weights_identity(locate_weights(weights, DEFAULT_UNET_FILE, weights_dir))
+
+
 def _weights_ids(cfg: DictConfig, pipe: DR2E, weights_dir: str | None) -> tuple[str, str]:
     """sha256 of the UNet and enhancer files actually used ("random" / "none" when no file)."""
-    unet = (
-        RANDOM
-        if cfg.unet_weights == RANDOM
-        else weights_identity(locate_weights(cfg.unet_weights, DEFAULT_UNET_FILE, weights_dir))
-    )
+    unet = unet_identity(cfg.unet_weights, weights_dir)
     if pipe.enhancer is None:
         return unet, "none"
     if cfg.enhancer.weights == RANDOM:

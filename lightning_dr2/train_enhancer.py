@@ -60,8 +60,7 @@ def check_cache_unet(cfg: DictConfig) -> None:
     if cfg.data.mode != "folder" or cfg.dr2.unet_weights is None or cfg.data.dr2_root is None:
         return
     from lightning_dr2.callbacks.writer import MANIFEST
-    from lightning_dr2.dr2.pipeline import DEFAULT_UNET_FILE, RANDOM, locate_weights
-    from lightning_dr2.restore import weights_identity
+    from lightning_dr2.restore import unet_identity
 
     manifest = Path(cfg.data.dr2_root).parent / MANIFEST
     if not manifest.is_file():
@@ -69,7 +68,7 @@ def check_cache_unet(cfg: DictConfig) -> None:
         return
     recorded = json.loads(manifest.read_text())["settings"].get("unet_sha256")
     weights = cfg.dr2.unet_weights
-    configured = RANDOM if weights == RANDOM else weights_identity(locate_weights(weights, DEFAULT_UNET_FILE))
+    configured = unet_identity(weights)
     if recorded != configured:
         raise ConfigError(
             f"data.dr2_root={cfg.data.dr2_root} was made by the UNet with sha256 {recorded} ({manifest}), but "
