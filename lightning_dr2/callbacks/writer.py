@@ -94,7 +94,7 @@ class RestoreWriter(BasePredictionWriter):
             problems = [_problem(out, dr2) for out, dr2 in zip(prediction["output"], prediction["dr2"], strict=True)]
             # Non-finite images are zeroed before quantisation (which refuses NaN); they are never written.
             finals = to_uint8_images(torch.nan_to_num(prediction["output"].float(), 0.0, 0.0, 0.0))
-            dr2s = to_uint8_images(torch.nan_to_num(prediction["dr2"].float(), 0.0, 0.0, 0.0))
+            dr2s = to_uint8_images(torch.nan_to_num(prediction["dr2"].float(), 0.0, 0.0, 0.0)) if self.save_dr2 else []
             size = finals[0].shape[0]
             inputs = to_uint8_images(resize(prediction["lq"].float(), size)) if self.comparison else None
             for i, (rel, seed) in enumerate(zip(prediction["name"], prediction["seed"], strict=True)):
