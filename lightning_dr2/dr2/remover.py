@@ -99,8 +99,8 @@ class DR2Output:
 class DR2:
     """`DR2(unet)(y, N, tau)` -> x0_hat, for a batch of degraded faces y in [-1, 1].
 
-    The process: `diffusion` (a `DiffusionConfig`, e.g. from an exported UNet's sidecar), or the
-    shorthand `schedule`/`steps` (default: the published linear 1000-step eps process); not both.
+    The process: `diffusion` (a `DiffusionConfig`, e.g. from an exported UNet's sidecar; default: the
+    published linear 1000-step eps process).
     learn_sigma follows the UNet's output channels. `dr2.diffusion_config` is the process it runs,
     `respacing` the length of the grid tau and omega index.
     sampler: "ddpm" (the official ancestral steps) or "ddim" (deterministic for eta=0, a faster
@@ -113,8 +113,6 @@ class DR2:
         self,
         unet: nn.Module,
         respacing: int = 100,
-        schedule: str | None = None,
-        steps: int | None = None,
         sampler: str = "ddpm",
         eta: float = 0.0,
         dtype: torch.dtype | None = None,
@@ -122,10 +120,7 @@ class DR2:
     ) -> None:
         check_sampler(sampler, eta)
         if diffusion is None:
-            shorthand = {k: v for k, v in {"schedule": schedule, "steps": steps}.items() if v is not None}
-            diffusion = replace(PUBLISHED_DIFFUSION, learn_sigma=None, **shorthand)
-        elif schedule is not None or steps is not None:
-            raise ValueError("give the process either as diffusion=DiffusionConfig(...) or as schedule/steps, not both")
+            diffusion = replace(PUBLISHED_DIFFUSION, learn_sigma=None)
         self.unet = unet
         self.respacing = int(respacing)
         self.diffusion_config = diffusion.for_network(_learns_sigma(unet, diffusion), "the UNet's learn_sigma")
