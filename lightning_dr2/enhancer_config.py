@@ -19,6 +19,7 @@ from lightning_dr2.config import (
     SettingConfig,
     TrainerConfig,
     WandbConfig,
+    demo_settings,
     validate_evaluator,
 )
 from lightning_dr2.diffusion import DiffusionConfig
@@ -95,9 +96,7 @@ class DR2SourceConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     respacing: int = 100
     # OUR choice (not published): (N, tau) drawn uniformly per image from DR2's demo settings.
-    settings: list[SettingConfig] = field(
-        default_factory=lambda: [SettingConfig(4, 22), SettingConfig(8, 35), SettingConfig(16, 35)]
-    )
+    settings: list[SettingConfig] = field(default_factory=demo_settings)
 
 
 @dataclass

@@ -146,8 +146,6 @@ class EnhancerPairs(Dataset):
         """HQ names without a DR2 output in `dr2_root` (folder mode)."""
         return [self.rel(i) for i in range(len(self)) if not self.dr2_path(i).is_file()]
 
-    def _hq(self, index: int, size: int) -> np.ndarray:
-        return np.array(center_crop_resize(load_pil(self.files[index]), size))
 
     def _dr2(self, index: int) -> torch.Tensor:
         path = self.dr2_path(index)
@@ -168,14 +166,15 @@ class EnhancerPairs(Dataset):
         rng = item_rng(self.seed, epoch, index)
         setting = self.settings[int(rng.integers(len(self.settings)))]
         dr2_seed, aug_seed = int(rng.integers(2**62)), int(rng.integers(2**31 - 2))
-        x = self._hq(index, self.size)
+        hq = load_pil(self.files[index])  # decoded once: x, and on_the_fly's DR2 input at the UNet size
+        x = np.array(center_crop_resize(hq, self.size))
         if self.mode == "folder":
             dr2 = dr2_at_enhancer_size(self._dr2(index), self.size)[0]
             y, dr2, x = self.augment(dr2, x, aug_seed)
             return {"y": image_to_tensor(y), "dr2": image_to_tensor(dr2), "x": image_to_tensor(x), "index": index}
         return {
             "x": image_to_tensor(x),
-            "x_dr2": image_to_tensor(self._hq(index, int(self.unet_size))),
+            "x_dr2": image_to_tensor(np.array(center_crop_resize(hq, int(self.unet_size)))),
             "N": setting.N,
             "tau": setting.tau,
             "omega": -1 if setting.omega is None else setting.omega,
