@@ -13,9 +13,9 @@ import resource
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -39,6 +39,7 @@ UNET_PRESETS = {"dr2": DR2_FFHQ256_FLAGS, "tiny": TINY_UNET_FLAGS}
 class TrainBenchOptions:
     """`bench train`: one DDPM training step of the UNet (defaults: `for_device`)."""
 
+    DTYPES: ClassVar[tuple[str, ...]] = ("bf16", "fp16", "fp32")
     flags: str = "tiny"  # a UNET_PRESETS name: dr2 | tiny
     batch: int = 4
     dtype: str = "fp32"  # fp32 | bf16 | fp16
@@ -62,6 +63,7 @@ class TrainBenchOptions:
 class RestoreBenchOptions:
     """`bench restore`: DR2 + enhancer end to end with random weights (defaults: `for_device`)."""
 
+    DTYPES: ClassVar[tuple[str, ...]] = ("bf16", "fp16", "fp32")
     flags: str = "tiny"
     batch: int = 2
     N: int = 8
@@ -85,11 +87,7 @@ class RestoreBenchOptions:
 class EvalBenchOptions(RestoreBenchOptions):
     """`bench eval`: the restore benchmark's options, plus the metrics timed against it."""
 
-    metrics: str = "psnr,ssim,lpips,fid,deg"  # comma-separated metric names
-
-    @classmethod
-    def for_device(cls, cuda: bool) -> EvalBenchOptions:
-        return cls(**asdict(RestoreBenchOptions.for_device(cuda)))
+    metrics: str = "psnr,ssim,lpips,fid,deg"  # comma-separated metric names (for_device: inherited)
 
 
 # `bench enhancer` networks: the released SPARNetHD recipe at 512, or a 32 px SPARNet that runs in seconds on CPU.
@@ -108,6 +106,7 @@ class EnhancerBenchOptions:
     """`bench enhancer`: one training iteration of the enhancer (D step, then G step with the recipe's four
     losses and Adam), random weights (defaults: `for_device`)."""
 
+    DTYPES: ClassVar[tuple[str, ...]] = ("bf16", "fp32")  # fp32 or bf16 autocast, as the enhancer trains
     preset: str = "tiny"  # an ENHANCER_PRESETS name: sparnethd (512) | tiny (32 px SPARNet)
     batch: int = 2
     dtype: str = "fp32"  # fp32 | bf16 (autocast; the recipe's GPU precision)
@@ -127,6 +126,7 @@ class EnhancerBenchOptions:
 class CacheBenchOptions:
     """`bench dr2-cache`: the `dr2-cache` job over generated faces with a random UNet (defaults: `for_device`)."""
 
+    DTYPES: ClassVar[tuple[str, ...]] = ("bf16", "fp32")  # the job's dtype: fp32 or bf16 autocast
     flags: str = "tiny"
     images: int = 8
     batch: int = 4
@@ -152,8 +152,7 @@ def load_options(schema: type, options: Sequence[str]) -> DictConfig:
         _choice(cfg, "flags", sorted(UNET_PRESETS))
     if "preset" in cfg:
         _choice(cfg, "preset", sorted(ENHANCER_PRESETS))
-    no_fp16 = schema in (EnhancerBenchOptions, CacheBenchOptions)  # their jobs run fp32 or bf16 autocast
-    _choice(cfg, "dtype", ["bf16", "fp32"] if no_fp16 else ["bf16", "fp16", "fp32"])
+    _choice(cfg, "dtype", list(schema.DTYPES))
     return cfg
 
 
@@ -384,8 +383,7 @@ def bench_enhancer(opts: DictConfig) -> dict[str, Any]:
         optim={"lr_g": 1e-4, "lr_d": 4e-4, "betas": [0.5, 0.99]},
         vgg_weights="random",
     ).to(device)
-    if module.perceptual is not None:
-        module.perceptual.to(device)
+    module.frozen_to_device()
     opt_g, opt_d = module.configure_optimizers()
     size = generator_size(module.generator)
     gen = torch.Generator().manual_seed(1)

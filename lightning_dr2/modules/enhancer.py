@@ -70,16 +70,17 @@ class EnhancerModule(pl.LightningModule):
         """Batches trained so far (each is one D and one G step)."""
         return self.trainer.global_step // ITERATION_STEPS
 
-    def _frozen_to_device(self) -> None:
+    def frozen_to_device(self) -> None:
+        """Move the frozen VGG19 (outside the module tree, so `.to()` misses it) to the module's device."""
         perceptual: losses.PerceptualLoss | None = self.perceptual  # type: ignore[assignment]
         if perceptual is not None:
             perceptual.to(self.device)
 
     def on_fit_start(self) -> None:
-        self._frozen_to_device()
+        self.frozen_to_device()
 
     def on_validation_start(self) -> None:
-        self._frozen_to_device()
+        self.frozen_to_device()
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.pair_maker is not None and "y" not in batch:
