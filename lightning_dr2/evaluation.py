@@ -37,6 +37,7 @@ from lightning_dr2.callbacks.writer import MANIFEST as RESTORE_MANIFEST
 from lightning_dr2.config import ConfigError, RestoreConfig, resolve_run_name, run_dir, save_config
 from lightning_dr2.datasets.datamodule import ShardedData
 from lightning_dr2.datasets.eval_splits import EvalSplit, SplitFiles, eval_splits, split_files
+from lightning_dr2.dr2.enhancer_export import read_enhancer_sidecar
 from lightning_dr2.io import image_to_tensor, output_name, read_image, read_jpeg_gray, resize, write_json, write_table
 from lightning_dr2.metrics.catalogue import column_order, format_value, metric_of, title
 from lightning_dr2.metrics.suite import MetricSuite, group_by_size
@@ -230,8 +231,12 @@ def verified_outputs(out: Path, rels: list[str]) -> tuple[dict[str, Path], dict[
 
 
 def default_method(cfg: DictConfig) -> str:
-    """What the run evaluates, as W&B's `method` field and the results' label: DR2 + its enhancer."""
-    return "DR2" if cfg.enhancer.name == "none" else f"DR2+{cfg.enhancer.name}"
+    """What the run evaluates, as W&B's `method` field and the results' label: DR2 + its enhancer, named by
+    a train-enhancer export's JSON when `enhancer.weights` is one (it, not `enhancer.name`, picks the network)."""
+    if cfg.enhancer.name == "none":
+        return "DR2"
+    exported = read_enhancer_sidecar(cfg.enhancer.weights)
+    return f"DR2+{exported['generator'] if exported is not None else cfg.enhancer.name}"
 
 
 @dataclass

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_ENHANCER_RUN
+from omegaconf import OmegaConf
 from torch.nn import functional as F  # noqa: N812
 
 from lightning_dr2.config import ConfigError, load_config, schema_for
@@ -248,6 +249,12 @@ def test_tiny_run_learns_exports_and_the_export_is_an_enhancer(tmp_path: Path) -
     assert out.shape == (2, 3, 32, 32) and torch.isfinite(out).all()
     with pytest.raises(ValueError, match="differ"):
         DR2E.from_weights("random", enhancer_weights=str(tiny_run.export_path), enhancer_options={"max_ch": 64})
+    # eval's method label names the exported network, whatever enhancer.name was left at
+    from lightning_dr2.evaluation import default_method
+
+    exported = OmegaConf.create({"enhancer": {"name": "sparnethd", "weights": str(tiny_run.export_path)}})
+    assert default_method(exported) == "DR2+sparnet"
+    assert default_method(OmegaConf.create({"enhancer": {"name": "sparnethd", "weights": None}})) == "DR2+sparnethd"
 
 
 def _folder_dr2(tmp: Path) -> None:
