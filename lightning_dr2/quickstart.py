@@ -35,7 +35,6 @@ from lightning_dr2.datasets.degradations import DegradationSpec, degrade_with_se
 from lightning_dr2.datasets.synthetic import face_seed, generate_faces, render_face
 from lightning_dr2.datasets.testset_builder import build_testset
 from lightning_dr2.datasets.testset_spec import load_spec
-from lightning_dr2.dr2.enhancer_export import read_enhancer_sidecar
 from lightning_dr2.dr2.pipeline import DR2E
 from lightning_dr2.dr2_cache import SAMPLE_DIR, CacheSummary, run_cache
 from lightning_dr2.enhancer_config import EnhanceExperimentConfig
@@ -48,6 +47,7 @@ from lightning_dr2.train_enhancer import EnhancerTrainResult, train_enhancer
 
 log = logging.getLogger(__name__)
 
+DEMO_FACES = 8  # held-out faces per benchmark split (one eval batch)
 HELD_OUT_SEED = 987_654  # synthetic faces never seen in training (training uses seed 0)
 # A 4x degradation of moderate strength, in the spirit of the CelebA-Test splits.
 DEMO_DEGRADATION = DegradationSpec(
@@ -157,25 +157,8 @@ def enhancer_stage(
     return EnhancerStage(cache, train_enhancer(cfg))
 
 
-def exported_name(weights: Path) -> str:
-    """The generator an exported enhancer's JSON names (the eval's method label: DR2+<name>)."""
-    record = read_enhancer_sidecar(weights)
-    if record is None:
-        raise FileNotFoundError(f"{weights}: no exported enhancer description next to it (run train-enhancer)")
-    return str(record["generator"])
-
-
-def eval_demo(
-    unet_path: Path,
-    run_dir: Path,
-    size: int,
-    enhancer: Path | None = None,
-    n: int = 8,
-    N: int = 4,  # noqa: N803
-    tau: int = 20,
-) -> EvalResult:
-    """Tiny synthetic benchmark (2 scales x 2 severities) + the eval job on it: DR2 alone (with the Input
-    row) or, given an exported `enhancer`, DR2 + that enhancer."""
+def demo_testset(run_dir: Path, size: int, n: int = DEMO_FACES) -> Path:
+    """The tiny synthetic benchmark (2 scales x 2 severities) of `n` held-out faces, at the model's size."""
     hq_dir = run_dir / "eval_hq"
     hq_dir.mkdir(parents=True, exist_ok=True)
     for i in range(n):
@@ -186,15 +169,26 @@ def eval_demo(
     spec = load_spec("tiny_synthetic")
     spec.hq_size = size  # the benchmark at the tiny model's resolution
     build_testset(hq_dir, testset, spec, progress=False)
+    return testset
+
+
+def eval_demo(
+    unet_path: Path,
+    run_dir: Path,
+    testset: Path,
+    size: int,
+    enhancer: Path | None = None,
+    n: int = DEMO_FACES,
+    N: int = 4,  # noqa: N803
+    tau: int = 20,
+) -> EvalResult:
+    """The eval job on the `demo_testset`: DR2 alone (with the Input row) or, given an exported `enhancer`,
+    DR2 + that enhancer (its JSON names the network and the method label)."""
     cfg = load_config(
         None,
         [
             f"unet_weights={unet_path}",
-            *(
-                ["enhancer.name=none"]
-                if enhancer is None
-                else [f"enhancer.name={exported_name(enhancer)}", f"enhancer.weights={enhancer}"]
-            ),
+            *(["enhancer.name=none"] if enhancer is None else [f"enhancer.weights={enhancer}"]),
             f"enhancer.size={size}",
             f"sets=[{{name: synthetic, root: {testset}}}]",
             f"settings=[{{N: {N}, tau: {tau}}}]",
@@ -265,8 +259,9 @@ def run_quickstart(overrides: Sequence[str] = (), progress: Callable[[str], None
     )
     stage = enhancer_stage(result.export_path, result.run_dir, size, enhance_overrides)
     progress("[quickstart] 4/4 tiny benchmark (4x/8x x mild/severe): DR2 alone and DR2 + enhancer, as in the papers")
-    evaluation = eval_demo(result.export_path, result.run_dir, size)
-    enhanced = eval_demo(result.export_path, result.run_dir, size, enhancer=stage.export_path)
+    testset = demo_testset(result.run_dir, size)
+    evaluation = eval_demo(result.export_path, result.run_dir, testset, size)
+    enhanced = eval_demo(result.export_path, result.run_dir, testset, size, enhancer=stage.export_path)
     comparison = compare([evaluation.run_dir, enhanced.run_dir], out=result.run_dir / "compare")
     outputs = {
         "run directory": str(result.run_dir),
