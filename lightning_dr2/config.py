@@ -492,6 +492,11 @@ class _Checks:
         except SettingError as err:
             self.fail(f"{prefix}{err.name}", err.value, err.reason)
 
+    def settings_list(self, key: str, respacing_key: str) -> None:
+        """Every (N, tau, omega) of the list at `key` against the respaced grid of `respacing_key`."""
+        for i, s in enumerate(self.value(key)):
+            self.dr2_settings(f"{key}[{i}].", s["N"], s["tau"], s["omega"], self.value(respacing_key))
+
 
 def _cuda_visible() -> bool:
     import torch
@@ -558,8 +563,7 @@ def validate_evaluator(c: _Checks) -> None:
     )
     c.at_least("evaluator.batch_size", 1)
     c.at_least("evaluator.every_n_steps", 1)
-    for i, s in enumerate(c.value("evaluator.settings")):
-        c.dr2_settings(f"evaluator.settings[{i}].", s["N"], s["tau"], s["omega"], c.value("evaluator.respacing"))
+    c.settings_list("evaluator.settings", "evaluator.respacing")
 
 
 def validate_pipeline(c: _Checks) -> None:
@@ -600,8 +604,7 @@ def validate_eval(c: _Checks) -> None:
         lambda v: len(v) > 0 or c.value("predictions") or c.value("reference"),
         "leaves nothing to evaluate: list DR2 (N, tau) settings, predictions.<method>=DIR, or reference=true",
     )
-    for i, s in enumerate(c.value("settings")):
-        c.dr2_settings(f"settings[{i}].", s["N"], s["tau"], s["omega"], c.value("dr2.respacing"))
+    c.settings_list("settings", "dr2.respacing")
     for i in range(len(c.value("sets"))):
         c.at_least(f"sets[{i}].limit", 0, " (0: every image)")
     c.one_of("lpips_net", ("vgg", "alex"))
@@ -613,8 +616,7 @@ def validate_cache(c: _Checks) -> None:
     validate_pipeline(c)
     c.one_of("enhancer.name", ("none",), ": the cache stores DR2 outputs, the enhancer's training inputs")
     c.require("settings", lambda v: len(v) > 0, "must list at least one (N, tau), e.g. [{N: 8, tau: 35}]")
-    for i, s in enumerate(c.value("settings")):
-        c.dr2_settings(f"settings[{i}].", s["N"], s["tau"], s["omega"], c.value("dr2.respacing"))
+    c.settings_list("settings", "dr2.respacing")
     c.at_least("samples_per_image", 1)
     c.at_least("limit", 0, " (0: every image)")
 
