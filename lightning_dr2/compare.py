@@ -414,6 +414,7 @@ def compare(
     runs = load_local_runs(run_dirs) if run_dirs else []
     if wandb_project:
         runs += load_wandb_runs(wandb_project, wandb_filters)
+    measured = list(runs)  # the published tables join `runs` next
     notes = []
     for name in published:
         table, entries = load_published(name)
@@ -435,7 +436,6 @@ def compare(
     if plot:
         files.append(plot_comparison(rows, columns, out_dir / "comparison.png"))
         figures.append(Figure("Metrics per split", files[-1]))
-    measured = [run for run in runs if not any(e.published for e in run.entries)]
     sources = [Section("Runs", [f"{run.label}: {run.source}" for run in measured])]
     if notes:
         sources.append(Section("Published numbers (not measured here; never ranked with measured rows)", notes))
