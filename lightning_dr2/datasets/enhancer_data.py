@@ -146,7 +146,6 @@ class EnhancerPairs(Dataset):
         """HQ names without a DR2 output in `dr2_root` (folder mode)."""
         return [self.rel(i) for i in range(len(self)) if not self.dr2_path(i).is_file()]
 
-
     def _dr2(self, index: int) -> torch.Tensor:
         path = self.dr2_path(index)
         if not path.is_file():
