@@ -104,12 +104,7 @@ class CacheSummary:
 
 def cache_settings(cfg: DictConfig, pipe: DR2E) -> list[tuple[int, int, int]]:
     """The recipe's (N, tau, omega) list with omega resolved, each checked against the UNet's size."""
-    out = []
-    for s in cfg.settings:
-        omega = pipe.dr2.resolve_omega(s.N, s.tau, s.omega)
-        pipe.dr2.validate(torch.zeros(1, 3, pipe.image_size, pipe.image_size), s.N, s.tau, omega)
-        out.append((int(s.N), int(s.tau), int(omega)))
-    return out
+    return [(int(s.N), int(s.tau), pipe.dr2.check_setting(s.N, s.tau, s.omega, pipe.image_size)) for s in cfg.settings]
 
 
 def run_cache(cfg: DictConfig, weights_dir: str | None = None) -> CacheSummary:

@@ -91,7 +91,7 @@ def build_pair_maker(
     dr2 = DR2(unet, respacing=cfg.dr2.respacing, diffusion=process, dtype=dtype)
     size = int(unet.image_size)
     for s in settings_of(cfg):
-        dr2.validate(torch.zeros(1, 3, size, size), s.N, s.tau, dr2.resolve_omega(s.N, s.tau, s.omega))
+        dr2.check_setting(s.N, s.tau, s.omega, size)
     return OnTheFlyDR2(dr2, cfg.data.size, augment_of(cfg))
 
 

@@ -155,7 +155,7 @@ class DR2E:
         self.dtype = dtype
         self.image_size = int(getattr(unet, "image_size", 256))
         # Fail now, not after loading a folder: the settings must fit the UNet and the grid.
-        self.dr2.validate(torch.zeros(1, 3, self.image_size, self.image_size), N, tau, self.omega_value)
+        self.dr2.check_setting(N, tau, omega, self.image_size)
 
     @property
     def omega_value(self) -> int:

@@ -147,7 +147,13 @@ class DR2:
         with torch.autocast(x.device.type, dtype=self.dtype):
             return self.unet(x, t).float()
 
-    def validate(self, y: Tensor, N: int, tau: int, omega: int) -> None:  # noqa: N803
+    def check_setting(self, N: int, tau: int, omega: int | None, image_size: int) -> int:  # noqa: N803
+        """Fail before any image is read: (N, tau, omega) against the respaced grid and N against the UNet's
+        `image_size`, as `run` would check them; returns omega (None: the official rule)."""
+        self.validate(torch.zeros(1, 3, image_size, image_size), N, tau, omega)
+        return self.resolve_omega(N, tau, omega)
+
+    def validate(self, y: Tensor, N: int, tau: int, omega: int | None) -> None:  # noqa: N803
         if not isinstance(y, Tensor) or y.ndim != 4 or y.shape[1] != 3:
             shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
             raise ValueError(f"DR2 expects a batch of RGB images shaped (B, 3, H, W); got {shape}")
