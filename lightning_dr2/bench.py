@@ -371,7 +371,7 @@ def bench_enhancer(opts: DictConfig) -> dict[str, Any]:
     """One enhancer training iteration (D step, then G step: L1, perceptual, feature matching, hinge GAN;
     Adam G/D as in the recipe): img/s and peak memory. The networks are `EnhancerModule`'s own."""
     from lightning_dr2.modules.enhancer import EnhancerModule
-    from lightning_dr2.nets.generators import generator_size
+    from lightning_dr2.nets.restorers import native_size
 
     device = torch.device(opts["device"])
     preset = ENHANCER_PRESETS[opts["preset"]]
@@ -385,7 +385,7 @@ def bench_enhancer(opts: DictConfig) -> dict[str, Any]:
     ).to(device)
     module.frozen_to_device()
     opt_g, opt_d = module.configure_optimizers()
-    size = generator_size(module.generator)
+    size = native_size(module.generator)
     gen = torch.Generator().manual_seed(1)
     y = (torch.rand(opts["batch"], 3, size, size, generator=gen) * 2 - 1).to(device)
     x = (torch.rand(opts["batch"], 3, size, size, generator=gen) * 2 - 1).to(device)

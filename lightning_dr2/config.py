@@ -200,7 +200,7 @@ class ExperimentConfig:
 
 @dataclass
 class EnhancerConfig:
-    """The enhancement module after DR2 (`sparnethd`, `none`, or any name in `dr2.pipeline.ENHANCERS`)."""
+    """The enhancement module after DR2 (`none`, or any name in `nets.restorers.RESTORERS`)."""
 
     name: str = "sparnethd"
     weights: str | None = None  # default: the registry's file for this enhancer (e.g. SPARNetHD_FFHQ_DR2aug.pth)

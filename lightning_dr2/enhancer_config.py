@@ -28,7 +28,7 @@ from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS
 
 @dataclass
 class GeneratorConfig:
-    """A generator of `lightning_dr2.nets.generators.GENERATORS` (sparnethd | sparnet | unet) and its options."""
+    """A trainable network of `lightning_dr2.nets.restorers.RESTORERS` (sparnethd | sparnet | unet) and its options."""
 
     name: str = "sparnethd"
     options: dict[str, Any] = field(default_factory=dict)

@@ -21,7 +21,7 @@ from lightning_dr2.dr2.remover import DR2
 from lightning_dr2.dr2.sidecar import published_process
 from lightning_dr2.io import resize
 from lightning_dr2.metrics.suite import MetricSuite, group_by_size
-from lightning_dr2.nets.generators import build_generator
+from lightning_dr2.nets.restorers import build_restorer
 from lightning_dr2.train_enhancer import train_enhancer
 
 SETTING = {"N": 4, "tau": 2, "omega": 3}
@@ -120,7 +120,7 @@ def test_cached_evaluation_equals_dr2e_inference(testset: Path) -> None:
     """The evaluator's numbers for a generator = scoring DR2E(unet, generator) outputs, same images and seeds."""
     torch.manual_seed(0)
     unet = tiny_unet().eval()
-    generator = build_generator("sparnet", TINY_GENERATOR).eval()
+    generator = build_restorer("sparnet", TINY_GENERATOR).eval()
     sets = [{"name": "tiny", "root": str(testset), "splits": ["x8_severe"], "limit": 3}]
     process = published_process(unet.flags)
     evaluator = EnhancerEvaluator(
