@@ -153,6 +153,7 @@ def test_registry_sanity():
         "vgg16-397923af.pth",
         "alexnet-owt-7be5be79.pth",
         "vgg19-dcbb9e9d.pth",
+        "GPEN-BFR-512.pth",
     }
 
 

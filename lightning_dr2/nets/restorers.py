@@ -17,6 +17,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from lightning_dr2.nets.gpen import GPEN
 from lightning_dr2.nets.plain_unet import PlainUNet
 from lightning_dr2.nets.sparnet import SPARNet, fold_spectral_norm
 from lightning_dr2.registry import Registry
@@ -84,6 +85,23 @@ RESTORERS.add(
 RESTORERS.add(
     "unet",
     RestorerSpec(PlainUNet, "a plain U-Net baseline without attention (global residual)", size=None, trainable=True),
+)
+
+
+RESTORERS.add(
+    "gpen_512",
+    RestorerSpec(
+        GPEN,
+        "GPEN-BFR-512 (yangxy/GPEN, CVPR 2021): a StyleGAN2 prior fed by an encoder; options: GPEN's "
+        "FullGenerator arguments (size, style_dim, n_mlp, channel_multiplier, narrow, isconcat, lr_mlp)",
+        weights="GPEN-BFR-512.pth",
+        # face_model/face_gan.py FaceGAN.process, the path of an aligned face (demo.py --aligned).
+        feed="BGR uint8 -> cv2.resize to 512x512 (INTER_LINEAR) -> /255 -> (x - 0.5) / 0.5 -> flipped to RGB; "
+        "output * 0.5 + 0.5, clipped to [0, 1], * 255 truncated to uint8",
+        resize="cv2_linear",
+        licence="GPEN (c) Alibaba 2021: for academic and non-commercial use only (weights and reference code; "
+        "re-implemented here)",
+    ),
 )
 
 

@@ -74,6 +74,18 @@ _REGISTRY: tuple[WeightFile, ...] = (
         source="https://github.com/chaofengc/Face-SPARNet (README: pretrained models, manual download)",
         used_by="lightning_dr2.nets.sparnet.SPARNet.hd(): enhancement stage / initialisation",
     ),
+    # --- restoration networks (baselines, or the enhancer after DR2) ---
+    WeightFile(
+        name="GPEN-BFR-512.pth",
+        role="restoration network",
+        description=(
+            "GPEN-BFR-512 (yangxy/GPEN, CVPR 2021): GPEN's face-restoration generator at 512x512 "
+            "(71.0 M params); academic and non-commercial use only"
+        ),
+        urls=("https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/GPEN-BFR-512.pth",),
+        source="https://github.com/yangxy/GPEN (README 'Usage': pre-trained model links)",
+        used_by="lightning_dr2.nets.gpen.GPEN: restoration network 'gpen_512'",
+    ),
     # --- metrics ---
     WeightFile(
         name="pt_inception-2015-12-05-6726825d.pth",
