@@ -100,6 +100,16 @@ def load_fixture(name: str) -> dict:
     return torch.load(fixture_path(name), weights_only=True)
 
 
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a module of small-convolution tests (`pytestmark = pytest.mark.usefixtures(...)`):
+    as fast, and it does not spin when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def seeded_random_(module: nn.Module, seed: int, std: float = 0.1) -> nn.Module:
     """Fill every parameter from a seeded normal (zero-initialised branches would hide bugs); in place."""
     gen = torch.Generator().manual_seed(seed)

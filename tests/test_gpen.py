@@ -25,15 +25,7 @@ from lightning_dr2.weights.registry import WEIGHTS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RELEASED_PARAMS = 71_005_223  # parameters of GPEN-BFR-512 (plus 14 fixed 4x4 blur-filter buffers)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small convolutions: one thread is as fast, and does not spin when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

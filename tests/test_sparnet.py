@@ -12,14 +12,7 @@ from conftest import load_fixture
 from lightning_dr2.nets.loading import WeightsError
 from lightning_dr2.nets.sparnet import HD_CONFIG, SPARNet, fold_spectral_norm, load_sparnet
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small convolutions: one thread is as fast, and does not spin when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -129,9 +122,7 @@ def test_load_sparnet_wrong_file(tiny, tmp_path):
     assert "head.weight" in str(err.value) and str(path) in str(err.value)
 
 
-@pytest.mark.parametrize(
-    "shape", [(1, 1, 64, 64), (1, 4, 64, 64), (1, 3, 32, 32), (1, 3, 64, 48), (3, 64, 64)]
-)
+@pytest.mark.parametrize("shape", [(1, 1, 64, 64), (1, 4, 64, 64), (1, 3, 32, 32), (1, 3, 64, 48), (3, 64, 64)])
 def test_bad_input_shape(tiny, shape):
     model = SPARNet(**tiny["config"])
     with pytest.raises(ValueError, match=r"expects images of shape \(B, 3, 64, 64\)"):
