@@ -21,6 +21,7 @@ from lightning_dr2.dr2.pipeline import build_enhancer
 from lightning_dr2.nets.gpen import BFR_512, GPEN, blur_kernel, scaled_leaky_relu, upfirdn2d
 from lightning_dr2.nets.loading import WeightsError, load_into
 from lightning_dr2.nets.restorers import RESTORERS
+from lightning_dr2.weights.lookup import MissingWeightsError
 from lightning_dr2.weights.registry import WEIGHTS
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -163,7 +164,7 @@ def test_build_enhancer_random_and_from_a_file(tmp_path):
 
 
 def test_missing_released_file_names_it_and_how_to_fetch():
-    with pytest.raises(Exception, match=r"GPEN-BFR-512\.pth") as err:
+    with pytest.raises(MissingWeightsError, match=r"GPEN-BFR-512\.pth") as err:
         build_enhancer("gpen_512")
     assert "weights --fetch" in str(err.value)
 

@@ -65,8 +65,8 @@ def scaled_leaky_relu(x: Tensor, bias: Tensor) -> Tensor:
 
 
 def gpen_channels(resolution: int, channel_multiplier: float, narrow: float) -> int:
-    """GPEN's feature width at `resolution`: 512 * narrow up to 32 px, then halving per octave from 512 at 64 px
-    (times the channel multiplier)."""
+    """GPEN's feature width at `resolution`: 512 * narrow up to 32 px, then 256 * channel_multiplier * narrow at
+    64 px, halving per octave."""
     if resolution <= 32:
         return int(512 * narrow)
     return int(16384 // resolution * channel_multiplier * narrow)
