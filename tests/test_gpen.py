@@ -234,3 +234,23 @@ def test_scaled_leaky_relu_matches_its_definition():
     flat = torch.randn(3, 5, generator=gen)  # the linear layers' (B, C) form
     v2 = flat.double().numpy() + bias.double().numpy()[None]
     assert_fp32_close(scaled_leaky_relu(flat, bias), torch.from_numpy(np.where(v2 >= 0, v2, 0.2 * v2) * math.sqrt(2)))
+
+
+@pytest.mark.weights
+def test_released_file_loads_strictly_when_present():
+    """The real GPEN-BFR-512.pth (skipped where absent, as on CI): strict load through the registry, its
+    filters are GPEN's [1,3,3,1] binomials, and a mid-gray image comes back finite at 512."""
+    from lightning_dr2.weights import find_weight
+
+    try:
+        find_weight("GPEN-BFR-512.pth")
+    except MissingWeightsError:
+        pytest.skip("GPEN-BFR-512.pth not present (see `python -m lightning_dr2 weights`)")
+    net = build_enhancer("gpen_512")
+    kernels = {k: v for k, v in net.state_dict().items() if k.endswith(".kernel")}
+    assert len(kernels) == 14
+    for key, kernel in kernels.items():
+        assert_fp32_close(kernel / kernel.sum(), blur_kernel((1, 3, 3, 1)), key)
+    with torch.no_grad():
+        out = net(torch.zeros(1, 3, 512, 512))
+    assert out.shape == (1, 3, 512, 512) and torch.isfinite(out).all()
