@@ -81,6 +81,49 @@ RESTORERS.add(
         finalize=fold_spectral_norm,
     ),
 )
+# VQFR's demo (`demo.py --aligned`, vqfr/demo_util.py) for an aligned face; both versions alike.
+_VQFR_FEED = (
+    "aligned face as cv2.imread BGR uint8 -> cv2.resize to 512x512 (INTER_LINEAR) -> RGB, /255, "
+    "normalize(0.5, 0.5) -> [-1, 1]; output clamped to [-1, 1] and rounded to uint8 (BasicSR tensor2img)"
+)
+_VQFR_LICENCE = "Apache-2.0 (TencentARC/VQFR code and released weights; re-implemented here)"
+
+
+def _vqfr_v1(**options: Any) -> nn.Module:
+    from lightning_dr2.nets.vqfr import VQFRv1
+
+    return VQFRv1(**options)
+
+
+def _vqfr_v2(**options: Any) -> nn.Module:
+    from lightning_dr2.nets.vqfr import VQFRv2
+
+    return VQFRv2(**options)
+
+
+RESTORERS.add(
+    "vqfr_v1",
+    RestorerSpec(
+        _vqfr_v1,
+        "VQFR v1 (ECCV 2022): VQ codebook (nearest code) + parallel decoder with deformable texture warping",
+        weights="VQFR_v1-33a1fac5.pth",
+        feed=_VQFR_FEED,
+        resize="cv2_linear",
+        licence=_VQFR_LICENCE,
+    ),
+)
+RESTORERS.add(
+    "vqfr_v2",
+    RestorerSpec(
+        _vqfr_v2,
+        "VQFR v2: predicted codes + parallel decoder; fidelity_ratio in [0, 1] (0: best quality, 1: best fidelity)",
+        weights="VQFR_v2.pth",
+        defaults={"fidelity_ratio": 0.0},  # demo.py -f default
+        feed=_VQFR_FEED,
+        resize="cv2_linear",
+        licence=_VQFR_LICENCE,
+    ),
+)
 RESTORERS.add(
     "unet",
     RestorerSpec(PlainUNet, "a plain U-Net baseline without attention (global residual)", size=None, trainable=True),

@@ -74,6 +74,26 @@ _REGISTRY: tuple[WeightFile, ...] = (
         source="https://github.com/chaofengc/Face-SPARNet (README: pretrained models, manual download)",
         used_by="lightning_dr2.nets.sparnet.SPARNet.hd(): enhancement stage / initialisation",
     ),
+    # --- restoration networks (baselines, and enhancers after DR2) ---
+    WeightFile(
+        name="VQFR_v1-33a1fac5.pth",
+        role="restoration network",
+        description="VQFR v1 (ECCV 2022) 512x512 face restorer, BasicSR layout ('params'), 76.56 M params",
+        sha256="33a1fac5",  # BasicSR convention: the first 8 hex digits of the sha256 in the file name
+        source=(
+            "https://github.com/TencentARC/VQFR (README 'Quick Inference': Google Drive folder "
+            "https://drive.google.com/drive/folders/1lczKYEbARwe27FJlKoFdng7UnffGDjO2, manual download)"
+        ),
+        used_by="lightning_dr2.nets.vqfr.VQFRv1: restorer 'vqfr_v1' (baseline, or enhancer after DR2)",
+    ),
+    WeightFile(
+        name="VQFR_v2.pth",
+        role="restoration network",
+        description="VQFR v2 512x512 face restorer (fidelity_ratio control), BasicSR layout, 83.49 M params",
+        urls=("https://github.com/TencentARC/VQFR/releases/download/v2.0.0/VQFR_v2.pth",),
+        source="https://github.com/TencentARC/VQFR/releases (release v2.0.0)",
+        used_by="lightning_dr2.nets.vqfr.VQFRv2: restorer 'vqfr_v2' (baseline, or enhancer after DR2)",
+    ),
     # --- metrics ---
     WeightFile(
         name="pt_inception-2015-12-05-6726825d.pth",
