@@ -5,6 +5,7 @@ how VQFR's demo feeds a face."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -25,14 +26,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 NETS = {1: VQFRv1, 2: VQFRv2}
 STD_RULES = {"unit_norm_std": unit_norm_std}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small convolutions: one thread is as fast, and does not spin when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _fixture(version: int, kind: str = "tiny") -> dict:
@@ -55,7 +49,7 @@ def test_released_configuration_has_the_released_keys(version):
     shapes = {k: list(v.shape) for k, v in net.state_dict().items()}
     assert shapes == manifest["state_dict"]
     assert sum(p.numel() for p in net.parameters()) == manifest["num_params"]
-    released = V1_CONFIG if version == 1 else V2_CONFIG
+    released = asdict(V1_CONFIG if version == 1 else V2_CONFIG)
     assert {**released, "channel_multipliers": list(released["channel_multipliers"])} == manifest["config"]
     assert net.config == released and net.size == 512
 
@@ -185,7 +179,11 @@ def test_options_defaults_and_bad_inputs():
     with pytest.raises(ValueError, match="fidelity_ratio"):
         build_restorer("vqfr_v1", {"fidelity_ratio": 0.5})  # v1 has no fidelity control
     with pytest.raises(ValueError, match="multiple of 32"):
-        VQFRv2(size=48, base_channels=32, channel_multipliers=(1, 1, 2, 2, 2, 4))
+        VQFRv2(size=48, base_channels=32)
+    with pytest.raises(ValueError, match="multiple of 32 .GroupNorm"):
+        VQFRv1(base_channels=48)
+    with pytest.raises(ValueError, match="unknown_option"):
+        build_restorer("vqfr_v1", {"unknown_option": 1})
     net = build_enhancer("vqfr_v1", "random", options=_fixture(1)["config"])
     assert net.size == 32
     with pytest.raises(ValueError, match=r"\(B, 3, 32, 32\)"):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -29,33 +30,49 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
-__all__ = ["V1_CONFIG", "V2_CONFIG", "Codebook", "VQFRv1", "VQFRv2"]
-
-# The released configurations (VQFR's options/test/VQFR/test_vqfr_v1.yml and test_vqfr_v2.yml), in our names.
-V1_CONFIG: dict[str, Any] = dict(
-    size=512,
-    base_channels=128,
-    channel_multipliers=(1, 1, 2, 2, 2, 4),
-    encoder_blocks=2,
-    decoder_blocks=3,
-    cond_channels=32,
-    deformable_groups=4,
-    num_codes=1024,
-    code_dim=256,
-)
-V2_CONFIG: dict[str, Any] = dict(
-    size=512,
-    base_channels=64,
-    channel_multipliers=(1, 2, 2, 4, 4, 8),
-    encoder_blocks=2,
-    decoder_blocks=2,
-    cond_channels=32,
-    deformable_groups=4,
-    num_codes=1024,
-    code_dim=256,
-)
+__all__ = ["V1_CONFIG", "V2_CONFIG", "Codebook", "VQFRConfig", "VQFRv1", "VQFRv2"]
 
 _GROUPS = 32  # GroupNorm groups everywhere (VQGAN's normalisation)
+
+
+@dataclass(frozen=True)
+class VQFRConfig:
+    """The architecture of a VQFR network (either version): level i works at size / 2**i with width
+    base_channels * channel_multipliers[i]; the top level is quantized."""
+
+    size: int
+    base_channels: int
+    channel_multipliers: tuple[int, ...]
+    encoder_blocks: int  # ResBlocks per encoder level
+    decoder_blocks: int  # ResBlocks per texture-decoder level
+    cond_channels: int = 32  # width of the input-image feature that guides the warping
+    deformable_groups: int = 4
+    num_codes: int = 1024
+    code_dim: int = 256
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channel_multipliers", tuple(int(m) for m in self.channel_multipliers))
+        down = 2 ** (len(self.widths) - 1)
+        if self.size % down:
+            raise ValueError(f"size must be a multiple of {down} (2 ** (levels - 1)), got size={self.size}")
+        if any(w % _GROUPS or w % self.deformable_groups for w in self.widths):
+            raise ValueError(
+                f"every level width (base_channels * multiplier) must be a multiple of {_GROUPS} (GroupNorm) and "
+                f"of deformable_groups={self.deformable_groups}; got {self.widths}"
+            )
+
+    @property
+    def widths(self) -> list[int]:
+        return [self.base_channels * m for m in self.channel_multipliers]
+
+
+# The released configurations (VQFR's options/test/VQFR/test_vqfr_v1.yml and test_vqfr_v2.yml), in our names.
+V1_CONFIG = VQFRConfig(
+    size=512, base_channels=128, channel_multipliers=(1, 1, 2, 2, 2, 4), encoder_blocks=2, decoder_blocks=3
+)
+V2_CONFIG = VQFRConfig(
+    size=512, base_channels=64, channel_multipliers=(1, 2, 2, 4, 4, 8), encoder_blocks=2, decoder_blocks=2
+)
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -249,18 +266,6 @@ class Codebook(nn.Module):
         return self.embedding(indices).permute(0, 3, 1, 2).contiguous()
 
 
-def _check_config(size: int, widths: Sequence[int], deformable_groups: int) -> None:
-    down = 2 ** (len(widths) - 1)
-    if size % down:
-        raise ValueError(f"size must be a multiple of {down} (2 ** (levels - 1)), got size={size}")
-    bad = [w for w in widths if w % _GROUPS or w % deformable_groups]
-    if bad:
-        raise ValueError(
-            f"every level width (base_channels * multiplier) must be a multiple of {_GROUPS} (GroupNorm) and of "
-            f"deformable_groups={deformable_groups}; got {list(widths)}"
-        )
-
-
 def _check_image(x: Tensor, size: int, name: str) -> None:
     if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != size or x.shape[3] != size:
         raise ValueError(
@@ -347,43 +352,21 @@ class _QuantizerV1(Codebook):
 class VQFRv1(nn.Module):
     """VQFR v1: (B, 3, size, size) RGB in [-1, 1] -> the restored image (main decoder), same shape.
 
-    Level i works at size / 2**i with width base_channels * channel_multipliers[i]; the top level is
-    quantized. Defaults: the released model (76.56 M parameters).
+    `options` override fields of the released configuration `V1_CONFIG` (76.56 M parameters); see VQFRConfig.
     """
 
-    def __init__(
-        self,
-        size: int = 512,
-        base_channels: int = 128,
-        channel_multipliers: Sequence[int] = (1, 1, 2, 2, 2, 4),
-        encoder_blocks: int = 2,
-        decoder_blocks: int = 3,
-        cond_channels: int = 32,
-        deformable_groups: int = 4,
-        num_codes: int = 1024,
-        code_dim: int = 256,
-    ) -> None:
+    def __init__(self, **options: Any) -> None:
         super().__init__()
-        widths = [base_channels * m for m in channel_multipliers]
-        _check_config(size, widths, deformable_groups)
-        self.config = dict(
-            size=size,
-            base_channels=base_channels,
-            channel_multipliers=tuple(channel_multipliers),
-            encoder_blocks=encoder_blocks,
-            decoder_blocks=decoder_blocks,
-            cond_channels=cond_channels,
-            deformable_groups=deformable_groups,
-            num_codes=num_codes,
-            code_dim=code_dim,
-        )
-        self.size = size
+        config = replace(V1_CONFIG, **options)
+        self.config = asdict(config)
+        self.size = config.size
+        widths = config.widths
         self._top = _level(len(widths) - 1)
-        self.inpfeat_extraction = nn.ModuleDict({"conv": _conv(3, cond_channels)})
-        self.encoder = _EncoderV1(widths, encoder_blocks)
-        self.decoder = _TextureDecoderV1(widths, decoder_blocks)
-        self.main_decoder = _MainDecoderV1(widths, cond_channels, deformable_groups)
-        quantizer = _QuantizerV1(widths[-1], num_codes, code_dim)
+        self.inpfeat_extraction = nn.ModuleDict({"conv": _conv(3, config.cond_channels)})
+        self.encoder = _EncoderV1(widths, config.encoder_blocks)
+        self.decoder = _TextureDecoderV1(widths, config.decoder_blocks)
+        self.main_decoder = _MainDecoderV1(widths, config.cond_channels, config.deformable_groups)
+        quantizer = _QuantizerV1(widths[-1], config.num_codes, config.code_dim)
         self.quantizer = nn.ModuleDict({"quantize_dict": nn.ModuleDict({self._top: quantizer})})
 
     @property
@@ -500,49 +483,27 @@ class VQFRv2(nn.Module):
     """VQFR v2: (B, 3, size, size) RGB in [-1, 1] -> the restored image, same shape.
 
     `fidelity_ratio` in [0, 1] (a call option of VQFR's demo, `-f`, default 0): 0 for the best quality (the
-    texture decoder alone), 1 for the best fidelity (all of the main branch). Level i works at size / 2**i
-    with width base_channels * channel_multipliers[i]. Defaults: the released model (83.49 M parameters).
+    texture decoder alone), 1 for the best fidelity (all of the main branch). `options` override fields of the
+    released configuration `V2_CONFIG` (83.49 M parameters); see VQFRConfig.
     """
 
-    def __init__(
-        self,
-        size: int = 512,
-        base_channels: int = 64,
-        channel_multipliers: Sequence[int] = (1, 2, 2, 4, 4, 8),
-        encoder_blocks: int = 2,
-        decoder_blocks: int = 2,
-        cond_channels: int = 32,
-        deformable_groups: int = 4,
-        num_codes: int = 1024,
-        code_dim: int = 256,
-        fidelity_ratio: float = 0.0,
-    ) -> None:
+    def __init__(self, fidelity_ratio: float = 0.0, **options: Any) -> None:
         super().__init__()
-        widths = [base_channels * m for m in channel_multipliers]
-        _check_config(size, widths, deformable_groups)
+        config = replace(V2_CONFIG, **options)
         if not 0.0 <= float(fidelity_ratio) <= 1.0:
             raise ValueError(
                 f"fidelity_ratio must be in [0, 1] (0: best quality, 1: best fidelity), got {fidelity_ratio}"
             )
-        self.config = dict(
-            size=size,
-            base_channels=base_channels,
-            channel_multipliers=tuple(channel_multipliers),
-            encoder_blocks=encoder_blocks,
-            decoder_blocks=decoder_blocks,
-            cond_channels=cond_channels,
-            deformable_groups=deformable_groups,
-            num_codes=num_codes,
-            code_dim=code_dim,
-        )
-        self.size = size
+        self.config = asdict(config)
+        self.size = config.size
+        widths = config.widths
         self.fidelity_ratio = float(fidelity_ratio)  # a call option: a plain attribute, not in the state dict
-        self.encoder = _EncoderV2(widths, encoder_blocks, code_dim)
-        self.feat2index = nn.Sequential(nn.LayerNorm(code_dim), nn.Linear(code_dim, num_codes))
-        self.decoder = _TextureDecoderV2(widths, decoder_blocks, code_dim)
-        self.main_branch = MainDecoder(widths, cond_channels, deformable_groups, v1=False)
-        self.inpfeat_extraction = _conv(3, cond_channels)
-        self.quantizer = Codebook(num_codes, code_dim)
+        self.encoder = _EncoderV2(widths, config.encoder_blocks, config.code_dim)
+        self.feat2index = nn.Sequential(nn.LayerNorm(config.code_dim), nn.Linear(config.code_dim, config.num_codes))
+        self.decoder = _TextureDecoderV2(widths, config.decoder_blocks, config.code_dim)
+        self.main_branch = MainDecoder(widths, config.cond_channels, config.deformable_groups, v1=False)
+        self.inpfeat_extraction = _conv(3, config.cond_channels)
+        self.quantizer = Codebook(config.num_codes, config.code_dim)
 
     def code_indices(self, x: Tensor) -> Tensor:
         """(B, 3, size, size) -> (B, h, w) indices of the codes the head predicts (argmax; first of equal maxima)."""
