@@ -26,7 +26,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from lightning_dr2.io import write_json, write_png
+from lightning_dr2.files import write_json
+from lightning_dr2.image_io import write_png
 from lightning_dr2.parallel import spawn_pool
 
 log = logging.getLogger(__name__)
