@@ -12,7 +12,6 @@ from lightning_dr2.faces.align import align_face, matrix_scale, transform_points
 from lightning_dr2.faces.paste import crop_mask, crop_to_output
 
 
-
 def test_template_landmarks_give_the_identity():
     for size in (512, 256):
         matrix = similarity_to_template(ffhq_template(size), size)

@@ -51,7 +51,9 @@ def check_face_config(cfg: FaceConfig | DictConfig | dict[str, Any], prefix: str
     require("erode", 0 <= face.erode < 0.25, "must be in [0, 0.25)")
     require("feather", 0 <= face.feather < 0.25, "must be in [0, 0.25)")
     require(
-        "weights", face.weights is None or face.detector.startswith("retinaface"), "is only used by retinaface_* detectors"
+        "weights",
+        face.weights is None or face.detector.startswith("retinaface"),
+        "is only used by retinaface_* detectors",
     )
     return face
 

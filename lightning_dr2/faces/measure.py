@@ -131,13 +131,17 @@ def composite_photos(
             roll = rng.uniform(-max_roll, max_roll)
             for _attempt in range(20):  # a place where the head fits and overlaps no other face
                 centre = rng.uniform([0.15 * size[0], 0.15 * size[1]], [0.85 * size[0], 0.85 * size[1]])
-                if all(np.linalg.norm(t.mean(0) - centre) > 2.5 * (eye_px + np.linalg.norm(t[1] - t[0])) for t in truths):
+                if all(
+                    np.linalg.norm(t.mean(0) - centre) > 2.5 * (eye_px + np.linalg.norm(t[1] - t[0])) for t in truths
+                ):
                     break
             else:
                 continue
             m = cv2.getRotationMatrix2D(tuple(landmarks.mean(0)), roll, scale)
             m[:, 2] += centre - landmarks.mean(0)
-            face = cv2.warpAffine(image.astype(np.float32), m, size, flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+            face = cv2.warpAffine(
+                image.astype(np.float32), m, size, flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            )
             alpha = cv2.warpAffine(mask, m, size, flags=cv2.INTER_LINEAR)[..., None]
             canvas = canvas * (1 - alpha) + face * alpha
             truths.append(transform_points(m, landmarks))
@@ -164,7 +168,9 @@ def alignment_error(found: np.ndarray, truth: np.ndarray, size: int = 512) -> fl
     found_m = similarity_to_template(found, size)
     truth_m = similarity_to_template(truth, size)
     inverse = cv2.invertAffineTransform(truth_m)
-    return float(np.linalg.norm(transform_points(found_m, transform_points(inverse, template)) - template, axis=1).mean())
+    return float(
+        np.linalg.norm(transform_points(found_m, transform_points(inverse, template)) - template, axis=1).mean()
+    )
 
 
 def match_faces(faces: Sequence[Face], truths: Sequence[np.ndarray]) -> list[tuple[int, int]]:
@@ -173,7 +179,10 @@ def match_faces(faces: Sequence[Face], truths: Sequence[np.ndarray]) -> list[tup
     pairs, used = [], set()
     for t, truth in enumerate(truths):
         reach = 0.5 * np.linalg.norm(truth[3:].mean(0) - truth[:2].mean(0))
-        dists = [np.linalg.norm(f.landmarks.mean(0) - truth.mean(0)) if i not in used else np.inf for i, f in enumerate(faces)]
+        dists = [
+            np.linalg.norm(f.landmarks.mean(0) - truth.mean(0)) if i not in used else np.inf
+            for i, f in enumerate(faces)
+        ]
         if dists and min(dists) < reach:
             best = int(np.argmin(dists))
             used.add(best)
@@ -181,12 +190,14 @@ def match_faces(faces: Sequence[Face], truths: Sequence[np.ndarray]) -> list[tup
     return pairs
 
 
-def score(photos: Sequence[TestPhoto], detections: Sequence[Sequence[Face]], seconds: Sequence[float]) -> dict[str, Any]:
+def score(
+    photos: Sequence[TestPhoto], detections: Sequence[Sequence[Face]], seconds: Sequence[float]
+) -> dict[str, Any]:
     """Detection rate, false positives, landmark error (normalised by the eye distance, and as alignment
     error in pixels of a 512 crop), seconds per photo."""
     found = total = false = 0
     nme, crop_px = [], []
-    for photo, faces in zip(photos, detections):
+    for photo, faces in zip(photos, detections, strict=False):
         pairs = match_faces(faces, photo.landmarks)
         total += len(photo.landmarks)
         found += len(pairs)
@@ -236,7 +247,11 @@ def measure(detector: FaceDetector, count: int = 24) -> dict[str, Any]:
     """Every suite scored for one detector, with the machine named."""
     results: dict[str, Any] = {
         "detector": detector.name,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
     }
     for name, photos in test_suites(count).items():
         detections, seconds = run_detector(detector, photos)

@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
-
 BackgroundUpsampler = Callable[[np.ndarray, int], np.ndarray]
 """(HxWx3 uint8 photo, integer scale) -> (H*scale)x(W*scale)x3 uint8: what is behind the faces."""
 
@@ -57,14 +56,14 @@ def crop_to_output(matrix: np.ndarray, crop_size: int, restored_size: int, upsca
     return (_rescale(float(upscale)) @ to_photo @ to_crop)[:2]
 
 
-def paste_face(
-    background: np.ndarray, face: np.ndarray, crop_to_out: np.ndarray, mask: np.ndarray
-) -> np.ndarray:
+def paste_face(background: np.ndarray, face: np.ndarray, crop_to_out: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Blend one restored face (SxSx3 uint8) into `background` (modified in place and returned) through the
     2x3 map `crop_to_out` and the crop-space `mask` (SxS float). Only the face's footprint is touched."""
     s = face.shape[0]
     if face.shape[:2] != mask.shape or face.shape != (s, s, 3) or face.dtype != np.uint8:
-        raise ValueError(f"restored face must be a square uint8 RGB image the size of the mask, got {face.dtype} {face.shape}")
+        raise ValueError(
+            f"restored face must be a square uint8 RGB image the size of the mask, got {face.dtype} {face.shape}"
+        )
     h, w = background.shape[:2]
     corners = np.array([[-0.5, -0.5], [s - 0.5, -0.5], [s - 0.5, s - 0.5], [-0.5, s - 0.5]]) @ crop_to_out[:, :2].T
     corners += crop_to_out[:, 2]
@@ -76,7 +75,9 @@ def paste_face(
     to_roi[:, 2] -= (x0, y0)
     roi_size = (int(x1 - x0), int(y1 - y0))
     warped = cv2.warpAffine(face, to_roi, roi_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    alpha = cv2.warpAffine(mask, to_roi, roi_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    alpha = cv2.warpAffine(
+        mask, to_roi, roi_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
     roi = background[y0:y1, x0:x1]
     inside = alpha > 0
     a = alpha[inside][:, None]
@@ -109,7 +110,7 @@ def paste_faces(
     if out.shape != (h * upscale, w * upscale, 3):
         raise ValueError(f"background upsampler returned {out.shape}, expected {(h * upscale, w * upscale, 3)}")
     masks: dict[int, np.ndarray] = {}
-    for face, matrix in zip(faces, matrices):
+    for face, matrix in zip(faces, matrices, strict=False):
         size = face.shape[0]
         if size not in masks:
             masks[size] = crop_mask(size, erode, feather)

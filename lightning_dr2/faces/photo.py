@@ -53,7 +53,12 @@ class PhotoFaces:
             "skipped_too_small": len(self.too_small),
             "skipped_not_largest": self.not_selected,
             "faces": [
-                {"index": i, **a.face.to_dict(), "face_px": round(a.face_px, 1), "matrix": np.round(a.matrix, 6).tolist()}
+                {
+                    "index": i,
+                    **a.face.to_dict(),
+                    "face_px": round(a.face_px, 1),
+                    "matrix": np.round(a.matrix, 6).tolist(),
+                }
                 for i, a in enumerate(self.faces)
             ],
         }

@@ -75,7 +75,12 @@ class MobileNetV1Body(nn.Module):
         super().__init__()
         dw = _depthwise_separable
         self.stage1 = nn.Sequential(
-            _conv_bn(3, 8, stride=2, slope=0.1), dw(8, 16, 1), dw(16, 32, 2), dw(32, 32, 1), dw(32, 64, 2), dw(64, 64, 1)
+            _conv_bn(3, 8, stride=2, slope=0.1),
+            dw(8, 16, 1),
+            dw(16, 32, 2),
+            dw(32, 32, 1),
+            dw(32, 64, 2),
+            dw(64, 64, 1),
         )
         self.stage2 = nn.Sequential(dw(64, 128, 2), *(dw(128, 128, 1) for _ in range(5)))
         self.stage3 = nn.Sequential(dw(128, 256, 2), dw(256, 256, 1))
@@ -175,9 +180,9 @@ class RetinaFace(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         p3, p4, p5 = self.fpn(self.body(x))
         feats = [self.ssh1(p3), self.ssh2(p4), self.ssh3(p5)]
-        boxes = torch.cat([head(f) for head, f in zip(self.BboxHead, feats)], dim=1)
-        logits = torch.cat([head(f) for head, f in zip(self.ClassHead, feats)], dim=1)
-        landmarks = torch.cat([head(f) for head, f in zip(self.LandmarkHead, feats)], dim=1)
+        boxes = torch.cat([head(f) for head, f in zip(self.BboxHead, feats, strict=False)], dim=1)
+        logits = torch.cat([head(f) for head, f in zip(self.ClassHead, feats, strict=False)], dim=1)
+        landmarks = torch.cat([head(f) for head, f in zip(self.LandmarkHead, feats, strict=False)], dim=1)
         return boxes, logits.softmax(-1)[..., 1], landmarks
 
 
@@ -188,7 +193,7 @@ def prior_boxes(height: int, width: int) -> torch.Tensor:
     """(P, 4) anchors (cx, cy, w, h) normalised by the image size, in the heads' output order: level by
     level (stride 8, 16, 32), row by row, column by column, then each of the level's two anchor sizes."""
     priors = []
-    for step, sizes in zip(STEPS, MIN_SIZES):
+    for step, sizes in zip(STEPS, MIN_SIZES, strict=False):
         rows, cols = ceil(height / step), ceil(width / step)
         cy, cx = torch.meshgrid(
             (torch.arange(rows, dtype=torch.float64) + 0.5) * step / height,
@@ -252,7 +257,9 @@ class RetinaFaceDetector:
     ) -> None:
         self.name = f"retinaface_{arch}"
         self.device = torch.device(device)
-        self.model = (model if model is not None else load_retinaface(arch, weights, weights_dir)).to(self.device).eval()
+        self.model = (
+            (model if model is not None else load_retinaface(arch, weights, weights_dir)).to(self.device).eval()
+        )
         self.score_threshold = float(score_threshold)
         self.nms_iou = float(nms_iou)
         self.max_side = max_side
@@ -270,12 +277,16 @@ class RetinaFaceDetector:
         offsets, scores, landmark_offsets = self.model(x)
         priors = prior_boxes(*x.shape[-2:]).to(self.device)
         keep = scores[0] >= self.score_threshold
-        size = torch.tensor([x.shape[-1], x.shape[-2]], device=self.device, dtype=torch.float32) / factor
+        size = torch.tensor([w, h], device=self.device, dtype=torch.float32)  # priors are size-normalised
         boxes = decode_boxes(offsets[0][keep], priors[keep]) * size.repeat(2)
         points = decode_landmarks(landmark_offsets[0][keep], priors[keep]) * size
         scores = scores[0][keep]
         kept = torchvision.ops.nms(boxes, scores, self.nms_iou)
         return sort_faces(
-            Face(box=tuple(float(v) for v in boxes[i]), score=float(scores[i]), landmarks=points[i].double().cpu().numpy())
+            Face(
+                box=tuple(float(v) for v in boxes[i]),
+                score=float(scores[i]),
+                landmarks=points[i].double().cpu().numpy(),
+            )
             for i in kept.tolist()
         )
