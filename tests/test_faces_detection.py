@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lightning_dr2.config import ConfigError
+from lightning_dr2.config.loader import ConfigError
 from lightning_dr2.datasets.synthetic import render_face_with_landmarks
 from lightning_dr2.faces import FaceConfig, build_detector, check_face_config, face_detector, find_faces, restore_photo
 from lightning_dr2.faces.align import transform_points

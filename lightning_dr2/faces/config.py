@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_dr2.config import ConfigError
+from lightning_dr2.config.loader import ConfigError
 from lightning_dr2.faces.detection import DETECTORS
 
 SELECTIONS = ("all", "largest")
