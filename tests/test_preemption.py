@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from lightning_dr2.checkpoints import AtomicCheckpointIO, newest_valid_checkpoint, remove_stale_temp_files
 from lightning_dr2.datasets.synthetic import generate_faces
-from lightning_dr2.training import resolve_resume
+from lightning_dr2.jobs.training_run import resolve_resume
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -131,7 +131,7 @@ def test_resume_auto_takes_newest_valid_and_skips_torn(tmp_path, caplog):
 
 
 def test_resume_auto_on_a_new_run_starts_fresh_and_true_requires_a_checkpoint(tmp_path):
-    from lightning_dr2.config import ConfigError
+    from lightning_dr2.config.loader import ConfigError
 
     assert resolve_resume(OmegaConf.create({"resume": "auto"}), tmp_path / "new") is None
     with pytest.raises(ConfigError, match="holds no readable checkpoint"):

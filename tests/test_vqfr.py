@@ -16,7 +16,7 @@ from contract import assert_fp32_close
 from keyed_weights import keyed_random_state_dict, unit_norm_std
 
 from lightning_dr2.dr2.pipeline import build_enhancer
-from lightning_dr2.io import images_to_tensor, to_uint8
+from lightning_dr2.image_io import images_to_tensor, to_uint8
 from lightning_dr2.nets.loading import WeightsError, load_into
 from lightning_dr2.nets.restorers import RESTORERS, build_restorer
 from lightning_dr2.nets.vqfr import V1_CONFIG, V2_CONFIG, VQFRv1, VQFRv2
