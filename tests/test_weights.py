@@ -153,6 +153,10 @@ def test_registry_sanity():
         "vgg16-397923af.pth",
         "alexnet-owt-7be5be79.pth",
         "vgg19-dcbb9e9d.pth",
+        "GFPGANv1.3.pth",
+        "GFPGANv1.4.pth",
+        "RestoreFormer.pth",
+        "codeformer.pth",
     }
 
 
