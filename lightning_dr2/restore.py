@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from lightning_dr2.callbacks.writer import RestoreWriter, all_records
-from lightning_dr2.config import ConfigError, save_config
+from lightning_dr2.config.loader import ConfigError, save_config
 from lightning_dr2.datasets.datamodule import ShardedData
 from lightning_dr2.datasets.images import list_images
 from lightning_dr2.dr2.pipeline import (

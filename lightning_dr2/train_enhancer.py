@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_dr2.callbacks.ema import EMA, ema_or_live
 from lightning_dr2.callbacks.evaluator import EnhancerEvaluator, evaluator_options
-from lightning_dr2.config import ConfigError
+from lightning_dr2.config.loader import ConfigError
 from lightning_dr2.datasets.enhancer_data import MODES, EnhancerDataModule, OnTheFlyDR2, PairAugment, Setting
 from lightning_dr2.diffusion import DiffusionConfig
 from lightning_dr2.dr2.enhancer_export import write_enhancer

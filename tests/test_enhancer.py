@@ -12,7 +12,8 @@ from conftest import TINY_ENHANCER_RUN
 from omegaconf import OmegaConf
 from torch.nn import functional as F  # noqa: N812
 
-from lightning_dr2.config import ConfigError, load_config, schema_for
+from lightning_dr2.config.loader import ConfigError
+from lightning_dr2.config.recipes import load_config, schema_for
 from lightning_dr2.datasets.enhancer_data import EnhancerPairs, PairAugment, Setting
 from lightning_dr2.dr2.pipeline import DR2E
 from lightning_dr2.io import write_png

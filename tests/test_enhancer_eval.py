@@ -14,7 +14,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from lightning_dr2.callbacks.evaluator import EnhancerEvaluator, build_eval_splits
-from lightning_dr2.config import ConfigError, load_config, schema_for
+from lightning_dr2.config.loader import ConfigError
+from lightning_dr2.config.recipes import load_config, schema_for
 from lightning_dr2.datasets.synthetic import generate_faces
 from lightning_dr2.dr2.pipeline import DR2E, image_seed
 from lightning_dr2.dr2.remover import DR2

@@ -10,7 +10,7 @@ import pytest
 import wandb
 from omegaconf import OmegaConf
 
-from lightning_dr2.config import ExperimentConfig
+from lightning_dr2.config.ddpm import DDPMConfig
 from lightning_dr2.loggers import FallbackWandbLogger, HistoryCSVLogger, start_with_offline_fallback
 
 
@@ -95,7 +95,7 @@ def test_wandb_logger_without_key_trains_offline(tmp_path, monkeypatch):
 def test_wandb_init_is_time_bounded():
     from lightning_dr2.loggers import wandb_run_kwargs
 
-    cfg = OmegaConf.structured(ExperimentConfig)
+    cfg = OmegaConf.structured(DDPMConfig)
     cfg.run = "r1"
     cfg.wandb.init_timeout = 12.5
     assert wandb_run_kwargs(cfg, "online")["settings"].init_timeout == 12.5
