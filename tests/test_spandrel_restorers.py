@@ -19,7 +19,7 @@ from contract import assert_fp32_close
 from keyed_weights import keyed_random_state_dict
 
 from lightning_dr2.dr2.pipeline import build_enhancer
-from lightning_dr2.io import images_to_tensor
+from lightning_dr2.image_io import images_to_tensor
 from lightning_dr2.nets.loading import WeightsError, load_into
 from lightning_dr2.nets.restorers import RESTORERS, MissingExtraError, build_restorer
 from lightning_dr2.weights.lookup import MissingWeightsError

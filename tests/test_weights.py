@@ -153,6 +153,8 @@ def test_registry_sanity():
         "vgg16-397923af.pth",
         "alexnet-owt-7be5be79.pth",
         "vgg19-dcbb9e9d.pth",
+        "detection_Resnet50_Final.pth",
+        "detection_mobilenet0.25_Final.pth",
         "GFPGANv1.3.pth",
         "GFPGANv1.4.pth",
         "RestoreFormer.pth",

@@ -76,15 +76,6 @@ def import_extra(module: str, network: str, extra: str, note: str = "") -> Modul
         ) from err
 
 
-def check_native_input(network: str, x: Tensor, size: int) -> None:
-    """(B, 3, size, size) or an error saying what came and what to do."""
-    if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[-2:]) != (size, size):
-        raise ValueError(
-            f"{network} expects images of shape (B, 3, {size}, {size}) in [-1, 1], got {tuple(x.shape)}; "
-            f"resize the input to {size}x{size} first"
-        )
-
-
 RESTORERS: Registry[RestorerSpec] = Registry("restoration network")
 
 RESTORERS.add(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
 from torch import Tensor
 
-from lightning_dr2.nets.restorers import check_native_input
+from lightning_dr2.nets.native_input import check_native_input
 
 # inference_codeformer.py builds CodeFormer(dim_embd=512, codebook_size=1024, n_head=8, n_layers=9,
 # connect_list=['32', '64', '128', '256']); the rest of the architecture is fixed at 512 px.

@@ -18,7 +18,7 @@ from spandrel.architectures.GFPGAN import GFPGAN
 from spandrel.architectures.RestoreFormer import RestoreFormer
 from torch import Tensor
 
-from lightning_dr2.nets.restorers import check_native_input
+from lightning_dr2.nets.native_input import check_native_input
 
 
 class GFPGANRestorer(GFPGAN):

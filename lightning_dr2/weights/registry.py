@@ -174,6 +174,23 @@ _REGISTRY: tuple[WeightFile, ...] = (
         used_by="lightning_dr2.metrics.lpips (net='alex')",
         hub_cache=True,
     ),
+    # --- face detection (restore mode=photos) ---
+    WeightFile(
+        name="detection_Resnet50_Final.pth",
+        role="face detector",
+        description="RetinaFace ResNet-50 (biubug6/Pytorch_Retinaface, as released by facexlib): boxes + 5 landmarks",
+        urls=("https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth",),
+        source="https://github.com/xinntao/facexlib (releases v0.1.0)",
+        used_by="lightning_dr2.faces.retinaface (faces.detector=retinaface_resnet50)",
+    ),
+    WeightFile(
+        name="detection_mobilenet0.25_Final.pth",
+        role="face detector",
+        description="RetinaFace MobileNet-0.25 (biubug6/Pytorch_Retinaface, as released by facexlib): small, fast",
+        urls=("https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_mobilenet0.25_Final.pth",),
+        source="https://github.com/xinntao/facexlib (releases v0.1.0)",
+        used_by="lightning_dr2.faces.retinaface (faces.detector=retinaface_mobilenet0.25)",
+    ),
     # --- training ---
     WeightFile(
         name="vgg19-dcbb9e9d.pth",
