@@ -157,6 +157,10 @@ def test_registry_sanity():
         "vgg19-dcbb9e9d.pth",
         "detection_Resnet50_Final.pth",
         "detection_mobilenet0.25_Final.pth",
+        "GFPGANv1.3.pth",
+        "GFPGANv1.4.pth",
+        "RestoreFormer.pth",
+        "codeformer.pth",
         "VQFR_v2.pth",
     }
 

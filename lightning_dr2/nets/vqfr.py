@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
+from lightning_dr2.nets.native_input import check_native_input
+
 __all__ = ["V1_CONFIG", "V2_CONFIG", "Codebook", "VQFRConfig", "VQFRv1", "VQFRv2"]
 
 _GROUPS = 32  # GroupNorm groups everywhere (VQGAN's normalisation)
@@ -266,14 +268,6 @@ class Codebook(nn.Module):
         return self.embedding(indices).permute(0, 3, 1, 2).contiguous()
 
 
-def _check_image(x: Tensor, size: int, name: str) -> None:
-    if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != size or x.shape[3] != size:
-        raise ValueError(
-            f"{name} expects images of shape (B, 3, {size}, {size}) in [-1, 1], got {tuple(x.shape)}; "
-            f"resize the input to {size}x{size} first"
-        )
-
-
 # ----------------------------------------------------------------------------- VQFR v1
 
 
@@ -375,7 +369,7 @@ class VQFRv1(nn.Module):
 
     def code_indices(self, x: Tensor) -> Tensor:
         """(B, 3, size, size) -> (B, h, w) indices of the codes the input is quantized to."""
-        _check_image(x, self.size, type(self).__name__)
+        check_native_input(type(self).__name__, x, self.size)
         return self.codebook.nearest(self.codebook.quant_conv(self.encoder(x)))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -507,7 +501,7 @@ class VQFRv2(nn.Module):
 
     def code_indices(self, x: Tensor) -> Tensor:
         """(B, 3, size, size) -> (B, h, w) indices of the codes the head predicts (argmax; first of equal maxima)."""
-        _check_image(x, self.size, type(self).__name__)
+        check_native_input(type(self).__name__, x, self.size)
         features = self.encoder(x)
         b, _, h, w = features.shape
         logits = self.feat2index(features.flatten(2).transpose(1, 2))  # (B, HW, num_codes)
