@@ -122,7 +122,9 @@ def test_load_sparnet_wrong_file(tiny, tmp_path):
     assert "head.weight" in str(err.value) and str(path) in str(err.value)
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 64, 64), (1, 4, 64, 64), (1, 3, 32, 32), (1, 3, 64, 48), (3, 64, 64)])
+@pytest.mark.parametrize(
+    "shape", [(1, 1, 64, 64), (1, 4, 64, 64), (1, 3, 32, 32), (1, 3, 64, 48), (3, 64, 64)]
+)
 def test_bad_input_shape(tiny, shape):
     model = SPARNet(**tiny["config"])
     with pytest.raises(ValueError, match=r"expects images of shape \(B, 3, 64, 64\)"):

@@ -22,6 +22,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lightning_dr2.nets.native_input import check_native_input
+
 BLUR_TAPS = (1, 3, 3, 1)  # StyleGAN2's resampling filter (binomial), as GPEN builds every blur
 LEAKY_SLOPE = 0.2
 LEAKY_GAIN = math.sqrt(2.0)  # keeps the activations' second moment through a leaky ReLU
@@ -330,11 +332,7 @@ class GPEN(nn.Module):
         self.final_linear = nn.Sequential(EqualLinear(width[2] * 16, style_dim, activate=True))
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != self.size or x.shape[3] != self.size:
-            raise ValueError(
-                f"GPEN expects images of shape (B, 3, {self.size}, {self.size}) in [-1, 1], got {tuple(x.shape)}; "
-                f"resize the input to {self.size}x{self.size} first"
-            )
+        check_native_input("GPEN", x, self.size)
         features = []
         for stage in range(self.n_stages):
             x = getattr(self, f"ecd{stage}")(x)
