@@ -164,7 +164,6 @@ def save_eval_unet(root: Path, seed: int = 0, perturb: float = 0.0) -> Path:
     return root / "unet.pt"
 
 
-
 @pytest.fixture(scope="module")
 def unet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`save_eval_unet` with seed 0, once per test module."""
