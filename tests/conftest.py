@@ -305,6 +305,26 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "create_connection", create_connection)
 
 
+@pytest.fixture
+def unreachable_wandb_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A W&B login (a 40-character key) whose server is a loopback port nobody listens on: every online
+    start fails (connection refused) after `wandb.init_timeout`. Yields the server URL; W&B is torn down
+    before and after, so the test starts its own W&B service with these settings and leaves none behind."""
+    import wandb
+
+    with socket.socket() as probe:  # a free port, closed again: connections to it are refused
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", url)
+    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")  # wandb's own telemetry would post there too
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    wandb.teardown()
+    yield url
+    wandb.teardown()
+
+
 # ------------------------------------------------------------------------------------------ tiny jobs
 
 
