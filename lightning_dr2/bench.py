@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_dr2.config import ConfigError, load_structured
+from lightning_dr2.config.loader import ConfigError, load_structured
 from lightning_dr2.diffusion import PUBLISHED_DIFFUSION, build_diffusion
 from lightning_dr2.io import read_image, to_uint8_images, write_json, write_png
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS, UNet
@@ -371,7 +371,7 @@ def bench_enhancer(opts: DictConfig) -> dict[str, Any]:
     """One enhancer training iteration (D step, then G step: L1, perceptual, feature matching, hinge GAN;
     Adam G/D as in the recipe): img/s and peak memory. The networks are `EnhancerModule`'s own."""
     from lightning_dr2.modules.enhancer import EnhancerModule
-    from lightning_dr2.nets.generators import generator_size
+    from lightning_dr2.nets.restorers import native_size
 
     device = torch.device(opts["device"])
     preset = ENHANCER_PRESETS[opts["preset"]]
@@ -385,7 +385,7 @@ def bench_enhancer(opts: DictConfig) -> dict[str, Any]:
     ).to(device)
     module.frozen_to_device()
     opt_g, opt_d = module.configure_optimizers()
-    size = generator_size(module.generator)
+    size = native_size(module.generator)
     gen = torch.Generator().manual_seed(1)
     y = (torch.rand(opts["batch"], 3, size, size, generator=gen) * 2 - 1).to(device)
     x = (torch.rand(opts["batch"], 3, size, size, generator=gen) * 2 - 1).to(device)
@@ -429,7 +429,8 @@ def bench_dr2_cache(opts: DictConfig) -> dict[str, Any]:
     generated faces with a random UNet: images/s, to set beside the DR2 stage of `bench restore`.
 
     A first job over one batch warms up (compilation, allocator) before the timed job on all `images`."""
-    from lightning_dr2.config import CacheConfig, load_config
+    from lightning_dr2.config.pipeline import CacheConfig
+    from lightning_dr2.config.recipes import load_config
     from lightning_dr2.datasets.synthetic import generate_faces
     from lightning_dr2.dr2_cache import run_cache
 

@@ -14,10 +14,11 @@ log = logging.getLogger("lightning_dr2")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from lightning_dr2.config import load_config
+    from lightning_dr2.config.ddpm import DDPMConfig
+    from lightning_dr2.config.recipes import load_config
     from lightning_dr2.train import train_ddpm
 
-    cfg = load_config(args.experiment, args.overrides)
+    cfg = load_config(args.experiment, args.overrides, schema=DDPMConfig)
     result = train_ddpm(cfg)
     if result.trainer.is_global_zero:
         print(f"run directory:  {result.run_dir}")
@@ -30,8 +31,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_enhancer(args: argparse.Namespace) -> int:
-    from lightning_dr2.config import load_config
-    from lightning_dr2.enhancer_config import EnhanceExperimentConfig
+    from lightning_dr2.config.enhancer import EnhanceExperimentConfig
+    from lightning_dr2.config.recipes import load_config
     from lightning_dr2.train_enhancer import train_enhancer
 
     cfg = load_config(args.experiment, args.overrides, schema=EnhanceExperimentConfig)
@@ -60,7 +61,8 @@ def _print_bad(bad: list[tuple[str, str]], output: Any, what: str, shown: int = 
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from lightning_dr2.config import RestoreConfig, load_config
+    from lightning_dr2.config.pipeline import RestoreConfig
+    from lightning_dr2.config.recipes import load_config
     from lightning_dr2.restore import TINY_INPUT, run_restore
 
     cfg = load_config(args.config, args.overrides, schema=RestoreConfig)
@@ -80,7 +82,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _cmd_dr2_cache(args: argparse.Namespace) -> int:
-    from lightning_dr2.config import CacheConfig, load_config
+    from lightning_dr2.config.pipeline import CacheConfig
+    from lightning_dr2.config.recipes import load_config
     from lightning_dr2.dr2_cache import SAMPLE_DIR, run_cache
 
     cfg = load_config(args.config, args.overrides, schema=CacheConfig)
@@ -123,7 +126,8 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from lightning_dr2.config import EvalConfig, load_config
+    from lightning_dr2.config.pipeline import EvalConfig
+    from lightning_dr2.config.recipes import load_config
     from lightning_dr2.evaluation import run_eval
     from lightning_dr2.report import metrics_table
 
@@ -183,7 +187,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_config(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from lightning_dr2.config import load_config, schema_for
+    from lightning_dr2.config.recipes import load_config, schema_for
 
     print(OmegaConf.to_yaml(load_config(args.experiment, args.overrides, schema=schema_for(args.experiment))))
     return 0
@@ -336,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     from lightning_dr2.callbacks.preemption import TrainingInterrupted
-    from lightning_dr2.config import ConfigError
+    from lightning_dr2.config.loader import ConfigError
     from lightning_dr2.modules.guards import NonFiniteTrainingError
     from lightning_dr2.nets.loading import WeightsError
 

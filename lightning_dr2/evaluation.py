@@ -34,7 +34,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from lightning_dr2.callbacks.writer import MANIFEST as RESTORE_MANIFEST
-from lightning_dr2.config import ConfigError, RestoreConfig, resolve_run_name, run_dir, save_config
+from lightning_dr2.config.loader import ConfigError, resolve_run_name, run_dir, save_config
+from lightning_dr2.config.pipeline import RestoreConfig
 from lightning_dr2.datasets.datamodule import ShardedData
 from lightning_dr2.datasets.eval_splits import EvalSplit, SplitFiles, eval_splits, split_files
 from lightning_dr2.dr2.enhancer_export import read_enhancer_sidecar

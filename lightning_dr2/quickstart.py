@@ -30,14 +30,15 @@ import torch
 from PIL import Image
 
 from lightning_dr2.compare import Comparison, compare
-from lightning_dr2.config import CacheConfig, EvalConfig, load_config
+from lightning_dr2.config.enhancer import EnhanceExperimentConfig
+from lightning_dr2.config.pipeline import CacheConfig, EvalConfig
+from lightning_dr2.config.recipes import load_config
 from lightning_dr2.datasets.degradations import DegradationSpec, degrade_with_seed
 from lightning_dr2.datasets.synthetic import face_seed, generate_faces, render_face
 from lightning_dr2.datasets.testset_builder import build_testset
 from lightning_dr2.datasets.testset_spec import load_spec
 from lightning_dr2.dr2.pipeline import DR2E
 from lightning_dr2.dr2_cache import SAMPLE_DIR, CacheSummary, run_cache
-from lightning_dr2.enhancer_config import EnhanceExperimentConfig
 from lightning_dr2.evaluation import EvalResult, run_eval
 from lightning_dr2.io import images_to_tensor, to_uint8
 from lightning_dr2.metrics.psnr_ssim import psnr_per_image

@@ -28,11 +28,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from lightning_dr2.callbacks.writer import RestoreWriter, all_records
-from lightning_dr2.config import ConfigError, save_config
+from lightning_dr2.config.loader import ConfigError, save_config
 from lightning_dr2.datasets.datamodule import ShardedData
 from lightning_dr2.datasets.images import list_images
 from lightning_dr2.dr2.pipeline import (
-    DEFAULT_ENHANCER_FILE,
     DEFAULT_UNET_FILE,
     DR2E,
     RANDOM,
@@ -49,6 +48,7 @@ from lightning_dr2.io import (
     resize,
 )
 from lightning_dr2.modules.restorer import RestoreModule
+from lightning_dr2.nets.restorers import RESTORERS
 from lightning_dr2.provenance import REUSE_MODES, ReuseRefused, changed_keys, fingerprint
 from lightning_dr2.runinfo import record_run_info
 from lightning_dr2.weights import sha256sum
@@ -362,4 +362,6 @@ def _weights_ids(cfg: DictConfig, pipe: DR2E, weights_dir: str | None) -> tuple[
         return unet, "none"
     if cfg.enhancer.weights == RANDOM:
         return unet, RANDOM
-    return unet, weights_identity(locate_weights(cfg.enhancer.weights, DEFAULT_ENHANCER_FILE, weights_dir))
+    return unet, weights_identity(
+        locate_weights(cfg.enhancer.weights, RESTORERS[cfg.enhancer.name].weights, weights_dir)
+    )

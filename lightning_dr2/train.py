@@ -15,7 +15,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ThroughputMonitor
 from lightning_dr2.callbacks.curves import LossCurve
 from lightning_dr2.callbacks.ema import EMA, ema_or_live
 from lightning_dr2.callbacks.samples import SampleGrid
-from lightning_dr2.config import ConfigError
+from lightning_dr2.config.loader import ConfigError
 from lightning_dr2.datasets.datamodule import FaceDataModule
 from lightning_dr2.diffusion import DiffusionConfig
 from lightning_dr2.dr2.sidecar import sidecar_path, write_sidecar

@@ -19,14 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_dr2.callbacks.ema import EMA, ema_or_live
 from lightning_dr2.callbacks.evaluator import EnhancerEvaluator, evaluator_options
-from lightning_dr2.config import ConfigError
+from lightning_dr2.config.loader import ConfigError
 from lightning_dr2.datasets.enhancer_data import MODES, EnhancerDataModule, OnTheFlyDR2, PairAugment, Setting
 from lightning_dr2.diffusion import DiffusionConfig
 from lightning_dr2.dr2.enhancer_export import write_enhancer
 from lightning_dr2.loggers import build_loggers
 from lightning_dr2.modules.enhancer import ITERATION_STEPS, EnhancerModule
 from lightning_dr2.modules.guards import check_finite_weights
-from lightning_dr2.nets.generators import generator_size
+from lightning_dr2.nets.restorers import native_size
 from lightning_dr2.training import build_trainer, checkpoint_callbacks, fit_preemptible, resolve_precision, start_run
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def build_module(cfg: DictConfig, path: Path, pair_maker: OnTheFlyDR2 | None) ->
         pair_maker=pair_maker,
         max_bad_steps=cfg.trainer.max_bad_steps,
     )
-    size = generator_size(module.generator)
+    size = native_size(module.generator)
     if size != cfg.data.size:
         raise ConfigError(
             f"generator {cfg.generator.name} works at {size} px but data.size={cfg.data.size}; set them equal"

@@ -18,7 +18,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_dr2.callbacks.preemption import PreemptionCheckpoint, TrainingInterrupted
 from lightning_dr2.checkpoints import AtomicCheckpointIO, newest_valid_checkpoint, remove_stale_temp_files
-from lightning_dr2.config import ConfigError, resolve_run_name, run_dir, save_config
+from lightning_dr2.config.loader import ConfigError, resolve_run_name, run_dir, save_config
 from lightning_dr2.runinfo import record_run_info
 
 
@@ -31,7 +31,7 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 
 def resolve_resume(cfg: DictConfig, run_path: Path) -> str | None:
-    """The checkpoint to resume from, if any (see `ExperimentConfig.resume`).
+    """The checkpoint to resume from, if any (see `DDPMConfig.resume`).
 
     auto/true take the newest checkpoint of the run that loads (periodic, last, signal or SLURM requeue);
     a torn newer one is reported and skipped. true fails when there is none; a path is used as given.

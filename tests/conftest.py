@@ -330,7 +330,8 @@ def unreachable_wandb_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 def tiny_restore_cfg(unet: Path | str, input_dir: Path, output_dir: Path, *extra: str):
     """A `restore` config for a tiny UNet file: short DR2 settings, small batches, no workers."""
-    from lightning_dr2.config import RestoreConfig, load_config
+    from lightning_dr2.config.pipeline import RestoreConfig
+    from lightning_dr2.config.recipes import load_config
 
     cfg = load_config(
         None,

@@ -15,7 +15,7 @@ from lightning_dr2.bench import (
     load_options,
     run_benchmark,
 )
-from lightning_dr2.config import ConfigError
+from lightning_dr2.config.loader import ConfigError
 
 
 def test_bench_train_reports_device_dtype_batch(tmp_path) -> None:

@@ -365,7 +365,7 @@ def test_published_rows_are_shown_marked_and_never_ranked(tmp_path: Path) -> Non
 
 
 def test_published_table_errors_name_the_file_and_key(tmp_path: Path) -> None:
-    from lightning_dr2.config import ConfigError
+    from lightning_dr2.config.loader import ConfigError
     from lightning_dr2.published import load_published
 
     with pytest.raises(ConfigError, match="not found.*dr2_cvpr2023"):

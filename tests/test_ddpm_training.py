@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from conftest import TINY_DDPM_NET
 
-from lightning_dr2.config import load_config
+from lightning_dr2.config.recipes import load_config
 from lightning_dr2.datasets.synthetic import generate_faces
 from lightning_dr2.nets.loading import load_into, read_state_dict
 from lightning_dr2.nets.unet import UNet
@@ -124,7 +124,7 @@ def test_resume_equals_uninterrupted(faces: Path, tmp_path: Path) -> None:
 
 
 def test_resume_true_without_checkpoint_is_an_error(faces: Path, tmp_path: Path) -> None:
-    from lightning_dr2.config import ConfigError
+    from lightning_dr2.config.loader import ConfigError
 
     with pytest.raises(ConfigError, match="resume=true but .* holds no readable checkpoint"):
         train_ddpm(tiny_cfg(faces, tmp_path, "missing", "resume=true"))

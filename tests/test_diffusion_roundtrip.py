@@ -12,7 +12,8 @@ import pytest
 from conftest import TINY_DDPM_NET, build_tiny_testset
 from PIL import Image
 
-from lightning_dr2.config import EvalConfig, RestoreConfig, load_config
+from lightning_dr2.config.pipeline import EvalConfig, RestoreConfig
+from lightning_dr2.config.recipes import load_config
 from lightning_dr2.datasets.synthetic import generate_faces, render_face
 from lightning_dr2.diffusion import DiffusionConfig, GaussianDiffusion, beta_schedule
 from lightning_dr2.dr2.pipeline import DR2E

@@ -14,7 +14,9 @@ from contract import assert_uint8_close
 from PIL import Image
 
 from lightning_dr2.cli import main
-from lightning_dr2.config import CacheConfig, ConfigError, load_config
+from lightning_dr2.config.loader import ConfigError
+from lightning_dr2.config.pipeline import CacheConfig
+from lightning_dr2.config.recipes import load_config
 from lightning_dr2.datasets.enhancer_data import EnhancerPairs, PairAugment, Setting
 from lightning_dr2.datasets.images import list_images
 from lightning_dr2.datasets.synthetic import render_face
@@ -131,7 +133,7 @@ def test_cli_and_config_errors(unets, tmp_path, capsys):
 
 
 def test_enhancer_refuses_a_cache_made_by_another_unet(unets, tmp_path):
-    from lightning_dr2.config import schema_for
+    from lightning_dr2.config.recipes import schema_for
     from lightning_dr2.train_enhancer import check_cache_unet, train_enhancer
 
     hq, out = tmp_path / "hq", tmp_path / "cache"

@@ -21,7 +21,9 @@ from html_page import parse_page
 from PIL import Image
 
 from lightning_dr2.callbacks.evaluator import DR2Evaluator
-from lightning_dr2.config import ConfigError, EvalConfig, load_config
+from lightning_dr2.config.loader import ConfigError
+from lightning_dr2.config.pipeline import EvalConfig
+from lightning_dr2.config.recipes import load_config
 from lightning_dr2.evaluation import run_eval, verified_outputs
 from lightning_dr2.metrics.frechet import save_stats
 from lightning_dr2.modules.ddpm import DDPMModule

@@ -10,7 +10,7 @@ import pytest
 import wandb
 from omegaconf import OmegaConf
 
-from lightning_dr2.config import ExperimentConfig
+from lightning_dr2.config.ddpm import DDPMConfig
 from lightning_dr2.loggers import (
     FallbackWandbLogger,
     HistoryCSVLogger,
@@ -101,14 +101,14 @@ def test_wandb_logger_without_key_trains_offline(tmp_path, monkeypatch):
 def test_wandb_init_is_time_bounded():
     from lightning_dr2.loggers import wandb_run_kwargs
 
-    cfg = OmegaConf.structured(ExperimentConfig)
+    cfg = OmegaConf.structured(DDPMConfig)
     cfg.run = "r1"
     cfg.wandb.init_timeout = 12.5
     assert wandb_run_kwargs(cfg, "online")["settings"].init_timeout == 12.5
 
 
 def _online_cfg(run: str = "r1"):
-    cfg = OmegaConf.structured(ExperimentConfig)
+    cfg = OmegaConf.structured(DDPMConfig)
     cfg.experiment, cfg.run = "tiny", run
     cfg.wandb.mode, cfg.wandb.init_timeout = "online", 1.0
     return cfg

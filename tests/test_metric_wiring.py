@@ -10,7 +10,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lightning_dr2.config import EvalConfig, EvaluatorConfig, load_config
+from lightning_dr2.config.pipeline import EvalConfig
+from lightning_dr2.config.recipes import load_config
+from lightning_dr2.config.run import EvaluatorConfig
 from lightning_dr2.metrics.catalogue import METRICS, default_metrics, result_key, title
 from lightning_dr2.metrics.fid import FID
 from lightning_dr2.metrics.frechet import save_stats

@@ -17,7 +17,7 @@ from PIL import Image
 from test_evaluation import basicsr_psnr, eval_cfg
 
 from lightning_dr2 import compare as cmp
-from lightning_dr2.config import ConfigError
+from lightning_dr2.config.loader import ConfigError
 from lightning_dr2.evaluation import run_eval
 from lightning_dr2.weights import sha256sum
 

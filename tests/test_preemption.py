@@ -131,7 +131,7 @@ def test_resume_auto_takes_newest_valid_and_skips_torn(tmp_path, caplog):
 
 
 def test_resume_auto_on_a_new_run_starts_fresh_and_true_requires_a_checkpoint(tmp_path):
-    from lightning_dr2.config import ConfigError
+    from lightning_dr2.config.loader import ConfigError
 
     assert resolve_resume(OmegaConf.create({"resume": "auto"}), tmp_path / "new") is None
     with pytest.raises(ConfigError, match="holds no readable checkpoint"):

@@ -66,7 +66,7 @@ def test_bad_settings_fail_at_construction(weights: dict) -> None:
         tiny_pipe(weights, N=3)
     with pytest.raises(ValueError, match="beyond the respaced grid"):
         tiny_pipe(weights, tau=10, omega=100)
-    with pytest.raises(ValueError, match="unknown enhancer"):
+    with pytest.raises(ValueError, match="unknown restoration network"):
         build_enhancer("gfpgan-typo")
 
 

@@ -13,7 +13,7 @@ import torch
 from conftest import TINY_UNET_FLAGS, tiny_restore_cfg, tiny_unet
 from PIL import Image
 
-from lightning_dr2.config import ConfigError
+from lightning_dr2.config.loader import ConfigError
 from lightning_dr2.datasets.synthetic import render_face
 from lightning_dr2.io import fit_square
 from lightning_dr2.provenance import ReuseRefused

@@ -63,7 +63,7 @@ Restore = Callable[[Tensor, Sequence[str]], Tensor]  # (lq batch, image names) -
 
 def evaluator_options(ev: DictConfig, seed: int, out_dir: Path) -> dict[str, Any]:
     """The `BenchmarkEvaluator` arguments of an `evaluator` config section (config.EvaluatorConfig, checked by
-    config.validate_evaluator when the config was loaded)."""
+    config.run.check_evaluator when the config was loaded)."""
     container: dict[str, Any] = OmegaConf.to_container(ev, resolve=True)  # type: ignore[assignment]
     return dict(
         sets=container["sets"],

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lightning_dr2.config import ConfigError
+from lightning_dr2.config.loader import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from lightning_dr2 import losses
 from lightning_dr2.callbacks.ema import ema_or_live
 from lightning_dr2.modules.guards import NonFiniteGuard, check_finite_weights, guarded_step
 from lightning_dr2.nets.discriminator import MultiScaleDiscriminator
-from lightning_dr2.nets.generators import build_generator
 from lightning_dr2.nets.loading import load_into, read_state_dict
+from lightning_dr2.nets.restorers import build_restorer
 from lightning_dr2.report import save_grid
 
 ITERATION_STEPS = 2  # optimizer steps per batch: D, then G
@@ -48,7 +48,7 @@ class EnhancerModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["pair_maker"])
         self.automatic_optimization = False
-        self.generator = build_generator(generator["name"], generator.get("options", {}))
+        self.generator = build_restorer(generator["name"], generator.get("options", {}))
         if init_weights:
             load_into(self.generator, read_state_dict(init_weights), init_weights)
         self.discriminator = MultiScaleDiscriminator(**discriminator)

@@ -10,25 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightning_dr2.config import (
-    VALIDATORS,
-    CheckpointConfig,
-    EMAConfig,
-    EvaluatorConfig,
-    NetConfig,
-    SettingConfig,
-    TrainerConfig,
-    WandbConfig,
-    demo_settings,
-    validate_evaluator,
-)
+from lightning_dr2.config.ddpm import NetConfig
+from lightning_dr2.config.loader import Checks, in_unit_interval
+from lightning_dr2.config.run import EMAConfig, RunConfig
+from lightning_dr2.config.sets import SettingConfig, check_settings_list, demo_settings
 from lightning_dr2.diffusion import DiffusionConfig
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS
 
 
 @dataclass
 class GeneratorConfig:
-    """A generator of `lightning_dr2.nets.generators.GENERATORS` (sparnethd | sparnet | unet) and its options."""
+    """A trainable network of `lightning_dr2.nets.restorers.RESTORERS` (sparnethd | sparnet | unet) and its options."""
 
     name: str = "sparnethd"
     options: dict[str, Any] = field(default_factory=dict)
@@ -100,7 +92,7 @@ class DR2SourceConfig:
 
 
 @dataclass
-class EnhanceExperimentConfig:
+class EnhanceExperimentConfig(RunConfig):
     """`train-enhancer`: the second training stage. `trainer.max_steps`, `trainer.val_check_interval`,
     `checkpoint.every_n_steps` and `evaluator.every_n_steps` count iterations (one D step + one G step each).
 
@@ -108,10 +100,6 @@ class EnhanceExperimentConfig:
     UNet of `dr2` (weights, net, diffusion) with the evaluator's own settings and respacing."""
 
     experiment: str = "enhance_tiny"
-    run: str | None = None
-    runs_dir: str = "runs"
-    seed: int = 0
-    resume: str = "auto"
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     loss: GanLossConfig = field(default_factory=GanLossConfig)
@@ -119,11 +107,35 @@ class EnhanceExperimentConfig:
     ema: EMAConfig = field(default_factory=lambda: EMAConfig(decay=0.999, warmup=False))
     data: PairDataConfig = field(default_factory=PairDataConfig)
     dr2: DR2SourceConfig = field(default_factory=DR2SourceConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    wandb: WandbConfig = field(default_factory=WandbConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
 
+    @staticmethod
+    def check(c: Checks) -> None:
+        from lightning_dr2.nets.restorers import trainable_names
 
-# Checked by `config.load_config` like every schema (this module registers it: config.py cannot import it).
-VALIDATORS[EnhanceExperimentConfig] = validate_evaluator
+        RunConfig.check(c)
+        c.one_of("generator.name", trainable_names(), ": the networks train-enhancer can train")
+        for key in ("optim.lr_g", "optim.lr_d"):
+            c.require(key, lambda v: v > 0, "must be > 0 (published: lr_g=1e-4, lr_d=4e-4)")
+        c.require(
+            "optim.betas",
+            lambda v: len(v) == 2 and all(in_unit_interval(b) for b in v),
+            "must be two values in [0, 1) (Adam's beta1, beta2), e.g. optim.betas=[0.5,0.99]",
+        )
+        for key in ("loss.l1", "loss.vgg", "loss.fm", "loss.gan"):
+            c.require(key, lambda v: v >= 0, "must be >= 0 (0 turns that loss off)")
+        c.unit_interval("ema.decay", " (e.g. 0.999)")
+        c.one_of("data.mode", ("folder", "on_the_fly"))
+        c.at_least("data.size", 1, ": the enhancer's resolution in pixels")
+        c.at_least("data.batch_size", 1, " (pairs per device and iteration)")
+        c.at_least("data.num_workers", 0)
+        c.at_least("data.val_n", 0)
+        c.at_least("data.synthetic_n", 0)
+        c.require(
+            "data.blur_sigma",
+            lambda v: len(v) == 2 and 0 <= v[0] <= v[1],
+            "must be [low, high] with 0 <= low <= high (k_sigma's sigma in enhancer pixels)",
+        )
+        c.require("data.color_jitter", lambda v: v >= 0, "must be >= 0 (0 turns it off)")
+        c.at_least("dr2.respacing", 2, " (the number of steps of the respaced grid, e.g. 100)")
+        c.require("dr2.settings", lambda v: len(v) > 0, "must list at least one (N, tau), e.g. [{N: 8, tau: 35}]")
+        check_settings_list(c, "dr2.settings", "dr2.respacing")
