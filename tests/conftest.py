@@ -20,8 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
+
+# Set before torch loads its OpenMP runtime (which reads it once): threads without work sleep instead of
+# spinning. Spinning threads compete with everything else on the cores; on a 2-core machine shared with other
+# jobs a tiny UNet forward took 7-15 s spinning against 0.1-0.2 s passive (load 10-18). Subprocesses the tests
+# start (DDP ranks, the ISA variants) inherit it. A value the developer set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
