@@ -16,7 +16,7 @@ log = logging.getLogger("lightning_dr2")
 def _cmd_train(args: argparse.Namespace) -> int:
     from lightning_dr2.config.ddpm import DDPMConfig
     from lightning_dr2.config.recipes import load_config
-    from lightning_dr2.train import train_ddpm
+    from lightning_dr2.jobs.train_ddpm import train_ddpm
 
     cfg = load_config(args.experiment, args.overrides, schema=DDPMConfig)
     result = train_ddpm(cfg)
@@ -33,7 +33,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_train_enhancer(args: argparse.Namespace) -> int:
     from lightning_dr2.config.enhancer import EnhanceExperimentConfig
     from lightning_dr2.config.recipes import load_config
-    from lightning_dr2.train_enhancer import train_enhancer
+    from lightning_dr2.jobs.train_enhancer import train_enhancer
 
     cfg = load_config(args.experiment, args.overrides, schema=EnhanceExperimentConfig)
     result = train_enhancer(cfg)
@@ -46,7 +46,7 @@ def _cmd_train_enhancer(args: argparse.Namespace) -> int:
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
-    from lightning_dr2.quickstart import run_quickstart
+    from lightning_dr2.jobs.quickstart import run_quickstart
 
     result = run_quickstart(args.overrides, progress=print)
     print(result.summary())
@@ -63,7 +63,7 @@ def _print_bad(bad: list[tuple[str, str]], output: Any, what: str, shown: int = 
 def _cmd_restore(args: argparse.Namespace) -> int:
     from lightning_dr2.config.pipeline import RestoreConfig
     from lightning_dr2.config.recipes import load_config
-    from lightning_dr2.restore import TINY_INPUT, run_restore
+    from lightning_dr2.jobs.restore import TINY_INPUT, run_restore
 
     cfg = load_config(args.config, args.overrides, schema=RestoreConfig)
     cfg.input, cfg.output = args.input, args.output
@@ -84,7 +84,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 def _cmd_dr2_cache(args: argparse.Namespace) -> int:
     from lightning_dr2.config.pipeline import CacheConfig
     from lightning_dr2.config.recipes import load_config
-    from lightning_dr2.dr2_cache import SAMPLE_DIR, run_cache
+    from lightning_dr2.jobs.dr2_cache import SAMPLE_DIR, run_cache
 
     cfg = load_config(args.config, args.overrides, schema=CacheConfig)
     cfg.hq, cfg.out = args.hq, args.out
@@ -128,7 +128,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from lightning_dr2.config.pipeline import EvalConfig
     from lightning_dr2.config.recipes import load_config
-    from lightning_dr2.evaluation import run_eval
+    from lightning_dr2.jobs.evaluate import run_eval
     from lightning_dr2.report import metrics_table
 
     overrides = list(args.overrides) + (["reference=true"] if args.reference else [])
@@ -173,7 +173,7 @@ def _cmd_fid_stats(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     """The Markdown table on stdout (pipeable), the written files on stderr (bad input: CompareError, exit 2)."""
-    from lightning_dr2.compare import compare
+    from lightning_dr2.jobs.compare import compare
 
     result = compare(
         args.runs, args.metrics, args.out, args.wandb_project, plot=not args.no_plot, published=args.published
@@ -202,14 +202,14 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from lightning_dr2.train import export_checkpoint
+    from lightning_dr2.jobs.train_ddpm import export_checkpoint
 
     print(export_checkpoint(args.checkpoint, args.out))
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from lightning_dr2.bench import run_benchmark
+    from lightning_dr2.jobs.bench import run_benchmark
 
     result = run_benchmark(args.what, args.overrides, out=args.out)
     print(json.dumps(result, indent=2))

@@ -17,7 +17,7 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 from lightning_dr2.config.loader import flat_dict
-from lightning_dr2.io import atomic_write
+from lightning_dr2.files import atomic_write
 
 log = logging.getLogger(__name__)
 

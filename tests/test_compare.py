@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from html_page import parse_page
 
-from lightning_dr2 import compare as cmp
 from lightning_dr2.cli import main as cli_main
+from lightning_dr2.jobs import compare as cmp
 
 
 def _entry(split: str, setting: str, **metrics: Any) -> dict[str, Any]:

@@ -13,9 +13,9 @@ from conftest import TINY_DDPM_NET
 
 from lightning_dr2.config.recipes import load_config
 from lightning_dr2.datasets.synthetic import generate_faces
+from lightning_dr2.jobs.train_ddpm import build_datamodule, build_module, export_checkpoint, train_ddpm
 from lightning_dr2.nets.loading import load_into, read_state_dict
 from lightning_dr2.nets.unet import UNet
-from lightning_dr2.train import build_datamodule, build_module, export_checkpoint, train_ddpm
 
 
 @pytest.fixture(scope="module")
@@ -230,8 +230,8 @@ def test_a_single_nan_step_is_skipped_and_changes_nothing(faces: Path, tmp_path:
 
 
 def test_nan_weights_are_never_checkpointed_or_exported(faces: Path, tmp_path: Path) -> None:
+    from lightning_dr2.jobs.train_ddpm import export_unet
     from lightning_dr2.modules.guards import NonFiniteTrainingError
-    from lightning_dr2.train import export_unet
 
     cfg = tiny_cfg(faces, tmp_path, "nan_weights")
     module = build_module(cfg)

@@ -17,9 +17,9 @@ from lightning_dr2.config.recipes import load_config
 from lightning_dr2.datasets.synthetic import generate_faces, render_face
 from lightning_dr2.diffusion import DiffusionConfig, GaussianDiffusion, beta_schedule
 from lightning_dr2.dr2.pipeline import DR2E
-from lightning_dr2.evaluation import run_eval
-from lightning_dr2.restore import run_restore
-from lightning_dr2.train import train_ddpm
+from lightning_dr2.jobs.evaluate import run_eval
+from lightning_dr2.jobs.restore import run_restore
+from lightning_dr2.jobs.train_ddpm import train_ddpm
 
 TRAINED = ["diffusion.schedule=cosine", "diffusion.predict=x0"]
 PIPELINE = [

@@ -16,7 +16,8 @@ from lightning_dr2.config.loader import ConfigError
 from lightning_dr2.config.recipes import load_config, schema_for
 from lightning_dr2.datasets.enhancer_data import EnhancerPairs, PairAugment, Setting
 from lightning_dr2.dr2.pipeline import DR2E
-from lightning_dr2.io import write_png
+from lightning_dr2.image_io import write_png
+from lightning_dr2.jobs.train_enhancer import train_enhancer
 from lightning_dr2.losses import PerceptualLoss, feature_matching, hinge_d_losses, hinge_g_loss
 from lightning_dr2.modules.enhancer import EnhancerModule
 from lightning_dr2.nets.discriminator import MultiScaleDiscriminator
@@ -24,7 +25,6 @@ from lightning_dr2.nets.loading import WeightsError
 from lightning_dr2.nets.restorers import build_restorer, trainable_names
 from lightning_dr2.nets.sparnet import SPARNet
 from lightning_dr2.nets.vgg import VGG19_FILE, VGG19Features
-from lightning_dr2.train_enhancer import train_enhancer
 from lightning_dr2.weights import MissingWeightsError
 
 TINY_SPARNET = dict(size=32, min_ch=8, max_ch=32, min_feat_size=16, res_depth=0, bottleneck_size=32)
@@ -251,7 +251,7 @@ def test_tiny_run_learns_exports_and_the_export_is_an_enhancer(tmp_path: Path) -
     with pytest.raises(ValueError, match="differ"):
         DR2E.from_weights("random", enhancer_weights=str(tiny_run.export_path), enhancer_options={"max_ch": 64})
     # eval's method label names the exported network, whatever enhancer.name was left at
-    from lightning_dr2.evaluation import default_method
+    from lightning_dr2.jobs.evaluate import default_method
 
     exported = OmegaConf.create({"enhancer": {"name": "sparnethd", "weights": str(tiny_run.export_path)}})
     assert default_method(exported) == "DR2+sparnet"

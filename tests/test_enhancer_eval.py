@@ -17,13 +17,14 @@ from lightning_dr2.callbacks.evaluator import EnhancerEvaluator, build_eval_spli
 from lightning_dr2.config.loader import ConfigError
 from lightning_dr2.config.recipes import load_config, schema_for
 from lightning_dr2.datasets.synthetic import generate_faces
-from lightning_dr2.dr2.pipeline import DR2E, image_seed
+from lightning_dr2.diffusion.noise import image_seed
+from lightning_dr2.dr2.pipeline import DR2E
 from lightning_dr2.dr2.remover import DR2
 from lightning_dr2.dr2.sidecar import published_process
-from lightning_dr2.io import resize
+from lightning_dr2.image_io import resize
+from lightning_dr2.jobs.train_enhancer import train_enhancer
 from lightning_dr2.metrics.suite import MetricSuite, group_by_size
 from lightning_dr2.nets.restorers import build_restorer
-from lightning_dr2.train_enhancer import train_enhancer
 
 SETTING = {"N": 4, "tau": 2, "omega": 3}
 TINY_GENERATOR = dict(size=32, min_ch=8, max_ch=32, min_feat_size=16, res_depth=0, bottleneck_size=32)

@@ -24,7 +24,7 @@ from lightning_dr2.callbacks.evaluator import DR2Evaluator
 from lightning_dr2.config.loader import ConfigError
 from lightning_dr2.config.pipeline import EvalConfig
 from lightning_dr2.config.recipes import load_config
-from lightning_dr2.evaluation import run_eval, verified_outputs
+from lightning_dr2.jobs.evaluate import run_eval, verified_outputs
 from lightning_dr2.metrics.frechet import save_stats
 from lightning_dr2.modules.ddpm import DDPMModule
 from lightning_dr2.provenance import ReuseRefused

@@ -16,9 +16,9 @@ from conftest import build_tiny_testset
 from PIL import Image
 from test_evaluation import basicsr_psnr, eval_cfg
 
-from lightning_dr2 import compare as cmp
 from lightning_dr2.config.loader import ConfigError
-from lightning_dr2.evaluation import run_eval
+from lightning_dr2.jobs import compare as cmp
+from lightning_dr2.jobs.evaluate import run_eval
 from lightning_dr2.weights import sha256sum
 
 SPLITS = ("x4_mild", "x8_severe")

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from lightning_dr2.checkpoints import AtomicCheckpointIO, newest_valid_checkpoint, remove_stale_temp_files
 from lightning_dr2.datasets.synthetic import generate_faces
-from lightning_dr2.training import resolve_resume
+from lightning_dr2.jobs.training_run import resolve_resume
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [

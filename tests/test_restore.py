@@ -13,8 +13,9 @@ from contract import assert_fp32_close, assert_uint8_close
 from PIL import Image
 
 from lightning_dr2.datasets.synthetic import render_face
-from lightning_dr2.dr2.pipeline import DR2E, build_enhancer, image_seed
-from lightning_dr2.restore import run_restore
+from lightning_dr2.diffusion.noise import image_seed
+from lightning_dr2.dr2.pipeline import DR2E, build_enhancer
+from lightning_dr2.jobs.restore import run_restore
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 
 from lightning_dr2.config.ddpm import DDPMConfig
 from lightning_dr2.config.loader import ConfigError, resolve_run_name
+from lightning_dr2.jobs.training_run import resolve_resume
 from lightning_dr2.loggers import resolve_wandb_mode, wandb_run_id
-from lightning_dr2.training import resolve_resume
 
 
 def _write_ckpt(path: Path, step: int = 7) -> None:

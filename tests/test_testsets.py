@@ -19,7 +19,7 @@ from lightning_dr2.datasets.synthetic import render_face
 from lightning_dr2.datasets.testset_builder import build_testset
 from lightning_dr2.datasets.testset_spec import TESTSETS_DIR, TestSetSpec, load_spec
 from lightning_dr2.datasets.testsets import MANIFEST, PairedSplit, RealLQSet, audit_testset, list_splits
-from lightning_dr2.io import read_image
+from lightning_dr2.image_io import read_image
 
 TINY = TESTSETS_DIR / "tiny_synthetic.yaml"
 CELEBA = TESTSETS_DIR / "celeba_test.yaml"

@@ -31,14 +31,15 @@ from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from lightning_dr2.callbacks.ema import ema_or_live
 from lightning_dr2.datasets.datamodule import ShardSampler
 from lightning_dr2.datasets.eval_splits import eval_splits
 from lightning_dr2.diffusion import DiffusionConfig
-from lightning_dr2.dr2.pipeline import DR2E, image_seed
-from lightning_dr2.io import resize
+from lightning_dr2.diffusion.noise import image_seed
+from lightning_dr2.dr2.pipeline import DR2E
+from lightning_dr2.image_io import resize
 from lightning_dr2.metrics.catalogue import default_metrics
 from lightning_dr2.metrics.suite import MetricSuite, group_by_size
+from lightning_dr2.modules.averaged import ema_or_live
 from lightning_dr2.report import save_grid, setting_name
 
 log = logging.getLogger(__name__)

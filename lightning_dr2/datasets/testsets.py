@@ -22,8 +22,8 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from lightning_dr2.datasets.images import list_images, scan
-from lightning_dr2.io import image_to_tensor, read_image
+from lightning_dr2.datasets.images import scan
+from lightning_dr2.image_io import image_to_tensor, list_images, read_image
 
 log = logging.getLogger(__name__)
 

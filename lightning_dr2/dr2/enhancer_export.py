@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from lightning_dr2.dr2.sidecar import sidecar_path
-from lightning_dr2.io import atomic_write, write_json
+from lightning_dr2.files import atomic_write, write_json
 from lightning_dr2.nets.loading import WeightsError, load_into, read_state_dict
 from lightning_dr2.nets.restorers import build_restorer
 from lightning_dr2.nets.sparnet import fold_spectral_norm

@@ -10,7 +10,6 @@ the enhancer size -> enhancer (SPARNetHD by default) -> clamp.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,23 +28,14 @@ from lightning_dr2.dr2.sidecar import (
     resolve_diffusion,
     sidecar_path,
 )
-from lightning_dr2.io import images_to_tensor, resize, to_uint8_images
+from lightning_dr2.exports.locate import locate_weights
+from lightning_dr2.image_io import images_to_tensor, resize, to_uint8_images
 from lightning_dr2.nets.loading import WeightsError, load_into, read_state_dict
 from lightning_dr2.nets.restorers import RESTORERS, build_restorer
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS, UNet
 
 DEFAULT_UNET_FILE = "DR2_FFHQ.pkl"
 RANDOM = "random"  # weights="random": random initialisation (tests, benchmarks), never a silent default
-
-
-def locate_weights(weights: str | None, default_name: str, weights_dir: str | None = None) -> Path:
-    """A weights setting -> a file: None = `default_name` from the registry; a bare name is looked up there."""
-    from lightning_dr2.weights import find_weight
-
-    if weights is None:
-        return find_weight(default_name, weights_dir)
-    path = Path(weights)
-    return path if path.exists() or path.parent != Path(".") else find_weight(weights, weights_dir)
 
 
 def build_enhancer(
@@ -102,15 +92,6 @@ def load_unet(
 def _given_process(flags: Mapping[str, Any], diffusion: DiffusionConfig | None) -> DiffusionConfig:
     """The caller's process (or the published one) for weights that record none."""
     return published_process(flags) if diffusion is None else diffusion.for_network(net_learns_sigma(flags))
-
-
-def image_seed(base_seed: int, name: str) -> int:
-    """A per-image seed from the run seed and the image's relative path.
-
-    Results then depend on neither the order of the files, the batch an image lands in, nor the number
-    of GPUs; the seed is recorded in the restore manifest.
-    """
-    return (int(base_seed) * 1_000_003 + zlib.crc32(name.encode("utf-8"))) % (2**63 - 1)
 
 
 class DR2E:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from lightning_dr2.io import resize
+from lightning_dr2.image_io import resize
 from lightning_dr2.metrics.suite import MetricSuite
 
 log = logging.getLogger(__name__)

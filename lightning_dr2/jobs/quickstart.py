@@ -29,7 +29,6 @@ from typing import Any
 import torch
 from PIL import Image
 
-from lightning_dr2.compare import Comparison, compare
 from lightning_dr2.config.enhancer import EnhanceExperimentConfig
 from lightning_dr2.config.pipeline import CacheConfig, EvalConfig
 from lightning_dr2.config.recipes import load_config
@@ -38,13 +37,14 @@ from lightning_dr2.datasets.synthetic import face_seed, generate_faces, render_f
 from lightning_dr2.datasets.testset_builder import build_testset
 from lightning_dr2.datasets.testset_spec import load_spec
 from lightning_dr2.dr2.pipeline import DR2E
-from lightning_dr2.dr2_cache import SAMPLE_DIR, CacheSummary, run_cache
-from lightning_dr2.evaluation import EvalResult, run_eval
-from lightning_dr2.io import images_to_tensor, to_uint8
+from lightning_dr2.image_io import images_to_tensor, to_uint8
+from lightning_dr2.jobs.compare import Comparison, compare
+from lightning_dr2.jobs.dr2_cache import SAMPLE_DIR, CacheSummary, run_cache
+from lightning_dr2.jobs.evaluate import EvalResult, run_eval
+from lightning_dr2.jobs.train_ddpm import train_ddpm
+from lightning_dr2.jobs.train_enhancer import EnhancerTrainResult, train_enhancer
 from lightning_dr2.metrics.psnr_ssim import psnr_per_image
 from lightning_dr2.report import save_grid
-from lightning_dr2.train import train_ddpm
-from lightning_dr2.train_enhancer import EnhancerTrainResult, train_enhancer
 
 log = logging.getLogger(__name__)
 

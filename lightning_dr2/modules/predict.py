@@ -33,3 +33,14 @@ class RestoreModule(pl.LightningModule):
             return {"name": [], "seed": [], "lq": batch["lq"], "dr2": None, "output": None}
         out = self.pipe.restore_tensors(batch["lq"], seeds=batch["seed"])
         return {"name": batch["name"], "seed": batch["seed"], "lq": batch["lq"], **out}
+
+
+class CacheModule(RestoreModule):
+    """predict_step: DR2 only, each row with its own (N, tau, omega) and seed."""
+
+    @torch.no_grad()
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        if not batch["name"]:
+            return {"name": [], "seed": [], "lq": batch["lq"], "dr2": None, "output": None}
+        dr2 = self.pipe.dr2.by_setting(batch["lq"].to(self.device), batch["setting"], batch["seed"])
+        return {"name": batch["name"], "seed": batch["seed"], "lq": batch["lq"], "dr2": dr2, "output": dr2}

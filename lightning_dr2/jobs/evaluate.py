@@ -11,7 +11,7 @@ float64 metric states summed over ranks). Writes, under runs/<experiment>/<run>/
                                  the HTML embeds them and stands alone)
 `reference=true` adds the papers' "Input" row: the LQ inputs themselves, scored the same way.
 `predictions.<method>=DIR` adds other methods' restored images (GFPGAN, CodeFormer, ...), scored the same way
-(`lightning_dr2.predictions` matches and checks them): one row per split named by `method`, its own W&B run.
+(`lightning_dr2.datasets.method_outputs` matches and checks them): one row per split named by `method`, its own W&B run.
 `settings=[]` scores them without DR2 (no UNet is loaded).
 Scoring runs in `modules.scorer.ScoreModule`; tables and reports come from `lightning_dr2.report`.
 """
@@ -31,19 +31,22 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import Dataset
 
 from lightning_dr2.callbacks.writer import MANIFEST as RESTORE_MANIFEST
 from lightning_dr2.config.loader import ConfigError, resolve_run_name, run_dir, save_config
 from lightning_dr2.config.pipeline import RestoreConfig
 from lightning_dr2.datasets.datamodule import ShardedData
 from lightning_dr2.datasets.eval_splits import EvalSplit, SplitFiles, eval_splits, split_files
+from lightning_dr2.datasets.method_outputs import find_predictions
+from lightning_dr2.datasets.scored_images import ScoredImages
 from lightning_dr2.dr2.enhancer_export import read_enhancer_sidecar
-from lightning_dr2.io import image_to_tensor, output_name, read_image, read_jpeg_gray, resize, write_json, write_table
+from lightning_dr2.files import write_json, write_table
+from lightning_dr2.image_io import output_name, read_image_tensor, resize
+from lightning_dr2.jobs.predict_engine import resolve_accelerator
+from lightning_dr2.jobs.restore import run_restore
 from lightning_dr2.metrics.catalogue import column_order, format_value, metric_of, title
 from lightning_dr2.metrics.suite import MetricSuite, group_by_size
 from lightning_dr2.modules.scorer import ScoreModule
-from lightning_dr2.predictions import find_predictions
 from lightning_dr2.provenance import fingerprint
 from lightning_dr2.report import (
     REFERENCE_SETTING,
@@ -56,38 +59,14 @@ from lightning_dr2.report import (
     setting_name,
     write_report,
 )
-from lightning_dr2.restore import resolve_accelerator, run_restore
 from lightning_dr2.runinfo import record_run_info
 from lightning_dr2.weights import sha256sum
 
 log = logging.getLogger(__name__)
 
 
-def _to_tensor(path: Path) -> torch.Tensor:
-    return image_to_tensor(read_image(path))
 
 
-class ScoredImages(Dataset):
-    """(prediction, ground truth or None) files by relative name, read as [-1, 1] tensors (rows also carry the
-    LQ file, used by the report grids only). JPEG files also give `pred_gray` / `target_gray`: their uint8
-    gray as `cv2.imread(path, 0)` decodes it, which the identity metric's reference script reads."""
-
-    def __init__(self, rows: list[tuple[str, Path, Path | None, Path]]) -> None:
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        name, pred, target, _ = self.rows[index]
-        item = {"name": name}
-        for key, path in (("pred", pred), ("target", target)):
-            if path is not None:
-                item[key] = _to_tensor(path)
-                gray = read_jpeg_gray(path)
-                if gray is not None:
-                    item[f"{key}_gray"] = torch.from_numpy(gray)
-        return item
 
 
 @dataclass
@@ -164,16 +143,16 @@ def _grid_of(rows: list[tuple[Scored, Path | None]], out: Path) -> Path:
     """One input | DR2 | output | GT row per (scored image, its DR2 folder or None), at the first output's size
     (another method's outputs may differ in size from image to image)."""
     tiles = []
-    size = _to_tensor(rows[0][0][1]).shape[-1]
+    size = read_image_tensor(rows[0][0][1]).shape[-1]
     for (name, pred, target, lq), dr2_dir in rows:
-        p = resize(_to_tensor(pred)[None], size)[0]
-        row = [resize(_to_tensor(lq)[None], size)[0]]
+        p = resize(read_image_tensor(pred)[None], size)[0]
+        row = [resize(read_image_tensor(lq)[None], size)[0]]
         dr2 = dr2_dir / output_name(name) if dr2_dir is not None else None
         if dr2 is not None and dr2.is_file():
-            row.append(resize(_to_tensor(dr2)[None], size)[0])
+            row.append(resize(read_image_tensor(dr2)[None], size)[0])
         row.append(p)
         if target is not None:
-            row.append(resize(_to_tensor(target)[None], size)[0])
+            row.append(resize(read_image_tensor(target)[None], size)[0])
         tiles.append(torch.stack(row))
     width = max(t.shape[0] for t in tiles)
     tiles = [torch.cat([t, -torch.ones(width - t.shape[0], *t.shape[1:])]) for t in tiles]

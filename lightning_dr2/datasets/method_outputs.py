@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from lightning_dr2.datasets.eval_splits import EvalSplit, SplitFiles
-from lightning_dr2.datasets.images import list_images
-from lightning_dr2.io import load_pil
+from lightning_dr2.image_io import list_images, load_pil
 
 log = logging.getLogger(__name__)
 

@@ -1,32 +1,28 @@
-"""The one home of file I/O: image decode/encode, image <-> tensor conversion, resizing, atomic writes.
+"""The one home of image I/O: decode/encode, image <-> tensor conversion, resizing, output names.
 
 Real datasets (FFHQ scrapes, CelebA, WIDER crops) contain odd files: grayscale or palette images,
 alpha channels, 16-bit PNGs, CMYK JPEGs, rotated phone photos, and the occasional corrupt, truncated or
 empty file. `read_image` turns those into plain HxWx3 uint8 RGB or a `BadImageError` naming the file,
 so a bad file costs a logged skip instead of a crashed run or a silently wrong tensor.
 
-Every file the framework writes goes through `atomic_write` (a temporary file in the same folder, then
-`os.replace`): an interrupted run never leaves a half-written file under the real name, which a resume
-would otherwise take as finished. Temporary names start with '.', which `list_images` ignores.
+Images are written through `files.atomic_write`, like every file of the framework.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
-import secrets
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFile, ImageOps
+
+from lightning_dr2.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -43,54 +39,9 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 # ------------------------------------------------------------------------------------------ writing
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Path], Any]) -> Path:
-    """Write `data` to `path` so that readers see the old file or the complete new one, never a part.
-
-    `data` is bytes, text (UTF-8), or a callable that writes the file at the temporary path it is given
-    (e.g. `lambda tmp: torch.save(state, tmp)`); whatever it raises propagates and the temporary file is
-    removed. The parent folder is created. Returns `path`.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Unique per process and call (ranks and threads may write side by side); opened with the default
-    # mode, so the file gets the user's umask like any other output (tempfile.mkstemp would force 0600).
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        if callable(data):
-            data(tmp)
-        else:
-            with open(tmp, "xb") as fh:
-                fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def output_name(rel: str) -> str:
     """Outputs are PNG whatever the input format: `a/b.jpg` -> `a/b.png`."""
     return str(Path(rel).with_suffix(".png"))
-
-
-def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
-    """JSON file (trailing newline), written atomically."""
-    return atomic_write(path, json.dumps(obj, indent=indent) + "\n")
-
-
-def write_table(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> Path | None:
-    """CSV with one column per key seen in any row (first-seen order), written atomically; None if no rows."""
-    if not rows:
-        return None
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    return atomic_write(path, write)
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
@@ -210,6 +161,11 @@ def image_to_tensor(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
 
 
+def read_image_tensor(path: str | os.PathLike) -> torch.Tensor:
+    """`read_image` as a (3, H, W) float tensor in [-1, 1]."""
+    return image_to_tensor(read_image(path))
+
+
 def images_to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
     """uint8 HxWx3 RGB arrays (all the same size) -> (B, 3, H, W) float in [-1, 1]."""
     batch = np.stack([np.asarray(im) for im in images])
@@ -291,3 +247,50 @@ def center_crop_resize(img: Image.Image, size: int) -> Image.Image:
     if img.size != (size, size):
         img = img.resize((size, size), Image.BICUBIC, reducing_gap=2.0)
     return img
+
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
+"""Suffixes (lower case) that `list_images` picks up; matching ignores case."""
+
+
+def _extensions_text() -> str:
+    return ", ".join(sorted(IMAGE_EXTENSIONS))
+
+
+def list_images(root: str | os.PathLike) -> list[Path]:
+    """All image files under `root` (recursively), sorted by their POSIX relative path.
+
+    Sorting by relative path keeps the order, and therefore seeded splits, identical across machines
+    and filesystems. Hidden files and folders (names starting with '.', e.g. macOS `._x.png` resource
+    forks or `.ipynb_checkpoints`) are skipped; symlinked folders are followed once.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist or is not a folder")
+
+    def fail(err: OSError) -> None:
+        raise PermissionError(f"cannot read folder {err.filename} under image folder {root}: {err.strerror}")
+
+    found: list[tuple[str, Path]] = []
+    n_other = 0
+    visited: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, onerror=fail, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited:  # a symlink cycle: do not descend twice
+            dirnames[:] = []
+            continue
+        visited.add(real)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+                n_other += 1
+                continue
+            path = Path(dirpath, name)
+            found.append((path.relative_to(root).as_posix(), path))
+    if not found:
+        other = f" ({n_other} other files found)" if n_other else ""
+        raise ValueError(f"no image files in folder {root}{other}; looked for extensions {_extensions_text()}")
+    found.sort(key=lambda item: item[0])
+    return [path for _, path in found]

@@ -20,23 +20,16 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_dr2.dr2.pipeline import DR2E, image_seed
-from lightning_dr2.modules.restorer import RestoreModule
-from lightning_dr2.restore import (
-    RestoreInputs,
-    WorkItems,
-    checked_folders,
-    list_inputs,
-    resolve_accelerator,
-    restore_settings,
-    run_predict,
-)
+from lightning_dr2.datasets.predict_inputs import CacheInputs, WorkItems
+from lightning_dr2.diffusion.noise import image_seed
+from lightning_dr2.dr2.pipeline import DR2E
+from lightning_dr2.jobs.predict_engine import checked_folders, list_inputs, resolve_accelerator, run_predict
+from lightning_dr2.jobs.restore import restore_settings
+from lightning_dr2.modules.predict import CacheModule
 
 log = logging.getLogger(__name__)
 
@@ -59,31 +52,8 @@ def work_items(rels: list[str], settings: list[tuple[int, int, int]], samples: i
     return work
 
 
-class CacheInputs(RestoreInputs):
-    """Work items of the cache: the face of `source` with the item's own seed and (N, tau, omega)."""
-
-    def __init__(self, root: Path, names: list[str], work: WorkItems, image_size: int, policy: str) -> None:
-        super().__init__(root, names, image_size, 0, policy)
-        self.work = work
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        name = self.rels[index]
-        source, own = self.work[name]
-        item = self.load(source)
-        if "bad" in item:
-            return {"bad": name, "reason": item["reason"]}
-        return {**item, "name": name, "seed": own["seed"], "setting": (own["N"], own["tau"], own["omega"])}
 
 
-class CacheModule(RestoreModule):
-    """predict_step: DR2 only, each row with its own (N, tau, omega) and seed."""
-
-    @torch.no_grad()
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        if not batch["name"]:
-            return {"name": [], "seed": [], "lq": batch["lq"], "dr2": None, "output": None}
-        dr2 = self.pipe.dr2.by_setting(batch["lq"].to(self.device), batch["setting"], batch["seed"])
-        return {"name": batch["name"], "seed": batch["seed"], "lq": batch["lq"], "dr2": dr2, "output": dr2}
 
 
 @dataclass

@@ -1,14 +1,6 @@
-"""`python -m lightning_dr2 restore --input DIR --output DIR dr2.N=8 dr2.tau=35 ...`
-
-Restores every face under `--input` (recursively) with DR2 + enhancer and mirrors the input tree:
-  OUTPUT/restored/<rel>.png     final output (enhancer size)
-  OUTPUT/dr2/<rel>.png          DR2 intermediate x0_hat (UNet size), unless save_dr2=false
-  OUTPUT/comparison/<rel>.png   input | DR2 | output, with comparison=true
-  OUTPUT/manifest.csv, .json    per image: N, tau, omega, seed, weights and input hashes, fingerprint
-  OUTPUT/bad_files.txt          inputs that could not be used (undecodable, name clash), and flagged outputs
-Runs through Lightning `Trainer.predict` (any number of GPUs); each image is processed exactly once
-(sharded without padding), files are written atomically, and a rerun reuses a finished image only when
-its fingerprint (input hash, weights hashes, settings, code version) equals the current one.
+"""The predict pass restore, dr2-cache and eval share: plan (reuse an output only when its fingerprint says the
+current inputs, weights and settings made it), predict the rest on every device (sharded without padding,
+written batch by batch, atomically), merge the per-rank manifests on rank 0.
 """
 
 from __future__ import annotations
@@ -16,7 +8,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,31 +15,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from lightning_dr2.callbacks.writer import RestoreWriter, all_records
 from lightning_dr2.config.loader import ConfigError, save_config
 from lightning_dr2.datasets.datamodule import ShardedData
-from lightning_dr2.datasets.images import list_images
-from lightning_dr2.dr2.pipeline import (
-    DEFAULT_UNET_FILE,
-    DR2E,
-    RANDOM,
-    image_seed,
-    locate_weights,
-)
-from lightning_dr2.io import (
-    SQUARE_POLICIES,
-    BadImageError,
-    fit_square,
-    image_to_tensor,
-    output_name,
-    read_image,
-    resize,
-)
-from lightning_dr2.modules.restorer import RestoreModule
-from lightning_dr2.nets.restorers import RESTORERS
+from lightning_dr2.datasets.predict_inputs import WorkItems, collate
+from lightning_dr2.image_io import list_images, output_name
 from lightning_dr2.provenance import REUSE_MODES, ReuseRefused, changed_keys, fingerprint
 from lightning_dr2.runinfo import record_run_info
 from lightning_dr2.weights import sha256sum
@@ -61,49 +35,6 @@ def resolve_accelerator(name: str) -> str:
     return name if name != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
 
 
-TINY_INPUT = 32  # inputs below this many pixels a side are upscaled > 8x to the UNet size: warned about
-
-
-class RestoreInputs(Dataset):
-    """Input faces made square (`input_policy`) and resized to the UNet size, with name, seed and how they
-    were reshaped; undecodable files become {"bad": ...}."""
-
-    def __init__(self, root: Path, rels: list[str], image_size: int, seed: int, policy: str) -> None:
-        self.root, self.rels, self.image_size, self.seed, self.policy = root, rels, image_size, seed, policy
-
-    def __len__(self) -> int:
-        return len(self.rels)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        rel = self.rels[index]
-        item = self.load(rel)
-        return item if "bad" in item else {**item, "name": rel, "seed": image_seed(self.seed, rel)}
-
-    def load(self, rel: str) -> dict[str, Any]:
-        """{"lq", "shape"} of the input file `rel`, or {"bad", "reason"} when it cannot be decoded."""
-        try:
-            arr = read_image(self.root / rel)
-        except BadImageError as err:
-            return {"bad": rel, "reason": err.reason}
-        h, w = arr.shape[:2]
-        square = fit_square(image_to_tensor(arr), self.policy)
-        lq = resize(square[None], self.image_size).clamp(-1, 1)[0]
-        shape = {"input_size": [h, w], "reshaped": self.policy if h != w else "none"}
-        return {"lq": lq, "shape": shape}
-
-
-def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    good = [it for it in items if "lq" in it]
-    return {
-        "lq": torch.stack([it["lq"] for it in good]) if good else torch.empty(0),
-        "name": [it["name"] for it in good],
-        "seed": [it["seed"] for it in good],
-        "shape": [it["shape"] for it in good],
-        "setting": [it.get("setting") for it in good],  # per-item (N, tau, omega) of a DR2 cache; None in restore
-        "bad": [(it["bad"], it["reason"]) for it in items if "bad" in it],
-    }
-
-
 @functools.lru_cache(maxsize=16)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
     return sha256sum(path)
@@ -114,20 +45,6 @@ def weights_identity(path: Path) -> str:
     a 400 MB checkpoint's hash once, not once per split."""
     stat = Path(path).stat()
     return _sha256_cached(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-@dataclass
-class RestoreSummary:
-    """What one `run_restore` did (the CLI prints it)."""
-
-    output: Path
-    restored: int
-    skipped: int  # finished earlier with the same fingerprint: reused
-    bad: list[tuple[str, str]]  # inputs that could not be used, and outputs flagged (non-finite, constant)
-    seconds: float
-    recomputed: int = 0  # finished earlier with other inputs/weights/settings: made again
-    reshaped: int = 0  # non-square inputs made square by `input_policy`
-    tiny: int = 0  # inputs smaller than TINY_INPUT pixels a side
 
 
 def list_inputs(input_dir: Path, output_dir: Path, limit: int = 0) -> tuple[list[str], list[tuple[str, str]]]:
@@ -149,7 +66,6 @@ def list_inputs(input_dir: Path, output_dir: Path, limit: int = 0) -> tuple[list
     return rels, clashes
 
 
-WorkItems = dict[str, tuple[str, dict[str, Any]]]  # output name -> (input file, settings of this output alone)
 
 
 def plan_restore(
@@ -220,29 +136,6 @@ def check_output_dir(output_dir: Path, input_dir: Path) -> None:
         raise ConfigError(f"--output {output_dir} is not writable ({err.strerror}): choose a writable folder") from err
 
 
-def restore_settings(cfg: DictConfig, pipe: DR2E, weights_dir: str | None) -> dict[str, Any]:
-    """Everything besides the input file that determines an output: recorded per image, fingerprinted."""
-    unet_id, enhancer_id = _weights_ids(cfg, pipe, weights_dir)
-    return {
-        "N": cfg.dr2.N,
-        "tau": cfg.dr2.tau,
-        "omega": pipe.omega_value,
-        "respacing": cfg.dr2.respacing,
-        "sampler": cfg.dr2.sampler,
-        "eta": cfg.dr2.eta,
-        "base_seed": cfg.seed,  # each image's own seed is derived from it and the image name
-        "image_size": pipe.image_size,
-        "diffusion": pipe.dr2.diffusion_config.to_dict(),  # the process it runs (a sidecar wins over cfg)
-        "enhancer": cfg.enhancer.name,
-        "enhancer_size": cfg.enhancer.size,
-        "enhancer_options": OmegaConf.to_container(cfg.enhancer.options, resolve=True),
-        "unet_sha256": unet_id,
-        "enhancer_sha256": enhancer_id,
-        "dtype": cfg.dtype,
-        "input_policy": cfg.input_policy,
-    }
-
-
 @dataclass
 class PredictResult:
     """What `run_predict` did; `records` is None on ranks other than 0 (they do not merge manifests)."""
@@ -302,66 +195,3 @@ def run_predict(
             return PredictResult(todo, reused, recomputed, None, [])
     records, bad = writer.merge_manifests(clashes, current=set(work) | {rel for rel, _ in clashes})
     return PredictResult(todo, reused, recomputed, records, bad)
-
-
-def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSummary:
-    start = time.perf_counter()
-    if cfg.input_policy not in SQUARE_POLICIES:
-        raise ConfigError(f"input_policy must be one of {SQUARE_POLICIES}, got {cfg.input_policy!r}")
-    input_dir, output_dir = checked_folders("restore", ("--input", cfg.input), ("--output", cfg.output))
-    rels, clashes = list_inputs(input_dir, output_dir, cfg.limit)
-
-    accelerator = resolve_accelerator(cfg.accelerator)
-    pipe = DR2E.from_config(cfg, device="cpu", weights_dir=weights_dir)
-    module = RestoreModule(pipe, compile=cfg.compile, channels_last=cfg.channels_last and accelerator == "gpu")
-    result = run_predict(
-        cfg,
-        input_dir,
-        output_dir,
-        {rel: (rel, {}) for rel in rels},
-        clashes,
-        restore_settings(cfg, pipe, weights_dir),
-        module,
-        lambda todo: RestoreInputs(input_dir, todo, pipe.image_size, cfg.seed, cfg.input_policy),
-        "restore_config.yaml",
-        save_dr2=cfg.save_dr2,
-        comparison=cfg.comparison,
-    )
-    if result.records is None:
-        return RestoreSummary(output_dir, 0, len(result.reused), [], time.perf_counter() - start)
-    made = result.made()
-    reshaped = sum(1 for r in made if r.get("reshaped", "none") != "none")
-    tiny = sum(1 for r in made if min(r.get("input_size", [TINY_INPUT])) < TINY_INPUT)
-    if reshaped:
-        log.warning("%d non-square inputs were made square with input_policy=%s", reshaped, cfg.input_policy)
-    if tiny:
-        log.warning("%d inputs are smaller than %d px a side (upscaled > 8x): expect little detail", tiny, TINY_INPUT)
-    summary = RestoreSummary(
-        output_dir,
-        len(made),
-        len(result.reused),
-        result.bad,
-        time.perf_counter() - start,
-        recomputed=len(result.recomputed),
-        reshaped=reshaped,
-        tiny=tiny,
-    )
-    log.info("restored %d, reused %d, %d bad or flagged -> %s", len(made), summary.skipped, len(result.bad), output_dir)
-    return summary
-
-
-def unet_identity(weights: str | None, weights_dir: str | None = None) -> str:
-    """The sha256 manifests record for a UNet given as file, registry name or None (DR2_FFHQ.pkl); "random"."""
-    return RANDOM if weights == RANDOM else weights_identity(locate_weights(weights, DEFAULT_UNET_FILE, weights_dir))
-
-
-def _weights_ids(cfg: DictConfig, pipe: DR2E, weights_dir: str | None) -> tuple[str, str]:
-    """sha256 of the UNet and enhancer files actually used ("random" / "none" when no file)."""
-    unet = unet_identity(cfg.unet_weights, weights_dir)
-    if pipe.enhancer is None:
-        return unet, "none"
-    if cfg.enhancer.weights == RANDOM:
-        return unet, RANDOM
-    return unet, weights_identity(
-        locate_weights(cfg.enhancer.weights, RESTORERS[cfg.enhancer.name].weights, weights_dir)
-    )

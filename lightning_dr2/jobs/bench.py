@@ -22,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_dr2.config.loader import ConfigError, load_structured
 from lightning_dr2.diffusion import PUBLISHED_DIFFUSION, build_diffusion
-from lightning_dr2.io import read_image, to_uint8_images, write_json, write_png
+from lightning_dr2.files import write_json
+from lightning_dr2.image_io import read_image, to_uint8_images, write_png
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS, UNet
 
 TINY_UNET_FLAGS: dict[str, Any] = {
@@ -432,7 +433,7 @@ def bench_dr2_cache(opts: DictConfig) -> dict[str, Any]:
     from lightning_dr2.config.pipeline import CacheConfig
     from lightning_dr2.config.recipes import load_config
     from lightning_dr2.datasets.synthetic import generate_faces
-    from lightning_dr2.dr2_cache import run_cache
+    from lightning_dr2.jobs.dr2_cache import run_cache
 
     device = torch.device(opts["device"])
     flags = UNET_PRESETS[opts["flags"]]

@@ -13,18 +13,19 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ThroughputMonitor
 
 from lightning_dr2.callbacks.curves import LossCurve
-from lightning_dr2.callbacks.ema import EMA, ema_or_live
+from lightning_dr2.callbacks.ema import EMA
 from lightning_dr2.callbacks.samples import SampleGrid
 from lightning_dr2.config.loader import ConfigError
 from lightning_dr2.datasets.datamodule import FaceDataModule
 from lightning_dr2.diffusion import DiffusionConfig
 from lightning_dr2.dr2.sidecar import sidecar_path, write_sidecar
-from lightning_dr2.io import atomic_write
+from lightning_dr2.files import atomic_write
+from lightning_dr2.jobs.training_run import build_trainer, checkpoint_callbacks, fit_preemptible, start_run
 from lightning_dr2.loggers import build_loggers
+from lightning_dr2.modules.averaged import ema_or_live
 from lightning_dr2.modules.ddpm import DDPMModule
 from lightning_dr2.modules.guards import check_finite_weights
 from lightning_dr2.nets.loading import WeightsError, load_into
-from lightning_dr2.training import build_trainer, checkpoint_callbacks, fit_preemptible, start_run
 
 log = logging.getLogger(__name__)
 

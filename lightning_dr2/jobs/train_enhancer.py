@@ -17,17 +17,25 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_dr2.callbacks.ema import EMA, ema_or_live
+from lightning_dr2.callbacks.ema import EMA
+from lightning_dr2.callbacks.enhancer_grid import EnhancerValidationGrid
 from lightning_dr2.callbacks.evaluator import EnhancerEvaluator, evaluator_options
 from lightning_dr2.config.loader import ConfigError
 from lightning_dr2.datasets.enhancer_data import MODES, EnhancerDataModule, OnTheFlyDR2, PairAugment, Setting
 from lightning_dr2.diffusion import DiffusionConfig
 from lightning_dr2.dr2.enhancer_export import write_enhancer
+from lightning_dr2.jobs.training_run import (
+    build_trainer,
+    checkpoint_callbacks,
+    fit_preemptible,
+    resolve_precision,
+    start_run,
+)
 from lightning_dr2.loggers import build_loggers
+from lightning_dr2.modules.averaged import ema_or_live
 from lightning_dr2.modules.enhancer import ITERATION_STEPS, EnhancerModule
 from lightning_dr2.modules.guards import check_finite_weights
 from lightning_dr2.nets.restorers import native_size
-from lightning_dr2.training import build_trainer, checkpoint_callbacks, fit_preemptible, resolve_precision, start_run
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +68,7 @@ def check_cache_unet(cfg: DictConfig) -> None:
     if cfg.data.mode != "folder" or cfg.dr2.unet_weights is None or cfg.data.dr2_root is None:
         return
     from lightning_dr2.callbacks.writer import MANIFEST
-    from lightning_dr2.restore import unet_identity
+    from lightning_dr2.jobs.restore import unet_identity
 
     manifest = Path(cfg.data.dr2_root).parent / MANIFEST
     if not manifest.is_file():
@@ -139,7 +147,7 @@ def build_datamodule(cfg: DictConfig, pair_maker: OnTheFlyDR2 | None) -> Enhance
     )
 
 
-def build_module(cfg: DictConfig, path: Path, pair_maker: OnTheFlyDR2 | None) -> EnhancerModule:
+def build_module(cfg: DictConfig, pair_maker: OnTheFlyDR2 | None) -> EnhancerModule:
     loss = _container(cfg.loss)
     vgg_weights = loss.pop("vgg_weights")
     module = EnhancerModule(
@@ -149,8 +157,6 @@ def build_module(cfg: DictConfig, path: Path, pair_maker: OnTheFlyDR2 | None) ->
         optim=_container(cfg.optim),
         init_weights=cfg.generator.init_weights,
         vgg_weights=vgg_weights,
-        grid_dir=str(path / "samples"),
-        grid_rows=cfg.data.val_n,
         pair_maker=pair_maker,
         max_bad_steps=cfg.trainer.max_bad_steps,
     )
@@ -186,13 +192,14 @@ def train_enhancer(cfg: DictConfig) -> EnhancerTrainResult:
     dr2_unet = load_dr2_unet(cfg) if needs_unet else None
     pair_maker = build_pair_maker(cfg, precision, dr2_unet)
     datamodule = build_datamodule(cfg, pair_maker)
-    module = build_module(cfg, path, pair_maker)
+    module = build_module(cfg, pair_maker)
     ema = EMA(decay=cfg.ema.decay, warmup=cfg.ema.warmup, attr="generator")
     # Lightning counts optimizer steps: ITERATION_STEPS (D then G) per iteration of the recipe.
     checkpoints, preemption = checkpoint_callbacks(
         path, cfg.checkpoint.every_n_steps * ITERATION_STEPS, cfg.checkpoint.save_top_k
     )
-    callbacks: list[pl.Callback] = [ema, preemption, checkpoints]
+    grid = EnhancerValidationGrid(path / "samples", cfg.data.val_n, ITERATION_STEPS)
+    callbacks: list[pl.Callback] = [ema, grid, preemption, checkpoints]
     if cfg.evaluator.enabled:
         assert dr2_unet is not None
         callbacks.append(build_evaluator(cfg, path, dr2_unet))  # after EMA: scores the updated average
@@ -213,4 +220,4 @@ def train_enhancer(cfg: DictConfig) -> EnhancerTrainResult:
         options = _container(cfg.generator.options)
         export_path = write_enhancer(generator, cfg.generator.name, options, path / "export" / EXPORT_NAME)
         log.info("exported EMA generator -> %s", export_path)
-    return EnhancerTrainResult(path, trainer, module, export_path, module.last_grid)
+    return EnhancerTrainResult(path, trainer, module, export_path, grid.last_path)
