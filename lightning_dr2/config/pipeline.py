@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from lightning_dr2.config.ddpm import NetConfig
 from lightning_dr2.config.loader import Checks
@@ -104,6 +104,9 @@ class RestoreConfig(PipelineConfig):
     save_dr2: bool = True  # also write the DR2 intermediate (x0_hat at tau)
     comparison: bool = False  # also write input | DR2 | output side by side
 
+    # Keys a recipe or override must not set, and why (`config.recipes.load_config` refuses them).
+    IGNORED_KEYS: ClassVar[dict[str, str]] = {"input": "is given by --input", "output": "is given by --output"}
+
     @staticmethod
     def check(c: Checks) -> None:
         PipelineConfig.check(c)
@@ -153,6 +156,11 @@ class EvalConfig(PipelineConfig):
     random_metric_networks: bool = False  # smoke tests only: LPIPS/FID/ArcFace with random weights
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
+    IGNORED_KEYS: ClassVar[dict[str, str]] = {
+        f"dr2.{key}": "is not used by eval, which runs each of `settings` (or the sweep): list the (N, tau) there"
+        for key in ("N", "tau", "omega")
+    }
+
     @staticmethod
     def check(c: Checks) -> None:
         PipelineConfig.check(c)
@@ -188,6 +196,15 @@ class CacheConfig(PipelineConfig):
     settings: list[SettingConfig] = field(default_factory=demo_settings)
     samples_per_image: int = 1  # DR2 samples per face with different seeds: dr2/, dr2_s1/, dr2_s2/, ...
     enhancer: EnhancerConfig = field(default_factory=lambda: EnhancerConfig(name="none"))
+
+    IGNORED_KEYS: ClassVar[dict[str, str]] = {
+        "hq": "is given by --hq",
+        "out": "is given by --out",
+        **{
+            f"dr2.{key}": "is not used by dr2-cache: each output draws its (N, tau) from `settings`; list them there"
+            for key in ("N", "tau", "omega")
+        },
+    }
 
     @staticmethod
     def check(c: Checks) -> None:

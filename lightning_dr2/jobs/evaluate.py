@@ -33,7 +33,7 @@ from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_dr2.callbacks.writer import MANIFEST as RESTORE_MANIFEST
-from lightning_dr2.config.loader import ConfigError, resolve_run_name, run_dir, save_config
+from lightning_dr2.config.loader import ConfigError, open_run_dir, run_dir, save_config
 from lightning_dr2.config.pipeline import RestoreConfig
 from lightning_dr2.datasets.datamodule import ShardedData
 from lightning_dr2.datasets.eval_splits import EvalSplit, SplitFiles, eval_splits, split_files
@@ -63,10 +63,6 @@ from lightning_dr2.runinfo import record_run_info
 from lightning_dr2.weights import sha256sum
 
 log = logging.getLogger(__name__)
-
-
-
-
 
 
 @dataclass
@@ -212,7 +208,10 @@ def verified_outputs(out: Path, rels: list[str]) -> tuple[dict[str, Path], dict[
 
 def default_method(cfg: DictConfig) -> str:
     """What the run evaluates, as W&B's `method` field and the results' label: DR2 + its enhancer, named by
-    a train-enhancer export's JSON when `enhancer.weights` is one (it, not `enhancer.name`, picks the network)."""
+    a train-enhancer export's JSON when `enhancer.weights` is one (it, not `enhancer.name`, picks the network).
+    Without DR2 settings nothing of DR2 runs: the run's own rows (reference=true) are the inputs, "Input"."""
+    if not cfg.settings:
+        return "Input"
     if cfg.enhancer.name == "none":
         return "DR2"
     exported = read_enhancer_sidecar(cfg.enhancer.weights)
@@ -343,14 +342,15 @@ def _prediction_jobs(
 
 def run_eval(cfg: DictConfig) -> EvalResult:
     start = time.perf_counter()
-    cfg.run = resolve_run_name(cfg)
     cfg.method = cfg.method or default_method(cfg)
     if cfg.method in cfg.predictions:
         raise ConfigError(
             f"predictions.{cfg.method} has the name of this run's own rows (method={cfg.method}): rename one"
         )
-    path = run_dir(cfg)
+    path = open_run_dir(cfg)
     if rank_zero_only.rank == 0:
+        if (path / "results.json").is_file():
+            log.warning("%s holds an earlier evaluation: its results are replaced (restored images are reused)", path)
         save_config(cfg, path / "config.yaml")
         record_run_info(path)
     accelerator = resolve_accelerator(cfg.accelerator)

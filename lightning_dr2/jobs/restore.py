@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +43,7 @@ from lightning_dr2.nets.restorers import RESTORERS
 log = logging.getLogger(__name__)
 
 
-
-
 TINY_INPUT = 32  # inputs below this many pixels a side are upscaled > 8x to the UNet size: warned about
-
-
-
-
-
-
-
-
 
 
 @dataclass
@@ -68,16 +58,7 @@ class RestoreSummary:
     recomputed: int = 0  # finished earlier with other inputs/weights/settings: made again
     reshaped: int = 0  # non-square inputs made square by `input_policy`
     tiny: int = 0  # inputs smaller than TINY_INPUT pixels a side
-
-
-
-
-
-
-
-
-
-
+    earlier_outputs: list[Path] = field(default_factory=list)  # folders of an earlier job's outputs: skipped
 
 
 def restore_settings(cfg: DictConfig, pipe: DR2E, weights_dir: str | None) -> dict[str, Any]:
@@ -103,16 +84,12 @@ def restore_settings(cfg: DictConfig, pipe: DR2E, weights_dir: str | None) -> di
     }
 
 
-
-
-
-
 def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSummary:
     start = time.perf_counter()
     if cfg.input_policy not in SQUARE_POLICIES:
         raise ConfigError(f"input_policy must be one of {SQUARE_POLICIES}, got {cfg.input_policy!r}")
     input_dir, output_dir = checked_folders("restore", ("--input", cfg.input), ("--output", cfg.output))
-    rels, clashes = list_inputs(input_dir, output_dir, cfg.limit)
+    inputs = list_inputs(input_dir, output_dir, cfg.limit)
 
     accelerator = resolve_accelerator(cfg.accelerator)
     pipe = DR2E.from_config(cfg, device="cpu", weights_dir=weights_dir)
@@ -121,8 +98,8 @@ def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSumma
         cfg,
         input_dir,
         output_dir,
-        {rel: (rel, {}) for rel in rels},
-        clashes,
+        {rel: (rel, {}) for rel in inputs.rels},
+        inputs.unusable,
         restore_settings(cfg, pipe, weights_dir),
         module,
         lambda todo: RestoreInputs(input_dir, todo, pipe.image_size, cfg.seed, cfg.input_policy),
@@ -148,6 +125,7 @@ def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSumma
         recomputed=len(result.recomputed),
         reshaped=reshaped,
         tiny=tiny,
+        earlier_outputs=inputs.output_folders,
     )
     log.info("restored %d, reused %d, %d bad or flagged -> %s", len(made), summary.skipped, len(result.bad), output_dir)
     return summary

@@ -18,14 +18,13 @@ from lightning_dr2.callbacks.samples import SampleGrid
 from lightning_dr2.config.loader import ConfigError
 from lightning_dr2.datasets.datamodule import FaceDataModule
 from lightning_dr2.diffusion import DiffusionConfig
-from lightning_dr2.dr2.sidecar import sidecar_path, write_sidecar
+from lightning_dr2.dr2.sidecar import write_sidecar
 from lightning_dr2.files import atomic_write
 from lightning_dr2.jobs.training_run import build_trainer, checkpoint_callbacks, fit_preemptible, start_run
 from lightning_dr2.loggers import build_loggers
 from lightning_dr2.modules.averaged import ema_or_live
 from lightning_dr2.modules.ddpm import DDPMModule
 from lightning_dr2.modules.guards import check_finite_weights
-from lightning_dr2.nets.loading import WeightsError, load_into
 
 log = logging.getLogger(__name__)
 
@@ -140,39 +139,3 @@ def export_unet(net: torch.nn.Module, flags: dict[str, Any], diffusion: Diffusio
     atomic_write(out, lambda tmp: torch.save(state, tmp))
     write_sidecar(out, flags, diffusion)
     return out
-
-
-def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
-    """Export the EMA UNet of a Lightning checkpoint written by `train_ddpm` (falls back to raw weights)."""
-    try:
-        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)  # plain containers and tensors only
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint {ckpt} does not exist") from None
-    except Exception as err:  # torch.load raises many types for files that are not (safe) torch checkpoints
-        raise WeightsError(f"{ckpt} cannot be read as a training checkpoint: {err}") from None
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("hyper_parameters"), dict):
-        raise WeightsError(_not_a_training_checkpoint(ckpt, checkpoint))
-    hparams = checkpoint["hyper_parameters"]
-    flags = hparams["net"]
-    ema_state = next((v for k, v in checkpoint.get("callbacks", {}).items() if k.startswith("EMA")), None)
-    if ema_state is not None:
-        state = ema_state["weights"]
-    else:
-        log.warning("%s has no EMA state; exporting the raw training weights", ckpt)
-        state = {k[len("net.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-    from lightning_dr2.nets.unet import UNet
-
-    net = load_into(UNet.from_flags(flags), state, f"{ckpt} (EMA UNet)")
-    return export_unet(net, flags, DiffusionConfig.from_dict(hparams["diffusion"], source=f"{ckpt} diffusion"), out)
-
-
-def _not_a_training_checkpoint(ckpt: str | Path, content: Any) -> str:
-    """Why `export` cannot use `content`, and what the user can do with it instead."""
-    what = f"{ckpt} is not a Lightning training checkpoint written by `train` (it has no hyper_parameters)"
-    if isinstance(content, dict) and content and all(isinstance(v, torch.Tensor) for v in content.values()):
-        return (
-            f"{what}; it is a plain state dict of {len(content)} tensors, i.e. already exported weights. Use it "
-            f"directly as unet_weights={ckpt}, with a sidecar {sidecar_path(ckpt)} holding "
-            '{"net": {...UNet flags}, "diffusion": {...}} when it is not the published DR2 FFHQ-256 network'
-        )
-    return f"{what}; export takes the .ckpt files under runs/<experiment>/<run>/checkpoints/"
