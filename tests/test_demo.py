@@ -14,6 +14,7 @@ from PIL import Image
 
 from lightning_dr2.cli import build_parser, main
 from lightning_dr2.datasets.synthetic import render_face
+from lightning_dr2.demo.examples import TILE, tile_size
 from lightning_dr2.demo.handler import DemoSession
 from lightning_dr2.demo.models import DemoMethod, DemoModels, newest_quickstart_run, resolve_models
 from lightning_dr2.diffusion import PUBLISHED_DIFFUSION
@@ -136,7 +137,7 @@ def test_the_newest_quickstart_run_is_used_and_said_to_be_tiny(tmp_path):
     os.utime(old / "export" / "unet_ema.pt", (1, 1))
     models = resolve_models(runs=runs)
     assert [m.label for m in models.methods] == ["DR2 alone (quickstart run new)"]  # no enhancer trained yet
-    assert "TINY" in models.notice and str(new) in models.notice
+    assert "TINY" in models.notice and str(new) in models.notice and "at 32 px" in models.notice
     enhancer = new / "enhancer" / "export" / "enhancer_ema.pt"
     write_enhancer(tiny_sparnet(), "sparnet", TINY_SPARNET_CONFIG, enhancer)
     (method,) = resolve_models(runs=runs).methods
@@ -163,7 +164,8 @@ def test_render_examples_writes_the_two_packaged_photos_side_by_side(tmp_path, c
     printed = capsys.readouterr().out
     assert "TINY" in printed and printed.count("1 face found, 1 restored") == 2
     for name in ("astronaut", "grace_hopper"):
-        h, w = packaged_photo(name).shape[:2]
+        w, h = tile_size(packaged_photo(name).shape)
+        assert max(w, h) == TILE
         grid = Image.open(tmp_path / "images" / f"demo_{name}.png")
         assert grid.size == (3 * w + 4 * 2, 2 * h + 3 * 2)  # 3 tiles x (photo, face enlarged), 2 px padding
 

@@ -17,6 +17,7 @@ from lightning_dr2.report import save_grid
 
 EXAMPLE_PHOTOS = ("astronaut", "grace_hopper")  # scikit-image's astronaut.png, matplotlib's grace_hopper.jpg
 ZOOM_MARGIN = 0.6  # the enlarged view: the face box grown by this fraction of its size on each side
+TILE = 384  # the long side of each tile: six of them make a README picture of about 1 MB
 
 
 @dataclass
@@ -40,6 +41,13 @@ def face_zoom(images: list[np.ndarray], box: tuple[float, float, float, float]) 
     return [np.asarray(Image.fromarray(im).crop(crop).resize((w, h), Image.BICUBIC)) for im in images]
 
 
+def tile_size(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(width, height) of a tile for an image of `shape` (H, W, ...): the long side TILE, the aspect kept."""
+    h, w = shape[:2]
+    scale = TILE / max(h, w)
+    return round(w * scale), round(h * scale)
+
+
 def render_examples(
     session: DemoSession, out_dir: str | os.PathLike, names: tuple[str, ...] = EXAMPLE_PHOTOS
 ) -> list[Example]:
@@ -54,7 +62,11 @@ def render_examples(
         if not result.ok:
             raise RuntimeError(f"the demo could not restore the packaged photo {name!r}: {result.status}")
         tiles = [photo, result.dr2 if result.dr2 is not None else photo, result.restored]
-        rows = tiles + face_zoom(tiles, result.faces[0].box)
+        size = tile_size(photo.shape)
+        rows = [
+            np.asarray(Image.fromarray(t).resize(size, Image.BICUBIC))
+            for t in tiles + face_zoom(tiles, result.faces[0].box)
+        ]
         path = save_grid(images_to_tensor(rows), out_dir / f"demo_{name}.png", nrow=3)
         examples.append(Example(name, path, result.status))
     return examples

@@ -55,7 +55,7 @@ def mark_faces(photo: np.ndarray, kept: list[Face], skipped: list[Face]) -> np.n
         cv2.rectangle(out, (x0, y0), (x1, y1), colour, line, cv2.LINE_AA)
         cv2.putText(out, str(number), (x0 + line, max(y0 - 2 * line, 10 * line)), 0, 0.4 * line, colour, line)
         for x, y in face.landmarks:
-            cv2.circle(out, (round(x), round(y)), 2 * line, LANDMARK, -1, cv2.LINE_AA)
+            cv2.circle(out, (round(x), round(y)), line + 1, LANDMARK, -1, cv2.LINE_AA)
     return out
 
 

@@ -81,13 +81,15 @@ class QuickstartRun:
     enhancer: Path | None
 
 
-def _is_unet_export(weights: Path) -> bool:
-    """An exported UNet: its sidecar records {"net": flags, "diffusion": process} (`dr2.sidecar`)."""
+def unet_export_flags(weights: Path) -> dict | None:
+    """The network flags of an exported UNet, whose sidecar records {"net": flags, "diffusion": process}
+    (`dr2.sidecar`); None for any other file."""
     try:
         record = json.loads(sidecar_path(weights).read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and "net" in record and "diffusion" in record
+        return None
+    ok = isinstance(record, dict) and isinstance(record.get("net"), dict) and "diffusion" in record
+    return record["net"] if ok else None
 
 
 def _newest(paths: list[Path]) -> Path | None:
@@ -100,7 +102,7 @@ def newest_quickstart_run(runs: str | os.PathLike = QUICKSTART_RUNS) -> Quicksta
     Exports are recognised by their JSON, not their file names: a UNet's sidecar in `<run>/export/`, and an
     enhancer's (train-enhancer's, `dr2.enhancer_export`) anywhere under the run, the newest one."""
     runs = Path(runs)
-    unet = _newest([p for p in runs.glob("*/export/*.pt") if _is_unet_export(p)]) if runs.is_dir() else None
+    unet = _newest([p for p in runs.glob("*/export/*.pt") if unet_export_flags(p)]) if runs.is_dir() else None
     if unet is None:
         return None
     root = unet.parent.parent
@@ -150,10 +152,11 @@ def resolve_models(
         network = enhancer_network(run.enhancer)
         tiny.append((f"tiny {network}", network, run.enhancer))
     methods = _dr2_methods(run.unet, tiny, "quickstart", f" (quickstart run {run.root.name})")
+    size = unet_export_flags(run.unet).get("image_size", "?")
     notice = (
         f"No released {RELEASED_UNET} (searched {where}): using the TINY models of the quickstart run {run.root} "
         f"(UNet {run.unet}; enhancer {run.enhancer or 'not trained yet: DR2 alone'}). They were trained for "
-        "minutes on a CPU on generated cartoon faces at 32 px: expect blurry, cartoon-like faces, not the "
+        f"minutes on a CPU on generated cartoon faces at {size} px: expect blurry, cartoon-like faces, not the "
         "paper's results. For those, put DR2_FFHQ.pkl and SPARNetHD_FFHQ_DR2aug.pth in data/weights/."
     )
     return DemoModels(methods + baselines, notice)
