@@ -235,9 +235,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     except ImportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own startup probes of the page
     models = resolve_models(args.weights_dir)
     app, url = launch(args.port, device=args.device, block=False, models=models)
     print(f"models: {models.notice}\ndemo running on {url} (this machine only; Ctrl+C stops it)")
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl+C also when started from a script
     try:
         while True:
             time.sleep(3600)
