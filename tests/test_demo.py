@@ -177,3 +177,13 @@ def test_the_page_is_never_shared_and_needs_the_demo_extra(monkeypatch, capsys):
     monkeypatch.setitem(__import__("sys").modules, "gradio", None)  # as if the extra were not installed
     assert main(["demo"]) == 2
     assert "pip install 'lightning_dr2[demo]'" in capsys.readouterr().err
+
+
+def test_without_models_the_page_shows_the_notice_and_no_restore_button(tmp_path):
+    pytest.importorskip("gradio", reason="the demo's optional extra: pip install 'lightning_dr2[demo]'")
+    from lightning_dr2.demo.app import build_app
+
+    app = build_app(DemoSession(resolve_models(runs=tmp_path / "none")), tmp_path)
+    props = {c["props"].get("elem_id"): c["props"] for c in app.get_config_file()["components"]}
+    assert props["restore"]["interactive"] is False
+    assert "make quickstart" in props["status"]["value"] and props["method"]["choices"] == []

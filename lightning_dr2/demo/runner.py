@@ -66,7 +66,7 @@ class LoadedMethod:
         if self.pipe is not None:
             out = self.setting(N, tau).restore_tensors(x, seeds=seeds)
             return Restored(to_uint8_images(out["dr2"]), to_uint8_images(out["output"]))
-        noisy = getattr(RESTORERS[self.method.network], "draws_noise", False)  # StyleGAN2-noise baselines
+        noisy = RESTORERS[self.method.network].draws_noise  # StyleGAN2 noise, drawn per image from its seed
         y = self.network(x, seeds=seeds) if noisy else self.network(x)
         return Restored(None, to_uint8_images(y.clamp(-1, 1)))
 
