@@ -16,15 +16,13 @@ from typing import Any
 
 import torch
 
-from lightning_dr2.config.sets import demo_settings
-from lightning_dr2.demo.handler import DemoSession
+from lightning_dr2.demo.handler import DEFAULT_SETTING, DemoSession
 from lightning_dr2.demo.models import DemoModels, resolve_models
 from lightning_dr2.image_io import write_png
 
 HOST = "127.0.0.1"  # loopback only: the demo is for the person at this machine
 DEFAULT_PORT = 7860
 MAX_UPLOAD = "50mb"
-DEFAULT_SETTING = demo_settings()[0]  # the DR2 demo's (N, tau) = (4, 22)
 # Off before gradio (and huggingface_hub, which it imports) read them: no usage reports, no version checks.
 OFFLINE_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_OFFLINE": "1"}
 

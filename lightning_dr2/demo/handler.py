@@ -19,8 +19,10 @@ import torch
 from PIL import Image
 
 from lightning_dr2.config.loader import ConfigError
+from lightning_dr2.config.sets import demo_settings
 from lightning_dr2.demo.models import DemoMethod, DemoModels
 from lightning_dr2.demo.runner import LoadedMethod, load_method
+from lightning_dr2.dr2.pipeline import DR2E
 from lightning_dr2.faces import FaceConfig, PhotoFaces, face_detector, find_faces, paste_back
 from lightning_dr2.faces.face import Face, FaceDetector, check_photo
 from lightning_dr2.image_io import BadImageError, center_crop_resize, read_image
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 KEPT = (40, 220, 60)  # box colour of the faces that were restored (RGB)
 SKIPPED = (255, 150, 0)  # faces detected but too small (or not the largest with select=largest)
 LANDMARK = (255, 40, 40)
+DEFAULT_SETTING = demo_settings()[0]  # the DR2 demo's (N, tau) = (4, 22)
 USER_ERRORS = (BadImageError, ConfigError, WeightsError, FileNotFoundError, ValueError, ImportError)
 
 
@@ -94,8 +97,8 @@ class DemoSession:
         self,
         image: str | os.PathLike | np.ndarray | None,
         label: str | None,
-        N: int = 4,  # noqa: N803
-        tau: int = 22,
+        N: int = DEFAULT_SETTING.N,  # noqa: N803
+        tau: int = DEFAULT_SETTING.tau,
         aligned: bool = False,
     ) -> DemoResult:
         """Restore an uploaded photo (faces detected, aligned, restored, pasted back) or an aligned face."""
@@ -108,22 +111,22 @@ class DemoSession:
             method = self.models.method(label) if label else self.models.methods[0]
             rgb = check_photo(image) if isinstance(image, np.ndarray) else read_image(image)
             loaded = self.loaded(method)
-            N, tau = int(N), int(tau)  # noqa: N806 (sliders send floats)
-            setting = loaded.setting(N, tau) if method.is_dr2 else None  # bad N/tau: an error before any work
-            result = self._restore_face(rgb, loaded, N, tau) if aligned else self._restore_photo(rgb, loaded, N, tau)
+            # Sliders send floats; a bad N or tau is an error here, before any work.
+            setting = loaded.setting(int(N), int(tau)) if method.is_dr2 else None
+            result = self._restore_face(rgb, loaded, setting) if aligned else self._restore_photo(rgb, loaded, setting)
         except USER_ERRORS as err:
             return DemoResult(f"Error: {err}")
         except Exception as err:  # the page shows a message; the terminal keeps the traceback
             log.exception("demo request failed")
             return DemoResult(f"Unexpected error ({type(err).__name__}: {err}); the terminal shows the details.")
         if result.ok:
-            dr2 = f" | N={N}, tau={tau}, omega={setting.omega_value}" if setting is not None else ""
+            dr2 = f" | N={setting.N}, tau={setting.tau}, omega={setting.omega_value}" if setting is not None else ""
             result.status += (
                 f" | {method.label}: {method.files()}{dr2} | {time.perf_counter() - start:.1f} s on {self.device.type}"
             )
         return result
 
-    def _restore_photo(self, photo: np.ndarray, loaded: LoadedMethod, N: int, tau: int) -> DemoResult:  # noqa: N803
+    def _restore_photo(self, photo: np.ndarray, loaded: LoadedMethod, setting: DR2E | None) -> DemoResult:
         found = find_faces(photo, self.detector, loaded.crop_size, self.faces)
         marked = mark_faces(photo, [a.face for a in found.faces], found.too_small)
         faces = _faces_line(found, self.faces.min_face_px)
@@ -135,15 +138,15 @@ class DemoSession:
                 "If the upload is an aligned face crop, tick 'aligned face'.",
                 annotated=marked,
             )
-        out = loaded.run([a.crop for a in found.faces], N, tau)
+        out = loaded.run([a.crop for a in found.faces], setting)
         restored = paste_back(found, out.restored, self.faces)
         dr2 = paste_back(found, out.dr2, self.faces) if out.dr2 is not None else None
         return DemoResult(faces, True, marked, dr2, restored, [a.face for a in found.faces])
 
-    def _restore_face(self, face: np.ndarray, loaded: LoadedMethod, N: int, tau: int) -> DemoResult:  # noqa: N803
+    def _restore_face(self, face: np.ndarray, loaded: LoadedMethod, setting: DR2E | None) -> DemoResult:
         h, w = face.shape[:2]
         crop = np.asarray(center_crop_resize(Image.fromarray(face), loaded.crop_size))
-        out = loaded.run([crop], N, tau)
+        out = loaded.run([crop], setting)
         shape = "" if h == w else f", centre-cropped to {min(h, w)}x{min(h, w)}"
         status = f"aligned face {w}x{h}{shape}, fed at {loaded.crop_size}x{loaded.crop_size}"
         return DemoResult(status, True, face, None if out.dr2 is None else out.dr2[0], out.restored[0])

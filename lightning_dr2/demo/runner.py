@@ -59,12 +59,14 @@ class LoadedMethod:
         )
 
     @torch.no_grad()
-    def run(self, crops: list[np.ndarray], N: int, tau: int) -> Restored:  # noqa: N803
-        """Restore aligned `crops` (crop_size, uint8 RGB); per-face seeds 0..n-1, so a result repeats."""
+    def run(self, crops: list[np.ndarray], setting: DR2E | None = None) -> Restored:
+        """Restore aligned `crops` (crop_size, uint8 RGB) with `setting` (from `setting(N, tau)`; None for a
+        baseline); per-face seeds 0..n-1, so a result repeats."""
         x = images_to_tensor(crops).to(self.device)
         seeds = list(range(len(crops)))
         if self.pipe is not None:
-            out = self.setting(N, tau).restore_tensors(x, seeds=seeds)
+            assert setting is not None, "DR2 needs its (N, tau): pass setting(N, tau)"
+            out = setting.restore_tensors(x, seeds=seeds)
             return Restored(to_uint8_images(out["dr2"]), to_uint8_images(out["output"]))
         noisy = RESTORERS[self.method.network].draws_noise  # StyleGAN2 noise, drawn per image from its seed
         y = self.network(x, seeds=seeds) if noisy else self.network(x)
