@@ -50,7 +50,7 @@ def session(tiny_run) -> DemoSession:
     """DR2 (32 px UNet) + a 64 px SPARNet, and that SPARNet alone as a 'baseline'."""
     run = newest_quickstart_run(tiny_run.parent)
     methods = [
-        DemoMethod("DR2 + tiny", run.unet, "sparnet", run.enhancer, "quickstart"),
+        DemoMethod("DR2 + tiny", run.unet, "sparnet", run.enhancer),
         DemoMethod("tiny alone", None, "sparnet", run.enhancer),
     ]
     return DemoSession(DemoModels(methods, "test models"))

@@ -34,7 +34,6 @@ class DemoMethod:
     unet: Path | None  # the DR2 UNet file; None: a baseline (no DR2 stage)
     network: str = "none"  # registry name of the enhancer / baseline; "none": DR2 alone
     weights: Path | None = None  # its file (a released file or a train-enhancer export)
-    source: str = "released"  # released | quickstart
 
     @property
     def is_dr2(self) -> bool:
@@ -56,7 +55,7 @@ class DemoModels:
         for m in self.methods:
             if m.label == label:
                 return m
-        raise KeyError(f"no demo method {label!r}; available: {[m.label for m in self.methods]}")
+        raise ValueError(f"no demo method {label!r}; available: {[m.label for m in self.methods]}")
 
 
 def released_networks(weights_dir: str | os.PathLike | None = None) -> dict[str, Path]:
@@ -116,10 +115,10 @@ def enhancer_network(export: Path) -> str:
     return str(record["generator"]) if record else "enhancer"
 
 
-def _dr2_methods(unet: Path, enhancers: list[tuple[str, str, Path]], source: str, suffix: str) -> list[DemoMethod]:
+def _dr2_methods(unet: Path, enhancers: list[tuple[str, str, Path]], suffix: str) -> list[DemoMethod]:
     """DR2 + each (label, registry name, file) enhancer; DR2 alone when there is none."""
-    methods = [DemoMethod(f"DR2 + {label}{suffix}", unet, name, path, source) for label, name, path in enhancers]
-    return methods or [DemoMethod(f"DR2 alone{suffix}", unet, "none", None, source)]
+    methods = [DemoMethod(f"DR2 + {label}{suffix}", unet, name, path) for label, name, path in enhancers]
+    return methods or [DemoMethod(f"DR2 alone{suffix}", unet)]
 
 
 def resolve_models(
@@ -134,7 +133,7 @@ def resolve_models(
         unet = None
     if unet is not None:
         enhancers = [(name, name, path) for name, path in sorted(released.items())]
-        methods = _dr2_methods(unet, enhancers, "released", " (released)")
+        methods = _dr2_methods(unet, enhancers, " (released)")
         notice = f"Released weights: DR2 UNet {unet}" + "".join(f", {n} {p}" for n, p in sorted(released.items()))
         return DemoModels(methods + baselines, notice + ".")
     where = ", ".join(str(d) for d in search_dirs(weights_dir))
@@ -151,7 +150,7 @@ def resolve_models(
     if run.enhancer is not None:
         network = enhancer_network(run.enhancer)
         tiny.append((f"tiny {network}", network, run.enhancer))
-    methods = _dr2_methods(run.unet, tiny, "quickstart", f" (quickstart run {run.root.name})")
+    methods = _dr2_methods(run.unet, tiny, f" (quickstart run {run.root.name})")
     size = unet_export_flags(run.unet).get("image_size", "?")
     notice = (
         f"No released {RELEASED_UNET} (searched {where}): using the TINY models of the quickstart run {run.root} "
