@@ -155,6 +155,16 @@ def save_eval_unet(root: Path, seed: int = 0, perturb: float = 0.0) -> Path:
 
 
 @pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Small convolutions: one thread is as fast, and does not spin when other jobs share the cores
+    (use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
 def unet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`save_eval_unet` with seed 0, once per test module."""
     return save_eval_unet(tmp_path_factory.mktemp("unet"))
