@@ -505,6 +505,7 @@ def _log_wandb(
         several = len({r["setting"] for r in own}) > 1
         kwargs = method_run_kwargs(cfg, mode, method)
         run = start_with_offline_fallback(lambda kwargs=kwargs: wandb.init(**kwargs), kwargs)
+        mode = kwargs["mode"]  # once online failed, the next methods' runs start offline without waiting again
         summary = {}
         for r in own:
             setting = r["setting"] if several else ""
