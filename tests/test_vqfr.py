@@ -26,7 +26,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 NETS = {1: VQFRv1, 2: VQFRv2}
 STD_RULES = {"unit_norm_std": unit_norm_std}
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _fixture(version: int, kind: str = "tiny") -> dict:

@@ -162,6 +162,7 @@ def test_registry_sanity():
         "RestoreFormer.pth",
         "codeformer.pth",
         "VQFR_v2.pth",
+        "GPEN-BFR-512.pth",
     }
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from lightning_dr2.nets.gpen import GPEN
 from lightning_dr2.nets.plain_unet import PlainUNet
 from lightning_dr2.nets.sparnet import SPARNet, fold_spectral_norm
 from lightning_dr2.registry import Registry
@@ -223,6 +224,25 @@ RESTORERS.add(
         feed=_VQFR_FEED,
         resize="cv2_linear",
         licence=_VQFR_LICENCE,
+    ),
+)
+
+
+# --- GPEN, written here (nets/gpen.py) ---
+RESTORERS.add(
+    "gpen_512",
+    RestorerSpec(
+        GPEN,
+        "GPEN-BFR-512 (yangxy/GPEN, CVPR 2021): a StyleGAN2 prior fed by an encoder (its features replace the "
+        "noise: no random draws); options: FullGenerator's size/style_dim/n_mlp/channel_multiplier/narrow/isconcat/"
+        "lr_mlp, e.g. for tiny test configs",
+        weights="GPEN-BFR-512.pth",
+        feed="demo.py --task FaceEnhancement --aligned (face_gan.py FaceGAN.process): BGR uint8 face -> cv2.resize "
+        "to 512x512 (INTER_LINEAR) -> /255 -> (x - 0.5) / 0.5 -> BGR->RGB: RGB in [-1, 1]; output * 0.5 + 0.5, "
+        "clipped to [0, 1], * 255 truncated (not rounded) to uint8",
+        resize="cv2_linear",
+        licence="GPEN (c) Alibaba 2021: academic and non-commercial use only (released weights; reference code "
+        "re-implemented here)",
     ),
 )
 

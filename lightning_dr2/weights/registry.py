@@ -130,6 +130,17 @@ _REGISTRY: tuple[WeightFile, ...] = (
         source="https://github.com/TencentARC/VQFR/releases (release v2.0.0)",
         used_by="lightning_dr2.nets.vqfr.VQFRv2: restorer 'vqfr_v2' (baseline, or enhancer after DR2)",
     ),
+    WeightFile(
+        name="GPEN-BFR-512.pth",
+        role="restoration network",
+        description=(
+            "GPEN-BFR-512 (CVPR 2021) 512x512 face restorer, plain state dict, 71.01 M params. "
+            "Academic and non-commercial use only"
+        ),
+        urls=("https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/GPEN-BFR-512.pth",),
+        source="https://github.com/yangxy/GPEN (README 'Usage': the pre-trained model links)",
+        used_by="lightning_dr2.nets.gpen.GPEN: restorer 'gpen_512' (baseline, or enhancer after DR2)",
+    ),
     # --- metrics ---
     WeightFile(
         name="pt_inception-2015-12-05-6726825d.pth",
