@@ -23,7 +23,7 @@ from lightning_dr2 import outputs
 from lightning_dr2.cli import build_parser, main
 from lightning_dr2.datasets.synthetic import render_face
 
-# Commands that write nothing (`config` prints YAML).
+# Commands that write nothing (`config` prints YAML; `demo` serves a page, its --render-examples is tested).
 WRITES_NOTHING = {"config"}
 
 
@@ -123,6 +123,7 @@ def commands(inputs: Path, folder: Path, file: Path) -> dict[str, tuple[list[str
         "export": (["export", str(inputs / "run.ckpt"), "--out", str(file)], "--out"),
         "fid-stats": (["fid-stats", faces, "--out", str(file)], "--out"),
         "bench": (["bench", "train", "--out", str(file)], "--out"),
+        "demo": (["demo", "--render-examples", str(folder)], "--render-examples"),
     }
 
 
