@@ -132,7 +132,9 @@ def test_dr2_cache_errors_name_its_own_flag(tmp_path: Path, capsys) -> None:
 def test_the_enhancer_guard_names_the_enhancer_learning_rates() -> None:
     from lightning_dr2.jobs.train_enhancer import build_module
 
-    cfg = load_config("enhance_tiny", [*TINY_ENHANCER_RUN, "trainer.max_bad_steps=1"], schema=schema_for("enhance_tiny"))
+    cfg = load_config(
+        "enhance_tiny", [*TINY_ENHANCER_RUN, "trainer.max_bad_steps=1"], schema=schema_for("enhance_tiny")
+    )
     module = build_module(cfg, None)
     for guard in (module.nonfinite_guard, module.d_nonfinite_guard):
         with pytest.raises(NonFiniteTrainingError) as err:
