@@ -37,9 +37,10 @@ class OutputError(Exception):
     """An output location that cannot be used (a file, read-only, full, or in use by another process)."""
 
 
+_RERUN = "; then rerun the same command: finished outputs are kept and reused"
 _WHAT: dict[int, tuple[str, str]] = {
-    errno.ENOSPC: ("no space left on the device", "free space there or choose another location"),
-    errno.EDQUOT: ("disk quota exceeded", "free space there or choose another location"),
+    errno.ENOSPC: ("no space left on the device", f"free space there or choose another location{_RERUN}"),
+    errno.EDQUOT: ("disk quota exceeded", f"free space there or choose another location{_RERUN}"),
     errno.EROFS: ("read-only file system", "choose a writable location"),
     errno.EACCES: ("permission denied", "choose a location you can write to (or fix its permissions)"),
     errno.EPERM: ("operation not permitted", "choose a location you can write to (or fix its permissions)"),

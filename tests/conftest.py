@@ -177,6 +177,20 @@ def unet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_eval_unet(tmp_path_factory.mktemp("unet"))
 
 
+@pytest.fixture(scope="module")
+def unets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two different `TINY_UNET_FLAGS` UNet files (seeds 0 and 1, "a" and "b") with their flags sidecars."""
+    import json
+
+    root = tmp_path_factory.mktemp("unets")
+    paths = {}
+    for key, seed in (("a", 0), ("b", 1)):
+        paths[key] = root / f"unet{seed}.pt"
+        torch.save(tiny_unet(seed=seed).state_dict(), paths[key])
+        paths[key].with_suffix(".json").write_text(json.dumps(TINY_UNET_FLAGS))
+    return paths
+
+
 def tiny_unet(seed: int = 0) -> nn.Module:
     """The `TINY_UNET_FLAGS` UNet with seeded random weights (no zero-initialised output layer), eval mode."""
     from lightning_dr2.nets.unet import UNet

@@ -5,14 +5,13 @@ a counted skip or a message (exit 2), never a traceback or a silently wrong numb
 from __future__ import annotations
 
 import errno
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_DDPM_NET, TINY_ENHANCER_RUN, TINY_UNET_FLAGS, build_tiny_testset, tiny_unet
+from conftest import TINY_DDPM_NET, TINY_ENHANCER_RUN, build_tiny_testset
 from PIL import Image
 
 from lightning_dr2.cli import main
@@ -159,17 +158,6 @@ def test_a_data_root_whose_only_image_is_undecodable_says_so(tmp_path: Path, cap
 
 
 # ------------------------------------------------------------------------- caches and their manifests
-
-
-@pytest.fixture(scope="module")
-def unets(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("unets")
-    paths = {}
-    for key, seed in (("a", 0), ("b", 1)):
-        paths[key] = root / f"unet{seed}.pt"
-        torch.save(tiny_unet(seed=seed).state_dict(), paths[key])
-        paths[key].with_suffix(".json").write_text(json.dumps(TINY_UNET_FLAGS))
-    return paths
 
 
 def cache(unet: Path | str, hq: Path, out: Path, *extra: str):
