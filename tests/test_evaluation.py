@@ -48,6 +48,9 @@ class TinyFeatures(torch.nn.Module):
 
 def eval_cfg(testset: Path, unet_file: Path, runs: Path, *extra: str, splits: str = "x4_mild, x8_severe", fid=""):
     fid_reference = f", fid_reference: {fid}" if fid else ""
+    # one DR2 setting, unless the test gives its own settings or a sweep (both together are an error)
+    own = any(e.startswith(("settings=", "sweep.")) for e in extra)
+    settings = [] if own else ["settings=[{N: 4, tau: 4, omega: 6}]"]
     return load_config(
         None,
         [
@@ -56,7 +59,7 @@ def eval_cfg(testset: Path, unet_file: Path, runs: Path, *extra: str, splits: st
             "enhancer.size=64",
             f"sets=[{{name: tiny, root: {testset}, splits: [{splits}], limit: 3{fid_reference}}}]",
             "metrics=[psnr, ssim]",
-            "settings=[{N: 4, tau: 4, omega: 6}]",
+            *settings,
             "random_metric_networks=true",
             f"runs_dir={runs}",
             "run=r",

@@ -211,7 +211,7 @@ def default_method(cfg: DictConfig) -> str:
     """What the run evaluates, as W&B's `method` field and the results' label: DR2 + its enhancer, named by
     a train-enhancer export's JSON when `enhancer.weights` is one (it, not `enhancer.name`, picks the network).
     Without DR2 settings nothing of DR2 runs: the run's own rows (reference=true) are the inputs, "Input"."""
-    if not cfg.settings:
+    if "settings" in cfg and len(cfg.settings) == 0:
         return "Input"
     if cfg.enhancer.name == "none":
         return "DR2"

@@ -22,7 +22,7 @@ from lightning_dr2.callbacks.writer import RestoreWriter, all_records
 from lightning_dr2.config.loader import ConfigError, save_config
 from lightning_dr2.datasets.datamodule import ShardedData
 from lightning_dr2.datasets.predict_inputs import WorkItems, collate
-from lightning_dr2.image_io import not_an_image_reason, output_name, walk_folder
+from lightning_dr2.image_io import IMAGE_EXTENSIONS, not_an_image_reason, output_name, walk_folder
 from lightning_dr2.outputs import check_output_location, claim_output
 from lightning_dr2.provenance import MANIFEST, REUSE_MODES, ReuseRefused, changed_keys, fingerprint, read_manifest
 from lightning_dr2.runinfo import record_run_info
@@ -95,7 +95,8 @@ def list_inputs(input_dir: Path, output_dir: Path, limit: int = 0) -> Inputs:
     if not rels:
         found = f"{len(unusable)} unusable file(s), e.g. {unusable[0][0]}: {unusable[0][1]}" if unusable else "no files"
         skipped = f"; {len(earlier)} folder(s) of earlier outputs skipped" if earlier else ""
-        raise ConfigError(f"no input image under {input_dir}: {found}{skipped}")
+        reads = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise ConfigError(f"no input image under {input_dir} (it reads {reads}): {found}{skipped}")
     return Inputs(rels, unusable, earlier)
 
 
