@@ -268,15 +268,17 @@ def bench_restore(opts: DictConfig) -> dict[str, Any]:
     UNet and SPARNet (64 px) so the benchmark finishes in seconds. The fast path (bf16 autocast,
     channels_last, optional torch.compile) is compared with the fp32 eager path under identical noise.
     """
-    from lightning_dr2.dr2.pipeline import DR2E, build_enhancer
+    from lightning_dr2.dr2.pipeline import DR2E
+    from lightning_dr2.exports.restorer import load_restorer
 
     device = torch.device(opts["device"])
     torch.manual_seed(0)
     unet = UNet.from_flags(UNET_PRESETS[opts["flags"]]).eval()
     tiny = opts["flags"] == "tiny"
     enhancer_options = {"size": 128, "min_ch": 16, "max_ch": 64, "min_feat_size": 16, "res_depth": 3} if tiny else {}
-    enhancer = build_enhancer(opts["enhancer"], "random", enhancer_options)
-    enhancer_size = int(getattr(enhancer, "size", 512 if not tiny else 128))
+    loaded = load_restorer(opts["enhancer"], "random", enhancer_options)
+    enhancer = None if loaded is None else loaded.module
+    enhancer_size = loaded.size if loaded is not None and loaded.size else (512 if not tiny else 128)
     size = unet.image_size
     lq = torch.rand(opts["batch"], 3, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1
     seeds = list(range(opts["batch"]))

@@ -5,7 +5,6 @@ written batch by batch, atomically), merge the per-rank manifests on rank 0.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Callable
@@ -35,18 +34,6 @@ def resolve_accelerator(name: str) -> str:
     return name if name != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
 
 
-@functools.lru_cache(maxsize=16)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    return sha256sum(path)
-
-
-def weights_identity(path: Path) -> str:
-    """The sha256 recorded in manifests; cached per (file, size, mtime): an eval over many splits reads
-    a 400 MB checkpoint's hash once, not once per split."""
-    stat = Path(path).stat()
-    return _sha256_cached(str(path), stat.st_size, stat.st_mtime_ns)
-
-
 def list_inputs(input_dir: Path, output_dir: Path, limit: int = 0) -> tuple[list[str], list[tuple[str, str]]]:
     """Relative input paths (sorted; the first `limit`), never files under `output_dir` (outputs never become
     inputs), and inputs whose output name another input already takes (`a.jpg`, `a.png` -> `a.png`)."""
@@ -64,8 +51,6 @@ def list_inputs(input_dir: Path, output_dir: Path, limit: int = 0) -> tuple[list
         owner[name] = rel
         rels.append(rel)
     return rels, clashes
-
-
 
 
 def plan_restore(

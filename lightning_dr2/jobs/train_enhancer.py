@@ -22,8 +22,9 @@ from lightning_dr2.callbacks.enhancer_grid import EnhancerValidationGrid
 from lightning_dr2.callbacks.evaluator import EnhancerEvaluator, evaluator_options
 from lightning_dr2.config.loader import ConfigError
 from lightning_dr2.datasets.enhancer_data import MODES, EnhancerDataModule, OnTheFlyDR2, PairAugment, Setting
-from lightning_dr2.diffusion import DiffusionConfig
-from lightning_dr2.dr2.enhancer_export import write_enhancer
+from lightning_dr2.diffusion import DiffusionConfig, DiffusionRequest
+from lightning_dr2.exports.restorer import write_enhancer
+from lightning_dr2.exports.unet import load_unet, unet_identity
 from lightning_dr2.jobs.training_run import (
     build_trainer,
     checkpoint_callbacks,
@@ -48,14 +49,10 @@ def _container(node: Any) -> Any:
 
 def load_dr2_unet(cfg: DictConfig) -> tuple[torch.nn.Module, DiffusionConfig]:
     """The frozen UNet of `cfg.dr2` (and its process) that makes the training inputs and the eval DR2 outputs."""
-    from lightning_dr2.dr2.pipeline import load_unet
-
-    unet, process = load_unet(
-        cfg.dr2.unet_weights,
-        _container(cfg.dr2.net),
-        diffusion=DiffusionConfig.from_dict(_container(cfg.dr2.diffusion)),
+    loaded = load_unet(
+        cfg.dr2.unet_weights, _container(cfg.dr2.net), diffusion=DiffusionRequest(**_container(cfg.dr2.diffusion))
     )
-    return unet.requires_grad_(False), process
+    return loaded.module.requires_grad_(False), loaded.diffusion
 
 
 def check_cache_unet(cfg: DictConfig) -> None:
@@ -68,7 +65,6 @@ def check_cache_unet(cfg: DictConfig) -> None:
     if cfg.data.mode != "folder" or cfg.dr2.unet_weights is None or cfg.data.dr2_root is None:
         return
     from lightning_dr2.callbacks.writer import MANIFEST
-    from lightning_dr2.jobs.restore import unet_identity
 
     manifest = Path(cfg.data.dr2_root).parent / MANIFEST
     if not manifest.is_file():
