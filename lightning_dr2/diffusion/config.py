@@ -8,6 +8,9 @@ learn_sigma is a fact about the NETWORK (6 output channels: mean and variance) b
 the process, so the network's flag (`net.learn_sigma`, guided-diffusion's name) is where it is set. A
 config's `learn_sigma` is None ("as the network says") until `for_network` fills it in; set
 explicitly, it must agree with the network, or `for_network` raises naming both.
+
+Jobs that sample a trained network (restore, eval, dr2-cache) take a `DiffusionRequest` instead: only the
+fields the user gave, checked against the process the network's export records.
 """
 
 from __future__ import annotations
