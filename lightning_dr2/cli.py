@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -216,6 +217,37 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from lightning_dr2.demo.app import import_gradio, launch, pick_device
+    from lightning_dr2.demo.models import resolve_models
+
+    if args.render_examples:
+        from lightning_dr2.demo.examples import render_examples
+        from lightning_dr2.demo.handler import DemoSession
+
+        models = resolve_models(args.weights_dir)
+        print(f"models: {models.notice}")
+        for example in render_examples(DemoSession(models, pick_device(args.device)), args.render_examples):
+            print(f"{example.path}: {example.status}")
+        return 0
+    try:
+        import_gradio()  # before any model is looked for: a missing extra is the first thing to say
+    except ImportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own startup probes of the page
+    models = resolve_models(args.weights_dir)
+    app, url = launch(args.port, device=args.device, block=False, models=models)
+    print(f"models: {models.notice}\ndemo running on {url} (this machine only; Ctrl+C stops it)")
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl+C also when started from a script
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        app.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lightning_dr2", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -333,6 +365,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default=None, help="also write the JSON here")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("demo", help="local web demo (Gradio on 127.0.0.1): upload a photo, see DR2 and the restored")
+    p.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default 7860)")
+    p.add_argument(
+        "--share", choices=["never"], default="never", help="the page is never shared: it listens on 127.0.0.1 only"
+    )
+    p.add_argument("--weights-dir", default=None, help="look for released weights here first (default $DR2_WEIGHTS)")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:1 (default: cuda when there is one)")
+    p.add_argument(
+        "--render-examples",
+        metavar="DIR",
+        default=None,
+        help="instead of serving: restore the two packaged photos with the demo's models into DIR/demo_<name>.png",
+    )
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 

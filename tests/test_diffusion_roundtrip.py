@@ -149,7 +149,7 @@ def test_cosine_x0_process_in_every_stage(tmp_path: Path, testset: Path, monkeyp
     )
     assert run_eval(evaluate).rows
     processes, files = spy.take()
-    assert "evaluation.py" in files
+    assert "evaluate.py" in files
     assert_cosine_x0(processes)
 
     # The pipeline object says what it runs.

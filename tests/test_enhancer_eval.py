@@ -23,7 +23,8 @@ from lightning_dr2.dr2.remover import DR2
 from lightning_dr2.exports.unet import published_process
 from lightning_dr2.image_io import resize
 from lightning_dr2.jobs.train_enhancer import train_enhancer
-from lightning_dr2.metrics.suite import MetricSuite, group_by_size
+from lightning_dr2.metrics.scoring import group_by_size
+from lightning_dr2.metrics.suite import MetricSuite
 from lightning_dr2.nets.restorers import build_restorer
 
 SETTING = {"N": 4, "tau": 2, "omega": 3}

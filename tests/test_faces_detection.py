@@ -12,9 +12,9 @@ from lightning_dr2.config.loader import ConfigError
 from lightning_dr2.datasets.synthetic import render_face_with_landmarks
 from lightning_dr2.faces import FaceConfig, build_detector, check_face_config, face_detector, find_faces, restore_photo
 from lightning_dr2.faces.align import transform_points
-from lightning_dr2.faces.measure import alignment_error, composite_photos, match_faces, packaged_photo
 from lightning_dr2.faces.paste import crop_mask, crop_to_output
-from lightning_dr2.io import read_image
+from lightning_dr2.image_io import read_image
+from lightning_dr2.jobs.face_benchmark import alignment_error, composite_photos, match_faces, packaged_photo
 
 pytest.importorskip("skimage", reason="scikit-image ships the packaged test photos (dev extra)")
 

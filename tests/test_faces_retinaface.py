@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from lightning_dr2.faces.retinaface import (
-    RetinaFace,
     RetinaFaceDetector,
     decode_boxes,
     decode_landmarks,
@@ -16,6 +15,7 @@ from lightning_dr2.faces.retinaface import (
     prior_boxes,
 )
 from lightning_dr2.nets.loading import WeightsError
+from lightning_dr2.nets.retinaface import RetinaFace
 from lightning_dr2.weights import WEIGHTS, MissingWeightsError
 
 # Counted on biubug6/Pytorch_Retinaface's networks (the layout of facexlib's release files).

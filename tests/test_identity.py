@@ -21,7 +21,8 @@ import lightning_dr2.metrics.identity as identity_mod
 from lightning_dr2.datasets.scored_images import ScoredImages
 from lightning_dr2.image_io import resize
 from lightning_dr2.metrics.identity import ARCFACE_WEIGHTS_NAME, IdentityDistance, pair_degrees
-from lightning_dr2.metrics.suite import MetricSuite, group_by_size
+from lightning_dr2.metrics.scoring import group_by_size
+from lightning_dr2.metrics.suite import MetricSuite
 from lightning_dr2.modules.scorer import ScoreModule
 from lightning_dr2.nets.arcface import ResNetFace18, arcface_input_from_gray, arcface_preprocess
 

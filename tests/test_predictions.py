@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -219,3 +220,22 @@ def test_offline_wandb_writes_one_run_per_method(testset: Path, dr2_run, tmp_pat
     offline = sorted(p.name for p in (result.run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 2
     assert any(n.endswith("-eval-r-copy") for n in offline) and any(n.endswith("-eval-r-again") for n in offline)
+
+
+def test_wandb_key_with_unreachable_server_still_writes_one_offline_run_per_method(
+    testset: Path, dr2_run, tmp_path: Path, unreachable_wandb_server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Real W&B, online asked, server unreachable: the eval finishes, each method's run lands offline under its
+    own id (it used to stop with "run ID ... is in use"), and the fallback is said once, not once per method."""
+    _, copy = dr2_run
+    cfg = eval_cfg(
+        testset, Path("random"), tmp_path, "settings=[]", "metrics=[psnr]", "wandb.mode=online",
+        "wandb.init_timeout=1", f"predictions.copy={copy}", f"predictions.again={copy}", splits="x4_mild",
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="lightning_dr2.loggers"):
+        result = run_eval(cfg)
+    assert (result.run_dir / "results.json").is_file()
+    offline = sorted(p.name for p in (result.run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2
+    assert any(n.endswith("-eval-r-copy") for n in offline) and any(n.endswith("-eval-r-again") for n in offline)
+    assert caplog.text.count("continuing offline") == 1

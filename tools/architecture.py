@@ -194,12 +194,26 @@ def cycles(modules: set[str], edges: Iterable[Edge]) -> list[list[str]]:
     return found
 
 
+# Layers drawn as one box each (their modules listed in the box): many small modules that everything uses.
+MERGED_LAYERS = ("base", "schemas")
+
+
 def unit_of(module: str) -> str:
-    """The node a module is drawn in: its subpackage (`jobs`, `nets`, `config.pipeline` stays apart from the
-    loader because they sit in different layers) or itself for a top-level module."""
-    if module.startswith("config."):
-        return module
-    return module.split(".")[0]
+    """The box a module is drawn in: its layer for the merged layers, else its subpackage (`jobs`, `nets`) or
+    itself for a top-level module."""
+    layer = LAYERS[layer_of(module)][0]
+    return layer if layer in MERGED_LAYERS else module.split(".")[0]
+
+
+def _label(unit: str, modules: set[str]) -> str:
+    if unit not in MERGED_LAYERS:
+        return unit
+    members = sorted(
+        {m.split(".")[-1] if unit == "schemas" else m.split(".")[0] for m in modules if unit_of(m) == unit}
+    )
+    members = [m for m in members if m != "__init__"]
+    lines = [", ".join(members[i : i + 4]) for i in range(0, len(members), 4)]
+    return f"{unit}\\n" + "\\n".join(lines)
 
 
 def dot_source(modules: set[str], edges: list[Edge], title: str) -> str:
@@ -232,11 +246,12 @@ def dot_source(modules: set[str], edges: list[Edge], title: str) -> str:
         if not members:
             continue
         lines.append(f'  subgraph cluster_{i} {{ label="{i}. {name}: {what}"; fontsize=10; color="#d0d7de";')
-        lines.append("    rank=same; " + " ".join(f'"{u}";' for u in members) + " }")
+        boxes = " ".join(f'"{u}" [label="{_label(u, modules)}"];' for u in members)
+        lines.append("    rank=same; " + boxes + " }")
     for (a, b), n in sorted(counts.items()):
         style = ""
         if (a, b) in bad:
-            style = ', color="#d73a49", fontcolor="#d73a49", penwidth=2'
+            style = ', color="#d73a49", fontcolor="#d73a49", penwidth=2, constraint=false'  # keep the rows
         if (a, b) in loops:
             style += ', style=dashed, color="#d73a49"'
         lines.append(f'  "{a}" -> "{b}" [label="{n}"{style}];')

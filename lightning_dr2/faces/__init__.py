@@ -9,7 +9,8 @@ docs/faces.md describes the detectors (and how good the offline one is), alignme
 
 from lightning_dr2.faces.align import FFHQ_TEMPLATE_512, align_face, ffhq_template, similarity_to_template, warp_face
 from lightning_dr2.faces.config import FaceConfig, check_face_config
-from lightning_dr2.faces.detection import DEFAULT_DETECTOR, DETECTORS, Face, FaceDetector, build_detector
+from lightning_dr2.faces.detection import DEFAULT_DETECTOR, DETECTORS, build_detector
+from lightning_dr2.faces.face import Face, FaceDetector
 from lightning_dr2.faces.paste import bicubic_upsampler, crop_mask, paste_faces
 from lightning_dr2.faces.photo import (
     AlignedFace,

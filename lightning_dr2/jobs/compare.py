@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightning_dr2.metrics.catalogue import METRICS, header, metric_of
+from lightning_dr2.metrics.catalogue import METRICS, header, metric_of, parse_metric_key
 from lightning_dr2.published import load_published, published_path
 from lightning_dr2.report import (
     REFERENCE_SETTING,
@@ -229,7 +229,8 @@ def _config_value(config: Mapping[str, Any] | None, key: str) -> Any:
 
 
 def _config_setting(config: Mapping[str, Any] | None) -> str:
-    """The setting a 4-part key refers to: the run's only (N, tau) setting, when its config says so."""
+    """The setting a key without a setting level refers to: the run's only (N, tau) setting, when its config
+    says so."""
     settings = _config_value(config, "settings")
     if isinstance(settings, list) and len(settings) == 1 and isinstance(settings[0], Mapping):
         only = settings[0]
@@ -248,11 +249,15 @@ def _wandb_run(run: Any, project: str) -> RunResults:
 
     grouped: dict[tuple[str, str, str], dict[str, float | None]] = {}
     for key, value in flat.items():
-        parts = str(key).split("/")
-        if parts[0] != "eval" or len(parts) not in (4, 5) or metric_of(parts[-1].lower()) is None:
-            continue
-        setting = parts[3] if len(parts) == 5 else default_setting
-        grouped.setdefault((parts[1], parts[2], setting), {})[parts[-1].lower()] = metric_value(value)
+        try:
+            parsed = parse_metric_key(str(key))
+        except ValueError:
+            continue  # W&B's own keys, eval/per_image, eval/grids/...
+        metric = parsed.metric.lower()
+        if metric_of(metric) is None:
+            continue  # diagnostics such as deg_identical are not comparison columns
+        setting = parsed.setting or default_setting
+        grouped.setdefault((parsed.set, parsed.split, setting), {})[metric] = metric_value(value)
     entries = [Row(set=s, split=sp, setting=st, metrics=m, method=method) for (s, sp, st), m in grouped.items()]
 
     # The framework names runs `<experiment>/<run>` with group = experiment: keep that as the label, so a

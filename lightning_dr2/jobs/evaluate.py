@@ -45,8 +45,9 @@ from lightning_dr2.files import write_json, write_table
 from lightning_dr2.image_io import output_name, read_image_tensor, resize
 from lightning_dr2.jobs.predict_engine import resolve_accelerator
 from lightning_dr2.jobs.restore import run_restore
-from lightning_dr2.metrics.catalogue import column_order, format_value, metric_of, title
-from lightning_dr2.metrics.suite import MetricSuite, group_by_size
+from lightning_dr2.metrics.catalogue import column_order, format_value, metric_key, metric_of, title
+from lightning_dr2.metrics.scoring import group_by_size
+from lightning_dr2.metrics.suite import MetricSuite
 from lightning_dr2.modules.scorer import ScoreModule
 from lightning_dr2.provenance import fingerprint
 from lightning_dr2.report import (
@@ -64,10 +65,6 @@ from lightning_dr2.runinfo import record_run_info
 from lightning_dr2.weights import sha256sum
 
 log = logging.getLogger(__name__)
-
-
-
-
 
 
 @dataclass
@@ -515,10 +512,11 @@ def _log_wandb(
         several = len({r["setting"] for r in own}) > 1
         kwargs = method_run_kwargs(cfg, mode, method)
         run = start_with_offline_fallback(lambda kwargs=kwargs: wandb.init(**kwargs), kwargs)
+        mode = kwargs["mode"]  # once online failed, the next methods' runs start offline without waiting again
         summary = {}
         for r in own:
-            key = f"eval/{r['set']}/{r['split']}" + (f"/{r['setting']}" if several else "")
-            summary.update({f"{key}/{m}": v for m, v in r["metrics"].items()})
+            setting = r["setting"] if several else ""
+            summary.update({metric_key(r["set"], r["split"], m, setting): v for m, v in r["metrics"].items()})
         run.log(summary)
         images = [row for row in per_image if row["method"] == method]
         if images:

@@ -4,7 +4,7 @@ Test photos are composed here, so the true landmarks are exact and nothing is do
 (`datasets.synthetic`, exact landmarks) and the real faces of the packaged photos (scikit-image's
 astronaut, matplotlib's Grace Hopper, landmarks hand-annotated once below) are rotated, scaled and pasted
 into larger canvases of packaged non-face photos (cat, coffee, bricks, ...: clutter that invites false
-detections). `python -m lightning_dr2.faces.measure --detector dlib_hog --out faces.json` scores a detector
+detections). `python -m lightning_dr2.jobs.face_benchmark --detector dlib_hog --out faces.json` scores a detector
 (docs/faces.md has the numbers).
 """
 
@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 
 from lightning_dr2.faces.align import ffhq_template, similarity_to_template, transform_points
-from lightning_dr2.faces.detection import DEFAULT_DETECTOR, DETECTORS, Face, FaceDetector, build_detector
+from lightning_dr2.faces.detection import DEFAULT_DETECTOR, DETECTORS, build_detector
+from lightning_dr2.faces.face import Face, FaceDetector
 
 # Hand-annotated 5 points (pupil centres, nose tip, mouth corners) of the packaged real faces, read off an
 # 8x / 6x zoom with a 5 px grid: about +-2 px (mouth corners of Grace Hopper +-4 px).
@@ -52,7 +53,7 @@ def packaged_photo(name: str) -> np.ndarray:
     if name == "grace_hopper":
         import matplotlib
 
-        from lightning_dr2.io import read_image
+        from lightning_dr2.image_io import read_image
 
         return read_image(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
     import skimage.data
@@ -269,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = {"weights_dir": args.weights_dir} if args.detector.startswith("retinaface") else {}
     text = json.dumps(measure(build_detector(args.detector, **options), args.count), indent=2)
     if args.out:
-        from lightning_dr2.io import atomic_write
+        from lightning_dr2.files import atomic_write
 
         atomic_write(args.out, text + "\n")
     else:
