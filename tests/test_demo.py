@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_EVAL_UNET, TINY_SPARNET_CONFIG, seeded_random_, tiny_sparnet
+from lightning_dr2.dr2.enhancer_export import write_enhancer
+from lightning_dr2.dr2.sidecar import write_sidecar
 from PIL import Image
 
 from lightning_dr2.cli import build_parser, main
@@ -18,9 +20,7 @@ from lightning_dr2.demo.examples import TILE, tile_size
 from lightning_dr2.demo.handler import DemoSession
 from lightning_dr2.demo.models import DemoMethod, DemoModels, newest_quickstart_run, resolve_models
 from lightning_dr2.diffusion import PUBLISHED_DIFFUSION
-from lightning_dr2.dr2.enhancer_export import write_enhancer
 from lightning_dr2.dr2.remover import DR2
-from lightning_dr2.dr2.sidecar import write_sidecar
 from lightning_dr2.nets.unet import UNet
 
 pytest.importorskip("skimage", reason="scikit-image ships the packaged test photos (dev extra)")
