@@ -20,7 +20,7 @@ from lightning_dr2.datasets.synthetic import generate_faces
 from lightning_dr2.diffusion.noise import image_seed
 from lightning_dr2.dr2.pipeline import DR2E
 from lightning_dr2.dr2.remover import DR2
-from lightning_dr2.dr2.sidecar import published_process
+from lightning_dr2.exports.unet import published_process
 from lightning_dr2.image_io import resize
 from lightning_dr2.jobs.train_enhancer import train_enhancer
 from lightning_dr2.metrics.scoring import group_by_size

@@ -229,9 +229,9 @@ def test_export_of_an_enhancer_checkpoint(tmp_path: Path, capsys) -> None:
     ckpt = tmp_path / "enhance_tiny" / "r" / "checkpoints" / "last.ckpt"
     capsys.readouterr()
     assert main(["export", str(ckpt), "--out", str(tmp_path / "e.pt")]) == 0, capsys.readouterr().err
-    from lightning_dr2.dr2.enhancer_export import load_exported_enhancer
+    from lightning_dr2.exports import load_restorer
 
-    net = load_exported_enhancer(tmp_path / "e.pt")
+    net = load_restorer("sparnethd", str(tmp_path / "e.pt")).module  # the export's JSON picks the network
     exported = torch.load(tmp_path / "enhance_tiny" / "r" / "export" / "enhancer_ema.pt", weights_only=True)
     again = torch.load(tmp_path / "e.pt", weights_only=True)
     assert exported.keys() == again.keys() and all(torch.equal(exported[k], again[k]) for k in exported)

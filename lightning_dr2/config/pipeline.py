@@ -16,7 +16,7 @@ from lightning_dr2.config.sets import (
     check_settings_list,
     demo_settings,
 )
-from lightning_dr2.diffusion import DiffusionConfig
+from lightning_dr2.diffusion import DiffusionRequest
 from lightning_dr2.metrics.catalogue import default_metrics
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS
 
@@ -27,7 +27,9 @@ class EnhancerConfig:
 
     name: str = "sparnethd"
     weights: str | None = None  # default: the registry's file for this enhancer (e.g. SPARNetHD_FFHQ_DR2aug.pth)
-    size: int = 512  # the enhancer's input/output resolution; DR2's output is bicubic-upsampled to it
+    # The enhancer's input/output resolution; DR2's output is bicubic-upsampled to it. Unset: the network's own
+    # size (512 without one). A network runs only at its own size: another value is an error naming both.
+    size: int | None = None
     # Constructor arguments overriding the enhancer's defaults (e.g. a tiny SPARNet for tests).
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -46,16 +48,17 @@ class DR2Settings:
 class PipelineConfig:
     """DR2 (+ enhancer) networks, settings and how to run them; shared by restore and eval.
 
-    `net` and `diffusion` describe the UNet in `unet_weights` when it has no `<weights>.json` sidecar
-    (the defaults are the published DR2 FFHQ-256 network and its linear/1000/eps process). An exported
-    UNet's sidecar wins over both: it records the flags and the diffusion the network was trained
-    with. A `diffusion.*` value set away from its default that contradicts the sidecar is an error
-    naming both (see `dr2.sidecar.resolve_diffusion`), never a silently different process.
+    `net` describes the UNet in `unet_weights` when it has no `<weights>.json` sidecar (default: the published
+    DR2 FFHQ-256 network). `diffusion` holds only the fields given (`DiffusionRequest`, None = not given): an
+    exported UNet's sidecar records the flags and the process the network was trained with and wins over `net`
+    and the fields not given; a given field that contradicts it is an error naming both (see
+    `exports.unet.resolve_diffusion`), never a silently different process. Without a sidecar the given fields
+    replace those of the published linear/1000/eps process.
     """
 
     unet_weights: str | None = None  # file, registry name, or "random"; default DR2_FFHQ.pkl from the registry
     net: NetConfig = field(default_factory=lambda: NetConfig(**DR2_FFHQ256_FLAGS))  # a <weights>.json sidecar wins
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # ditto (see the docstring)
+    diffusion: DiffusionRequest = field(default_factory=DiffusionRequest)  # only what is given (see the docstring)
     dr2: DR2Settings = field(default_factory=DR2Settings)
     enhancer: EnhancerConfig = field(default_factory=EnhancerConfig)
     batch_size: int = 8
@@ -86,7 +89,11 @@ class PipelineConfig:
             check_sampler(c.value("dr2.sampler"), c.value("dr2.eta"))
         except SettingError as err:
             c.fail(f"dr2.{err.name}", err.value, err.reason)
-        c.at_least("enhancer.size", 1, ": the enhancer's input/output size in pixels (e.g. 512)")
+        c.require(
+            "enhancer.size",
+            lambda v: v is None or v >= 1,
+            "must be >= 1: the enhancer's input/output size in pixels (e.g. 512), or unset for the network's own",
+        )
         c.at_least("batch_size", 1)
         c.at_least("num_workers", 0)
         c.one_of("dtype", ("auto", "fp32", "bf16", "fp16"))

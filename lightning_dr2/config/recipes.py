@@ -19,7 +19,7 @@ from lightning_dr2.config.loader import (
 )
 from lightning_dr2.config.pipeline import CacheConfig, EvalConfig, RestoreConfig
 from lightning_dr2.config.sets import SettingConfig
-from lightning_dr2.diffusion import DiffusionConfig
+from lightning_dr2.diffusion import DiffusionConfig, DiffusionRequest
 
 # Recipe name prefix -> schema (the first match wins; anything else trains a DDPM).
 SCHEMA_BY_PREFIX: tuple[tuple[str, type], ...] = (
@@ -98,10 +98,16 @@ def _refuse_ignored(ignored: dict[str, str], given: dict[str, set[str]]) -> None
 
 
 def _check_diffusion(cfg: DictConfig, source: str) -> DictConfig:
-    """The `diffusion` section must describe a process (checked once merged: keys may change together)."""
-    if "diffusion" in cfg:
+    """Each diffusion section must describe a process (checked once merged: keys may change together): a DDPM's
+    whole `DiffusionConfig`, or the fields a `DiffusionRequest` gives over the published process."""
+    for key in ("diffusion", "dr2.diffusion"):
+        section = OmegaConf.select(cfg, key)
+        if not isinstance(section, DictConfig):
+            continue
+        schema = DiffusionRequest if OmegaConf.get_type(section) is DiffusionRequest else DiffusionConfig
         try:
-            DiffusionConfig.from_dict(OmegaConf.to_container(cfg.diffusion, resolve=True))  # type: ignore[arg-type]
+            where = None if key == "diffusion" else key  # the messages name `diffusion.<field>`
+            schema.from_dict(OmegaConf.to_container(section, resolve=True), source=where)  # type: ignore[arg-type]
         except ValueError as err:
             raise ConfigError(f"invalid config from {source}: {err}") from err
     return cfg

@@ -86,7 +86,7 @@ def run_cache(cfg: DictConfig, weights_dir: str | None = None) -> CacheSummary:
     pipe = DR2E.from_config(built, device="cpu", weights_dir=weights_dir)
     settings = cache_settings(cfg, pipe)
     # Per-output N/tau/omega live in each record; the run's list is part of every fingerprint (the draw uses it).
-    shared = {k: v for k, v in restore_settings(cfg, pipe, weights_dir).items() if k not in ("N", "tau", "omega")}
+    shared = {k: v for k, v in restore_settings(cfg, pipe).items() if k not in ("N", "tau", "omega")}
     shared["settings"] = [list(s) for s in settings]
     work = work_items(inputs.rels, settings, cfg.samples_per_image, cfg.seed)
     module = CacheModule(pipe, compile=cfg.compile, channels_last=cfg.channels_last and accelerator == "gpu")

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from lightning_dr2.diffusion import DiffusionConfig
-from lightning_dr2.dr2.enhancer_export import write_enhancer
-from lightning_dr2.dr2.sidecar import sidecar_path
+from lightning_dr2.exports.restorer import write_enhancer
+from lightning_dr2.exports.sidecar import sidecar_path
 from lightning_dr2.jobs.train_ddpm import export_unet
 from lightning_dr2.modules.guards import ENHANCER_HINT, NonFiniteTrainingError, check_finite_weights
 from lightning_dr2.nets.loading import WeightsError, load_into

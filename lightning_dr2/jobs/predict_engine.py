@@ -5,7 +5,6 @@ written batch by batch, atomically), merge the per-rank manifests on rank 0.
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from collections.abc import Callable
@@ -34,18 +33,6 @@ log = logging.getLogger(__name__)
 def resolve_accelerator(name: str) -> str:
     """`auto` -> "gpu" when CUDA is available, else "cpu" (decided here: the pipeline's dtype follows it)."""
     return name if name != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
-
-
-@functools.lru_cache(maxsize=16)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    return sha256sum(path)
-
-
-def weights_identity(path: Path) -> str:
-    """The sha256 recorded in manifests; cached per (file, size, mtime): an eval over many splits reads
-    a 400 MB checkpoint's hash once, not once per split."""
-    stat = Path(path).stat()
-    return _sha256_cached(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 # Folders a predict job writes in its output folder: the final outputs, DR2's, the comparisons, extra samples.

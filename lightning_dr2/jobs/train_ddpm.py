@@ -18,8 +18,7 @@ from lightning_dr2.callbacks.samples import SampleGrid
 from lightning_dr2.config.loader import ConfigError
 from lightning_dr2.datasets.datamodule import FaceDataModule
 from lightning_dr2.diffusion import DiffusionConfig
-from lightning_dr2.dr2.sidecar import write_sidecar
-from lightning_dr2.files import atomic_write
+from lightning_dr2.exports.unet import write_unet
 from lightning_dr2.jobs.training_run import build_trainer, checkpoint_callbacks, fit_preemptible, start_run
 from lightning_dr2.loggers import build_loggers
 from lightning_dr2.modules.averaged import ema_or_live
@@ -127,15 +126,7 @@ def train_ddpm(cfg: DictConfig) -> TrainResult:
 
 
 def export_unet(net: torch.nn.Module, flags: dict[str, Any], diffusion: DiffusionConfig, out: str | Path) -> Path:
-    """Write a plain state dict (loads into `UNet.from_flags(flags)` with strict=True) and its sidecar.
-
-    The sidecar `<out>.json` = {"net": flags, "diffusion": the process it was trained with} (see
-    `dr2.sidecar`), so restore/eval sample it with that process. NaN/Inf weights are refused.
-    """
-    out = Path(out)
-    state = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
-    check_finite_weights(state, f"export to {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda tmp: torch.save(state, tmp))
-    write_sidecar(out, flags, diffusion)
-    return out
+    """The trained UNet as an export (`exports.unet.write_unet`: state dict + {"net", "diffusion"} sidecar), so
+    restore/eval sample it with the process it was trained with. NaN/Inf weights are refused, nothing written."""
+    check_finite_weights(net.state_dict(), f"export to {out}")
+    return write_unet(net, flags, diffusion, out)

@@ -28,9 +28,9 @@ from lightning_dr2.datasets.enhancer_data import (
     PairAugment,
     Setting,
 )
-from lightning_dr2.diffusion import DiffusionConfig
-from lightning_dr2.dr2.enhancer_export import write_enhancer
-from lightning_dr2.dr2.sidecar import read_sidecar
+from lightning_dr2.diffusion import DiffusionConfig, DiffusionRequest
+from lightning_dr2.exports.restorer import write_enhancer
+from lightning_dr2.exports.unet import load_unet, recorded_unet_flags, unet_identity
 from lightning_dr2.jobs.training_run import (
     build_trainer,
     checkpoint_callbacks,
@@ -55,14 +55,10 @@ def _container(node: Any) -> Any:
 
 def load_dr2_unet(cfg: DictConfig) -> tuple[torch.nn.Module, DiffusionConfig]:
     """The frozen UNet of `cfg.dr2` (and its process) that makes the training inputs and the eval DR2 outputs."""
-    from lightning_dr2.dr2.pipeline import load_unet
-
-    unet, process = load_unet(
-        cfg.dr2.unet_weights,
-        _container(cfg.dr2.net),
-        diffusion=DiffusionConfig.from_dict(_container(cfg.dr2.diffusion)),
+    loaded = load_unet(
+        cfg.dr2.unet_weights, _container(cfg.dr2.net), diffusion=DiffusionRequest(**_container(cfg.dr2.diffusion))
     )
-    return unet.requires_grad_(False), process
+    return loaded.module.requires_grad_(False), loaded.diffusion
 
 
 def check_cache_unet(cfg: DictConfig) -> None:
@@ -76,8 +72,6 @@ def check_cache_unet(cfg: DictConfig) -> None:
     """
     if cfg.data.mode != "folder" or cfg.data.dr2_root is None:
         return
-    from lightning_dr2.jobs.restore import unet_identity
-
     folder = DR2Folder.read(cfg.data.dr2_root)
     where = folder.manifest
     if folder.records is None:
@@ -114,11 +108,8 @@ def check_cache_unet(cfg: DictConfig) -> None:
 def dr2_unet_size(cfg: DictConfig) -> int:
     """The image size of the recipe's DR2 UNet, without loading it: its sidecar's flags, else `dr2.net`."""
     weights = cfg.dr2.unet_weights
-    if weights and weights != "random" and Path(weights).is_file():
-        recorded = read_sidecar(weights)
-        if recorded is not None:
-            return int(recorded[0]["image_size"])
-    return int(cfg.dr2.net.image_size)
+    recorded = recorded_unet_flags(weights) if weights and weights != "random" and Path(weights).is_file() else None
+    return int((recorded or cfg.dr2.net)["image_size"])
 
 
 def build_pair_maker(
