@@ -73,10 +73,14 @@ class RestoreWriter(BasePredictionWriter):
     ) -> None:
         lines = [json.dumps({"name": rel, "status": "bad", "reason": reason}) for rel, reason in batch["bad"]]
         if prediction["name"]:
-            problems = [_problem(out, dr2) for out, dr2 in zip(prediction["output"], prediction["dr2"], strict=True)]
+            dr2_batch = prediction["dr2"]  # None: a network alone ran (no DR2 stage)
+            problems = [
+                _problem(out, None if dr2_batch is None else dr2_batch[i]) for i, out in enumerate(prediction["output"])
+            ]
             # Non-finite images are zeroed before quantisation (which refuses NaN); they are never written.
             finals = to_uint8_images(torch.nan_to_num(prediction["output"].float(), 0.0, 0.0, 0.0))
-            dr2s = to_uint8_images(torch.nan_to_num(prediction["dr2"].float(), 0.0, 0.0, 0.0)) if self.save_dr2 else []
+            save_dr2 = self.save_dr2 and dr2_batch is not None
+            dr2s = to_uint8_images(torch.nan_to_num(dr2_batch.float(), 0.0, 0.0, 0.0)) if save_dr2 else []
             size = finals[0].shape[0]
             inputs = to_uint8_images(resize(prediction["lq"].float(), size)) if self.comparison else None
             for i, (rel, seed) in enumerate(zip(prediction["name"], prediction["seed"], strict=True)):
@@ -97,10 +101,10 @@ class RestoreWriter(BasePredictionWriter):
                     continue
                 final = str(Path(self.final_dir) / name)
                 record[self.final_dir or "file"] = final
-                if self.save_dr2:
+                if save_dr2:
                     write_png(self.output_dir / "dr2" / name, dr2s[i])
                     record["dr2"] = f"dr2/{name}"
-                if inputs is not None:
+                if inputs is not None and dr2_batch is not None:
                     dr2_up = to_uint8_images(resize(prediction["dr2"][i : i + 1].float(), size))[0]
                     write_png(
                         self.output_dir / "comparison" / name, np.concatenate([inputs[i], dr2_up, finals[i]], axis=1)
@@ -150,9 +154,9 @@ class RestoreWriter(BasePredictionWriter):
         return ordered, problems
 
 
-def _problem(output: torch.Tensor, dr2: torch.Tensor) -> str | None:
+def _problem(output: torch.Tensor, dr2: torch.Tensor | None) -> str | None:
     """Why an output must not count as restored: non-finite values, or one constant colour."""
-    if not bool(torch.isfinite(output).all()) or not bool(torch.isfinite(dr2).all()):
+    if not bool(torch.isfinite(output).all()) or (dr2 is not None and not bool(torch.isfinite(dr2).all())):
         return "non-finite output (NaN/Inf): check the weights and the DR2 settings"
     if float(output.float().amax() - output.float().amin()) == 0.0:
         return "constant output (a single colour): check the weights and the DR2 settings"

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from lightning_dr2.config.ddpm import NetConfig
 from lightning_dr2.config.loader import Checks
+from lightning_dr2.config.methods import check_method, check_methods, check_restorers
 from lightning_dr2.config.run import WandbConfig
 from lightning_dr2.config.sets import (
     EvalSetConfig,
@@ -61,6 +62,9 @@ class PipelineConfig:
     diffusion: DiffusionRequest = field(default_factory=DiffusionRequest)  # only what is given (see the docstring)
     dr2: DR2Settings = field(default_factory=DR2Settings)
     enhancer: EnhancerConfig = field(default_factory=EnhancerConfig)
+    # Weights/options of networks that `methods` (eval) or `method` (restore) run, when not the released file and
+    # defaults: [{name: gfpgan_v1.4, weights: /x/GFPGANv1.4.pth}] (see `config.methods.restorer_choice`).
+    restorers: list[EnhancerConfig] = field(default_factory=list)
     batch_size: int = 8
     seed: int = 0  # image seeds are derived from (seed, relative path): independent of order and GPU count
     dtype: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU | fp32 | bf16
@@ -94,6 +98,7 @@ class PipelineConfig:
             lambda v: v is None or v >= 1,
             "must be >= 1: the enhancer's input/output size in pixels (e.g. 512), or unset for the network's own",
         )
+        check_restorers(c, "restorers")
         c.at_least("batch_size", 1)
         c.at_least("num_workers", 0)
         c.one_of("dtype", ("auto", "fp32", "bf16", "fp16"))
@@ -110,6 +115,9 @@ class RestoreConfig(PipelineConfig):
     limit: int = 0  # restore only the first `limit` images (sorted by path); 0 = all
     save_dr2: bool = True  # also write the DR2 intermediate (x0_hat at tau)
     comparison: bool = False  # also write input | DR2 | output side by side
+    # None: DR2 + `enhancer`. A registry network name (`gfpgan_v1.4`): that network alone, fed as its own script
+    # feeds it (a baseline; outputs in OUTPUT/restored). `DR2` / `DR2+<name>`: the same as enhancer.name=none/<name>.
+    method: str | None = None
 
     # Keys a recipe or override must not set, and why (`config.recipes.load_config` refuses them).
     IGNORED_KEYS: ClassVar[dict[str, str]] = {"input": "is given by --input", "output": "is given by --output"}
@@ -118,6 +126,8 @@ class RestoreConfig(PipelineConfig):
     def check(c: Checks) -> None:
         PipelineConfig.check(c)
         c.at_least("limit", 0, " (0: every image)")
+        if c.value("method") is not None:
+            check_method(c, "method", c.value("method"))
 
 
 @dataclass
@@ -151,6 +161,11 @@ class EvalConfig(PipelineConfig):
     # DIR/<split>/<name>.png (.jpg ...) for a paired set, DIR/<name> for a real one, with a DIR/<set>/ level
     # when `sets` lists several sets. Each method is its own row (`method`) and its own W&B run.
     predictions: dict[str, str] = field(default_factory=dict)
+    # Restoration methods compared in one run, one row (and W&B run) each: `DR2`, `DR2+<network>` (DR2 once per
+    # image and setting, reused by every enhancer) and `<network>` (a baseline on the LQ inputs, fed as its own
+    # script feeds it); networks from `nets.restorers.RESTORERS`, files from `restorers`. Empty: one DR2 +
+    # `enhancer` row labelled `method`, as before.
+    methods: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=default_metrics)
     lpips_net: str = "vgg"  # vgg (BasicSR/VQFR scripts) | alex
     skip_missing_weights: bool = False  # true: a metric whose weights are missing is skipped with a note
@@ -176,11 +191,21 @@ class EvalConfig(PipelineConfig):
                 c.fail(f"predictions.{method}", folder, "needs a method name of letters, digits and _+- (e.g. GFPGAN)")
             if not folder:
                 c.fail(f"predictions.{method}", folder, "must be the folder of that method's restored images")
+        methods = check_methods(c, "methods", c.value("methods"))
+        if methods and c.value("method") is not None and c.value("method") not in c.value("methods"):
+            c.fail("method", c.value("method"), f"must be one of methods={c.value('methods')} (the run's own rows)")
         c.require(
             "settings",
-            lambda v: len(v) > 0 or c.value("predictions") or c.value("reference"),
-            "leaves nothing to evaluate: list DR2 (N, tau) settings, predictions.<method>=DIR, or reference=true",
+            lambda v: len(v) > 0 or c.value("predictions") or c.value("reference") or methods,
+            "leaves nothing to evaluate: list DR2 (N, tau) settings, predictions.<method>=DIR, methods or "
+            "reference=true",
         )
+        if any(m.dr2 for m in methods):
+            c.require(
+                "settings",
+                lambda v: len(v) > 0,
+                f"must list DR2 (N, tau) settings for {[m.name for m in methods if m.dr2]}",
+            )
         check_settings_list(c, "settings", "dr2.respacing")
         for i in range(len(c.value("sets"))):
             c.at_least(f"sets[{i}].limit", 0, " (0: every image)")

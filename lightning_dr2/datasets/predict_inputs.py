@@ -8,18 +8,40 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from lightning_dr2.diffusion.noise import image_seed
-from lightning_dr2.image_io import BadImageError, fit_square, image_to_tensor, read_image, resize
+from lightning_dr2.image_io import BadImageError, fit_square, image_to_tensor, read_image, resize, to_uint8
 
 WorkItems = dict[str, tuple[str, dict[str, Any]]]  # output name -> (input file, settings of this output alone)
+
+
+FEEDS = ("bicubic", "cv2_linear")  # how a network alone is fed inputs of another size (`RestorerSpec.resize`)
+
+
+def feed_resize(square: torch.Tensor, size: int, feed: str) -> torch.Tensor:
+    """A square (3, H, W) image in [-1, 1] at a network's native `size`, resized as `feed` says: `bicubic`
+    (antialiased, on floats: DR2E's enhancer stage) or `cv2_linear` (cv2.resize INTER_LINEAR on the uint8 image,
+    as GFPGAN/CodeFormer/VQFR/GPEN's inference scripts do before /255 and normalize(0.5, 0.5))."""
+    if feed == "bicubic":
+        return resize(square[None], size).clamp(-1, 1)[0]
+    if feed != "cv2_linear":
+        raise ValueError(f"feed must be one of {FEEDS}, got {feed!r}")
+    if tuple(square.shape[-2:]) == (size, size):
+        return square
+    import cv2
+
+    pixels = np.ascontiguousarray(to_uint8(square[None])[0].permute(1, 2, 0).numpy())
+    return image_to_tensor(cv2.resize(pixels, (size, size), interpolation=cv2.INTER_LINEAR))
 
 
 class RestoreInputs(Dataset):
     """Input faces made square (`input_policy`) and resized to the UNet size, with name, seed and how they
     were reshaped; undecodable files become {"bad": ...}."""
+
+    feed = "bicubic"  # how an input of another size reaches `image_size` (`feed_resize`)
 
     def __init__(self, root: Path, rels: list[str], image_size: int, seed: int, policy: str) -> None:
         self.root, self.rels, self.image_size, self.seed, self.policy = root, rels, image_size, seed, policy
@@ -40,9 +62,17 @@ class RestoreInputs(Dataset):
             return {"bad": rel, "reason": err.reason}
         h, w = arr.shape[:2]
         square = fit_square(image_to_tensor(arr), self.policy)
-        lq = resize(square[None], self.image_size).clamp(-1, 1)[0]
+        lq = feed_resize(square, self.image_size, self.feed)
         shape = {"input_size": [h, w], "reshaped": self.policy if h != w else "none"}
         return {"lq": lq, "shape": shape}
+
+
+class RestorerInputs(RestoreInputs):
+    """Input faces made square and fed to one network alone at its native size (`feed_resize`), with name and seed."""
+
+    def __init__(self, root: Path, rels: list[str], size: int, seed: int, policy: str, feed: str) -> None:
+        super().__init__(root, rels, size, seed, policy)
+        self.feed = feed
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:

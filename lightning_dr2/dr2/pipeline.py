@@ -28,6 +28,7 @@ from lightning_dr2.dr2.remover import DR2, NoiseFn, SettingError
 from lightning_dr2.exports.restorer import LoadedRestorer, load_restorer
 from lightning_dr2.exports.unet import LoadedUNet, load_unet
 from lightning_dr2.image_io import images_to_tensor, resize, to_uint8_images
+from lightning_dr2.nets.restorers import RESTORERS
 
 # Without an enhancer (or with one that states no size): DR2's output is upsampled to 512, as released.
 DEFAULT_ENHANCER_SIZE = 512
@@ -72,11 +73,15 @@ class DR2E:
         eta: float = 0.0,
         enhancer_size: int = DEFAULT_ENHANCER_SIZE,
         dtype: torch.dtype | None = None,
+        enhancer_draws_noise: bool = False,
     ) -> None:
         if not isinstance(enhancer_size, int) or enhancer_size < 1:
             raise SettingError("enhancer_size", enhancer_size, "must be a positive number of pixels (e.g. 512)")
         self.dr2 = DR2(unet, respacing=respacing, diffusion=diffusion, sampler=sampler, eta=eta, dtype=dtype)
         self.enhancer = enhancer
+        # The enhancer draws noise (GFP-GAN's StyleGAN2): it gets the images' seeds, so an image's output does not
+        # depend on the batch it is in (`RestorerSpec.draws_noise`).
+        self.enhancer_draws_noise = enhancer_draws_noise
         self.N, self.tau, self.omega = N, tau, omega
         self.enhancer_size = enhancer_size
         self.dtype = dtype
@@ -120,6 +125,7 @@ class DR2E:
             networks.unet.module,
             None if enhancer is None else enhancer.module,
             diffusion=networks.unet.diffusion,
+            enhancer_draws_noise=draws_noise(enhancer),
             **settings,
         )
         pipe.loaded_unet, pipe.loaded_enhancer = networks.unet, enhancer
@@ -197,8 +203,10 @@ class DR2E:
         self, lq: Tensor, seeds: Sequence[int] | None = None, noise: NoiseFn | None = None
     ) -> dict[str, Tensor]:
         """(B, 3, H, W) in [-1, 1], any H, W -> {"dr2": at the UNet size, "output": at the enhancer size}."""
+        if seeds is None and noise is None:
+            seeds = list(range(lq.shape[0]))
         dr2 = self.remove_degradation(lq, seeds, noise)
-        return {"dr2": dr2, "output": self.enhance(dr2)}
+        return {"dr2": dr2, "output": self.enhance(dr2, seeds)}
 
     @torch.no_grad()
     def remove_degradation(
@@ -211,20 +219,16 @@ class DR2E:
         return self.dr2(x, self.N, self.tau, self.omega, noise=noise, seeds=seeds).clamp(-1, 1)
 
     @torch.no_grad()
-    def enhance(self, dr2: Tensor) -> Tensor:
+    def enhance(self, dr2: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
         """The enhancement stage alone: DR2 outputs -> bicubic to the enhancer size -> enhancer (if any) -> clamp.
 
         Separate so that a caller with the DR2 outputs already at hand (the enhancer-training evaluator,
-        whose UNet is frozen) runs exactly the inference path from there."""
+        whose UNet is frozen) runs exactly the inference path from there. `seeds` (one per image) go to an
+        enhancer that draws noise; without them it draws as its own script does."""
         up = resize(dr2, self.enhancer_size).clamp(-1, 1)
         if self.enhancer is None:
             return up
-        if self.dtype is not None and self.dtype != torch.float32:
-            with torch.autocast(up.device.type, dtype=self.dtype):
-                out = self.enhancer(up).float()
-        else:
-            out = self.enhancer(up)
-        return out.clamp(-1, 1)
+        return apply_restorer(self.enhancer, up, self.dtype, seeds if self.enhancer_draws_noise else None)
 
     def restore(
         self, images: Tensor | Sequence[np.ndarray], seeds: Sequence[int] | None = None
@@ -233,6 +237,25 @@ class DR2E:
         if isinstance(images, Tensor):
             return self.restore_tensors(images, seeds)["output"]
         return to_uint8_images(self.restore_tensors(images_to_tensor(images), seeds)["output"])
+
+
+def draws_noise(loaded: LoadedRestorer | None) -> bool:
+    """Whether a loaded network draws random noise in its forward (and so takes per-image `seeds=`)."""
+    return loaded is not None and RESTORERS[loaded.name].draws_noise
+
+
+@torch.no_grad()
+def apply_restorer(net: nn.Module, x: Tensor, dtype: torch.dtype | None, seeds: Sequence[int] | None = None) -> Tensor:
+    """One restoration network's forward at its native size, under `dtype` autocast (None/fp32: plain), clamped
+    to [-1, 1]: DR2E's enhancer stage and a baseline run share it. `seeds`: per-image noise seeds (or None)."""
+    kwargs = {} if seeds is None else {"seeds": list(seeds)}
+    x = x.contiguous()  # DR2's output may come channels_last; GFP-GAN's style code `.view`s a contiguous tensor
+    if dtype is not None and dtype != torch.float32:
+        with torch.autocast(x.device.type, dtype=dtype):
+            out = net(x, **kwargs).float()
+    else:
+        out = net(x, **kwargs)
+    return out.clamp(-1, 1)
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype | None:

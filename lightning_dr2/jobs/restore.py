@@ -6,6 +6,8 @@ Restores every face under `--input` (recursively) with DR2 + enhancer and mirror
   OUTPUT/comparison/<rel>.png   input | DR2 | output, with comparison=true
   OUTPUT/manifest.csv, .json    per image: N, tau, omega, seed, weights and input hashes, fingerprint
   OUTPUT/bad_files.txt          inputs that could not be used (undecodable, name clash), and flagged outputs
+`method=<network>` runs a registry network alone instead (`jobs.network_alone`: a baseline such as GFP-GAN, fed as
+its own inference script feeds it; OUTPUT/restored and the manifest as above, no dr2/).
 Runs through Lightning `Trainer.predict` (any number of GPUs); each image is processed exactly once
 (sharded without padding), files are written atomically, and a rerun reuses a finished image only when
 its fingerprint (input hash, weights hashes, settings, code version) equals the current one.
@@ -19,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lightning_dr2.config.loader import ConfigError
+from lightning_dr2.config.methods import parse_method, restorer_choice
+from lightning_dr2.config.pipeline import EnhancerConfig
 from lightning_dr2.datasets.predict_inputs import RestoreInputs
 from lightning_dr2.dr2.pipeline import DR2E, Networks
 from lightning_dr2.image_io import SQUARE_POLICIES
@@ -80,6 +84,14 @@ def restore_settings(cfg: DictConfig, pipe: DR2E) -> dict[str, Any]:
 def run_restore(cfg: DictConfig, weights_dir: str | None = None, networks: Networks | None = None) -> RestoreSummary:
     """Restore `cfg.input` into `cfg.output`; `networks` loaded once by a caller that runs many jobs (eval), else
     loaded from `cfg` here."""
+    method = parse_method(cfg.method) if cfg.get("method") else None
+    if method is not None and method.baseline:  # a registry network alone, fed as its own script feeds it
+        from lightning_dr2.jobs.network_alone import load_method_network, run_network
+
+        return run_network(cfg, load_method_network(cfg, method.network, weights_dir))
+    if method is not None:  # DR2 / DR2+<network>: the same as enhancer.name=none / <network>
+        choice = restorer_choice(cfg, method.network) if method.network else {"name": "none", "weights": None}
+        cfg.enhancer = OmegaConf.merge(OmegaConf.structured(EnhancerConfig), choice)
     start = time.perf_counter()
     if cfg.input_policy not in SQUARE_POLICIES:
         raise ConfigError(f"input_policy must be one of {SQUARE_POLICIES}, got {cfg.input_policy!r}")

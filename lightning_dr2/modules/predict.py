@@ -7,7 +7,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from lightning_dr2.dr2.pipeline import DR2E
+from lightning_dr2.dr2.pipeline import DR2E, apply_restorer, draws_noise
+from lightning_dr2.exports.restorer import LoadedRestorer
 
 
 class RestoreModule(pl.LightningModule):
@@ -44,3 +45,27 @@ class CacheModule(RestoreModule):
             return {"name": [], "seed": [], "lq": batch["lq"], "dr2": None, "output": None}
         dr2 = self.pipe.dr2.by_setting(batch["lq"].to(self.device), batch["setting"], batch["seed"])
         return {"name": batch["name"], "seed": batch["seed"], "lq": batch["lq"], "dr2": dr2, "output": dr2}
+
+
+class RestorerModule(pl.LightningModule):
+    """predict_step: a batch of faces at a network's native size -> that network alone (a baseline, or the
+    enhancer stage of DR2+X over saved DR2 outputs), with per-image seeds when it draws noise."""
+
+    def __init__(self, loaded: LoadedRestorer, dtype: torch.dtype | None, channels_last: bool = False) -> None:
+        super().__init__()
+        self.net = loaded.module
+        self.dtype_ = dtype
+        self.seeded = draws_noise(loaded)
+        self.channels_last = channels_last
+
+    def configure_model(self) -> None:
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        if not batch["name"]:
+            return {"name": [], "seed": [], "lq": batch["lq"], "dr2": None, "output": None}
+        seeds = batch["seed"] if self.seeded else None
+        out = apply_restorer(self.net, batch["lq"].to(self.device), self.dtype_, seeds)
+        return {"name": batch["name"], "seed": batch["seed"], "lq": batch["lq"], "dr2": None, "output": out}
