@@ -173,3 +173,138 @@ def test_restore_method_checked_at_load_time(faces: Path, nets: dict, tmp_path: 
         tiny_restore_cfg(nets["unet"], faces, tmp_path, "method=GFPGAN")
     with pytest.raises(ConfigError, match=r"restorers\[0\].name"):
         tiny_restore_cfg(nets["unet"], faces, tmp_path, "restorers=[{name: nope}]")
+
+
+# ------------------------------------------------------------------------------------------- eval with methods
+
+TABLE = ["gfpgan_v1.4", "vqfr_v2", "DR2+gfpgan_v1.4", "DR2+vqfr_v2", "DR2"]
+
+
+@pytest.fixture(scope="module")
+def testset(tmp_path_factory) -> Path:
+    from conftest import build_tiny_testset
+
+    return build_tiny_testset(tmp_path_factory.mktemp("eval"), n=3)
+
+
+def methods_eval_cfg(testset: Path, nets: dict, runs: Path, *extra: str, splits: str = "x4_mild"):
+    from test_evaluation import eval_cfg
+
+    return eval_cfg(
+        testset,
+        nets["unet"],
+        runs,
+        f"methods=[{', '.join(TABLE)}]",
+        restorers_override(nets),
+        "settings=[{N: 4, tau: 4, omega: 6}, {N: 4, tau: 6, omega: 8}]",
+        *extra,
+        splits=splits,
+    )
+
+
+def test_eval_methods_one_row_per_method_dr2_once_per_image_and_setting(
+    testset: Path, nets: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wandb
+
+    from lightning_dr2.dr2.remover import DR2
+    from lightning_dr2.jobs.evaluate import run_eval
+
+    calls: list[int] = []
+    original = DR2.__call__
+
+    def counting(self, x, *args, **kwargs):
+        calls.append(x.shape[0])
+        return original(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(DR2, "__call__", counting)
+    started: list[dict] = []
+
+    class FakeRun:
+        def __init__(self, kwargs: dict) -> None:
+            self.kwargs = kwargs
+
+        def log(self, data: dict) -> None:
+            pass
+
+        def finish(self) -> None:
+            started.append(self.kwargs)
+
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: FakeRun(kwargs))
+    result = run_eval(methods_eval_cfg(testset, nets, tmp_path, "wandb.mode=offline"))
+    settings = ["N4_tau4_omega6", "N4_tau6_omega8"]
+    expected = {(m, "") for m in TABLE[:2]} | {(m, s) for m in TABLE[2:] for s in settings}
+    assert sorted((r["method"], r["setting"]) for r in result.rows) == sorted(expected)
+    assert all(r["n_images"] == 3 and r["failed"] == 0 for r in result.rows)
+    assert sum(calls) == 3 * len(settings)  # DR2 once per image and setting, shared by DR2, DR2+gfpgan, DR2+vqfr
+    rows = {(r["method"], r["setting"]): r for r in result.rows}
+    # DR2+X scored X's own outputs, at X's size; the baselines did not run DR2
+    assert rows[("DR2+gfpgan_v1.4", settings[0])]["metrics"] != rows[("DR2", settings[0])]["metrics"]
+    assert "unet_sha256" not in rows[("vqfr_v2", "")]["provenance"]
+    assert rows[("DR2+vqfr_v2", settings[1])]["provenance"]["network_sha256"] == sha256_of(nets["vqfr_v2"])
+    run = result.run_dir / "restored" / "tiny" / "x4_mild"
+    assert read_image(next((run / "DR2+vqfr_v2" / settings[0] / "restored").iterdir())).shape == (32, 32, 3)
+    assert read_image(next((run / "gfpgan_v1.4" / "restored").iterdir())).shape == (64, 64, 3)
+    # one W&B run per method, named by it; a baseline's run carries no DR2 key, a DR2+X run its own enhancer
+    by_method = {k["config"]["method"]: k for k in started}
+    assert list(by_method) == TABLE
+    assert by_method["gfpgan_v1.4"]["id"] == "eval-r" and by_method["vqfr_v2"]["id"] == "eval-r-vqfr_v2"
+    baseline = by_method["vqfr_v2"]["config"]
+    assert not [k for k in baseline if k.split(".")[0] in ("unet_weights", "dr2", "enhancer", "net", "diffusion")]
+    assert baseline["restorer.name"] == "vqfr_v2" and baseline["settings"] == []
+    plus = by_method["DR2+gfpgan_v1.4"]["config"]
+    assert plus["enhancer.name"] == "gfpgan_v1.4" and plus["enhancer.weights"] == str(nets["gfpgan_v1.4"])
+    assert "unet_weights" in plus and plus["methods"] == ["DR2+gfpgan_v1.4"]
+    assert by_method["DR2"]["config"]["enhancer.name"] == "none"
+
+    calls.clear()
+    again = run_eval(methods_eval_cfg(testset, nets, tmp_path, "run=r"))
+    assert calls == [] and len(again.rows) == len(result.rows)  # everything reused by fingerprint
+
+
+def sha256_of(path: Path) -> str:
+    from lightning_dr2.weights import sha256sum
+
+    return sha256sum(path)
+
+
+def test_eval_methods_missing_files_fail_before_any_work_naming_each(testset: Path, nets: dict, tmp_path: Path):
+    from test_evaluation import eval_cfg
+
+    from lightning_dr2.jobs.evaluate import run_eval
+    from lightning_dr2.weights import MissingWeightsError
+
+    cfg = eval_cfg(
+        testset,
+        nets["unet"],
+        tmp_path,
+        "methods=[gfpgan_v1.4, DR2+vqfr_v1, vqfr_v2]",
+        f"restorers=[{{name: vqfr_v2, weights: {nets['vqfr_v2']}, options: {options_yaml(VQFR_TINY)}}}]",
+        "run=missing",
+    )
+    with pytest.raises(MissingWeightsError) as err:
+        run_eval(cfg)
+    message = str(err.value)
+    assert "GFPGANv1.4.pth" in message and "VQFR_v1-33a1fac5.pth" in message and "skip_missing_weights" in message
+    assert not (tmp_path / "eval").exists() or not list((tmp_path / "eval").rglob("restored"))
+    cfg.skip_missing_weights = True
+    result = run_eval(cfg)
+    assert {r["method"] for r in result.rows} == {"vqfr_v2"}
+    saved = json.loads((result.run_dir / "results.json").read_text())
+    assert {"gfpgan_v1.4", "DR2+vqfr_v1"} <= set(saved["notes"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("methods=[DR2+none]", "methods\\[0\\]='DR2\\+none'.*DR2 alone is the method 'DR2'"),
+        ("methods=[gfpgan_v1.4, gfpgan_v1.4]", "more than once"),
+        ("methods=[GFPGAN]", "unknown method 'GFPGAN'.*registered networks"),
+        ("methods=[DR2]\nsettings=[]", "must list DR2 \\(N, tau\\) settings"),
+    ],
+)
+def test_eval_methods_are_checked_at_load_time(testset: Path, nets: dict, tmp_path: Path, override, message):
+    from test_evaluation import eval_cfg
+
+    with pytest.raises(ConfigError, match=message):
+        eval_cfg(testset, nets["unet"], tmp_path, *override.split("\n"))

@@ -54,6 +54,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "config.sets",
             "config.ddpm",
             "config.enhancer",
+            "config.methods",
             "config.pipeline",
             "config.recipes",
             "config.faces",

@@ -47,14 +47,21 @@ def load_networks(cfg: Any, weights_dir: str | None = None) -> Networks:
     the diffusion fields not given)."""
     from omegaconf import OmegaConf
 
-    unet = load_unet(
+    unet = load_config_unet(cfg, weights_dir)
+    options = OmegaConf.to_container(cfg.enhancer.options, resolve=True)
+    return Networks(unet, load_restorer(cfg.enhancer.name, cfg.enhancer.weights, options, weights_dir))
+
+
+def load_config_unet(cfg: Any, weights_dir: str | None = None) -> LoadedUNet:
+    """The UNet a pipeline config names (`unet_weights`, `net`, the diffusion fields given)."""
+    from omegaconf import OmegaConf
+
+    return load_unet(
         cfg.unet_weights,
         OmegaConf.to_container(cfg.net),
         weights_dir,
         DiffusionRequest(**OmegaConf.to_container(cfg.diffusion, resolve=True)),
     )
-    options = OmegaConf.to_container(cfg.enhancer.options, resolve=True)
-    return Networks(unet, load_restorer(cfg.enhancer.name, cfg.enhancer.weights, options, weights_dir))
 
 
 class DR2E:

@@ -34,7 +34,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_dr2.callbacks.writer import MANIFEST as RESTORE_MANIFEST
 from lightning_dr2.config.loader import ConfigError, open_run_dir, run_dir, save_config
-from lightning_dr2.config.pipeline import RestoreConfig
+from lightning_dr2.config.methods import Method, parse_method
+from lightning_dr2.config.pipeline import EnhancerConfig, RestoreConfig
 from lightning_dr2.datasets.datamodule import ShardedData
 from lightning_dr2.datasets.eval_splits import EvalSplit, SplitFiles, eval_splits, split_files
 from lightning_dr2.datasets.method_outputs import find_predictions
@@ -43,6 +44,7 @@ from lightning_dr2.dr2.pipeline import Networks, load_networks
 from lightning_dr2.exports.restorer import restorer_name
 from lightning_dr2.files import write_json, write_table
 from lightning_dr2.image_io import output_name, read_image_tensor, resize
+from lightning_dr2.jobs.network_alone import MethodNetworks, load_method_networks, run_network
 from lightning_dr2.jobs.predict_engine import resolve_accelerator
 from lightning_dr2.jobs.restore import run_restore
 from lightning_dr2.metrics.catalogue import column_order, format_value, metric_key, metric_of, title
@@ -83,13 +85,20 @@ class EvalResult:
         return [Row.from_result(r) for r in self.rows]
 
 
-def restore_config(cfg: DictConfig, input_dir: Path, output_dir: Path, setting: DictConfig, limit: int) -> DictConfig:
-    """The restore job of one (split, setting): the eval config's pipeline keys + the setting + the folders."""
+def restore_config(
+    cfg: DictConfig, input_dir: Path, output_dir: Path, setting: DictConfig | None, limit: int
+) -> DictConfig:
+    """The restore job of one (split, setting): the eval config's pipeline keys + the setting + the folders. With
+    `methods`, DR2 runs alone (enhancer none: each DR2+X enhances its saved outputs); `setting` None: a network
+    run alone (`jobs.network_alone`), which reads the shared keys only."""
     base = OmegaConf.structured(RestoreConfig)
-    shared = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in base}
+    shared = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in base and k != "method"}
     rcfg = OmegaConf.merge(base, shared)
     rcfg.experiment = f"{cfg.experiment}/restore"
-    rcfg.dr2.N, rcfg.dr2.tau, rcfg.dr2.omega = setting.N, setting.tau, setting.omega
+    if setting is not None:
+        rcfg.dr2.N, rcfg.dr2.tau, rcfg.dr2.omega = setting.N, setting.tau, setting.omega
+    if cfg.methods:
+        rcfg.enhancer = OmegaConf.structured(EnhancerConfig(name="none"))
     rcfg.input, rcfg.output, rcfg.limit, rcfg.comparison = str(input_dir), str(output_dir), limit, False
     return rcfg
 
@@ -212,6 +221,8 @@ def default_method(cfg: DictConfig, networks: Networks | None = None) -> str:
     """What the run evaluates, as W&B's `method` field and the results' label: DR2 + the enhancer that runs (the
     loaded one; without `networks`, the one the settings name: a train-enhancer export's JSON picks it).
     Without DR2 settings nothing of DR2 runs: the run's own rows (reference=true) are the inputs, "Input"."""
+    if cfg.get("methods"):
+        return cfg.methods[0]  # each method is its own row and W&B run; the first is the run's own
     if "settings" in cfg and len(cfg.settings) == 0:
         return "Input"
     if cfg.enhancer.name == "none":
@@ -273,16 +284,20 @@ def _score_job(cfg: DictConfig, part: EvalSplit, job: _Job, accelerator: str, pa
     got.per_image += [labels | r | ({"sha256": hashes[r["name"]]} if hashes else {}) for r in per_image]
     got.scored.update({(part.set, part.name, job.method, job.setting, r[0]): (r, job.dr2_dir) for r in scored})
     external = job.method != cfg.method  # another method's grids go to report/<method>/
-    grid_name = f"{job.method}/{part.set}_{part.name}.png" if external else f"{part.set}_{part.name}_{job.setting}.png"
+    if external:
+        grid_name = f"{job.method}/{part.set}_{part.name}{'_' + job.setting if job.setting else ''}.png"
+    else:
+        grid_name = f"{part.set}_{part.name}_{job.setting}.png" if job.setting else f"{part.set}_{part.name}.png"
     grid_file = path / "report" / grid_name
     grid = _grid(scored, job.dr2_dir, grid_file, cfg.report_images) if rank_zero_only.rank == 0 else None
     if grid is not None:
         if external:
-            columns = ["input", job.method]
+            columns = ["input", "DR2", job.method] if job.dr2_dir is not None else ["input", job.method]
         else:
             columns = ["input", "DR2", "output"] if job.dr2_dir is not None else ["input", "scored (the input)"]
         caption = " | ".join(columns + (["ground truth"] if part.paired else []))
-        title = f"{part.set} / {part.name} / {job.method if external else job.setting}"
+        shown = " / ".join(x for x in (job.method if external else "", job.setting) if x) or job.method
+        title = f"{part.set} / {part.name} / {shown}"
         got.grids.setdefault(job.method, []).append(Figure(title, grid, caption))
     log.info("%s/%s/%s: %s", part.set, part.name, job.setting or job.method, _fmt_metrics(results))
 
@@ -318,6 +333,71 @@ def _dr2_jobs(
         yield _Job(cfg.method, name, preds, out, out / "dr2" if setting is not None else None, dr2, counts, provenance)
 
 
+def _method_jobs(
+    cfg: DictConfig, part: EvalSplit, files: SplitFiles, path: Path, scoring: dict, networks: MethodNetworks
+) -> Iterator[_Job]:
+    """One row per `methods` entry (per DR2 setting for DR2 and DR2+X): baselines run on the LQ inputs; DR2 runs
+    once per (split, setting), and every DR2+X enhances its saved outputs (DR2E's enhancer stage: bicubic up to
+    X's size, X, clamp), each network loaded once for the run."""
+    methods = [m for m in map(parse_method, cfg.methods) if m.name not in networks.skipped]
+    no_dr2 = {"N": None, "tau": None, "omega": None}
+
+    def counts(preds: dict[str, Path]) -> dict[str, int]:
+        return {"missing": len(files.missing), "failed": len(files.rels) - len(preds), "unlisted": len(files.unlisted)}
+
+    for method in (m for m in methods if m.baseline):
+        loaded = networks.restorers[method.network]  # type: ignore[index]
+        out = path / "restored" / part.set / part.name / method.name
+        run_network(restore_config(cfg, part.lq_dir, out, None, files.input_limit), loaded)
+        _after_rank_zero()
+        preds, settings, inputs = verified_outputs(out, files.rels)
+        provenance = {
+            "fingerprint": fingerprint({"restore": settings, "inputs": inputs, "scoring": scoring}),
+            "restore_fingerprint": fingerprint(settings),
+            "network_sha256": settings["network_sha256"],
+        }
+        yield _Job(method.name, "", preds, out, None, no_dr2, counts(preds), provenance)
+    with_dr2 = [m for m in methods if m.dr2]
+    for setting in cfg.settings if with_dr2 else []:
+        name = setting_name(setting.N, setting.tau, setting.omega)
+        out = path / "restored" / part.set / part.name / name
+        run_restore(restore_config(cfg, part.lq_dir, out, setting, files.input_limit), networks=networks.unet)
+        _after_rank_zero()
+        dr2_preds, dr2_settings, inputs = verified_outputs(out, files.rels)
+        dr2 = {"N": setting.N, "tau": setting.tau, "omega": dr2_settings["omega"]}
+        for method in with_dr2:
+            preds, stages = dr2_preds, {"restore": dr2_settings}
+            if method.network is not None:
+                by_dr2_file = {output_name(rel): rel for rel in dr2_preds}
+                enhanced = path / "restored" / part.set / part.name / method.name / name
+                run_network(
+                    restore_config(cfg, out / "dr2", enhanced, None, 0),
+                    networks.restorers[method.network],
+                    feed="bicubic",  # DR2E's enhancer stage
+                    rels=sorted(by_dr2_file),
+                )
+                _after_rank_zero()
+                found, stages["enhance"], _ = verified_outputs(enhanced, sorted(by_dr2_file))
+                preds = {by_dr2_file[rel]: file for rel, file in found.items()}
+            provenance = {
+                "fingerprint": fingerprint({**stages, "inputs": inputs, "scoring": scoring}),
+                "restore_fingerprint": fingerprint(stages),
+                "unet_sha256": dr2_settings["unet_sha256"],
+            }
+            if "enhance" in stages:
+                provenance["network_sha256"] = stages["enhance"]["network_sha256"]
+            yield _Job(
+                method.name,
+                name,
+                preds,
+                enhanced if method.network else out,
+                out / "dr2",
+                dr2,
+                counts(preds),
+                provenance,
+            )
+
+
 def _prediction_jobs(
     cfg: DictConfig, part: EvalSplit, files: SplitFiles, path: Path, scoring: dict, gaps: list[str]
 ) -> Iterator[_Job]:
@@ -348,9 +428,14 @@ def _prediction_jobs(
 
 def run_eval(cfg: DictConfig) -> EvalResult:
     start = time.perf_counter()
-    # The UNet and enhancer, loaded once for every split and setting (none when DR2 restores nothing).
-    networks = load_networks(cfg) if cfg.settings else None
+    # The networks, loaded once for every split, setting and method (none when DR2 restores nothing).
+    methods = [parse_method(m) for m in cfg.methods]
+    method_networks = load_method_networks(cfg, methods) if methods else None
+    networks = load_networks(cfg) if cfg.settings and not methods else None
     cfg.method = cfg.method or default_method(cfg, networks)
+    clash = sorted(set(cfg.methods) & set(cfg.predictions))
+    if clash:
+        raise ConfigError(f"predictions.{clash[0]} has the name of a method of methods={list(cfg.methods)}: rename one")
     if cfg.method in cfg.predictions:
         raise ConfigError(
             f"predictions.{cfg.method} has the name of this run's own rows (method={cfg.method}): rename one"
@@ -388,20 +473,28 @@ def run_eval(cfg: DictConfig) -> EvalResult:
             # every method's folder is checked before DR2 restores anything: a bad layout fails in seconds
             splits.append((part, files, list(_prediction_jobs(cfg, part, files, path, scoring, gaps))))
     for part, files, predicted in splits:
-        for job in itertools.chain(_dr2_jobs(cfg, part, files, path, scoring, networks), predicted):
+        own = (
+            _method_jobs(cfg, part, files, path, scoring, method_networks)
+            if method_networks is not None
+            else _dr2_jobs(cfg, part, files, path, scoring, networks)
+        )
+        for job in itertools.chain(own, predicted):
             _score_job(cfg, part, job, accelerator, path, got)
     result = EvalResult(path, got.rows, got.notes, missing)
     if rank_zero_only.rank == 0:  # under DDP every rank runs this function; one writes the results
-        _write_results(cfg, path, got.rows, got.per_image, got.notes, missing, time.perf_counter() - start)
+        notes = {**got.notes, **(method_networks.skipped if method_networks else {})}
+        _write_results(cfg, path, got.rows, got.per_image, notes, missing, time.perf_counter() - start)
         lines = [f"{k}: split missing" if k in missing_splits else f"{k}: {n} image(s)" for k, n in missing.items()]
-        sections = [Section("Notes", [f"{k}: {v}" for k, v in got.notes.items()])]
+        sections = [Section("Notes", [f"{k}: {v}" for k, v in notes.items()])]
         if missing:
             sections.append(Section("Missing inputs (allow_missing=true: not scored)", lines))
         if gaps:
             sections.append(Section("Predictions not scored (allow_missing=true)", gaps))
         worst = _worst_images(got.per_image, got.scored, path / "report", cfg.report_worst)
-        dr2_figures = plot_ablation(got.rows, path / "report") + got.grids.get(cfg.method, []) + worst
-        figures = dr2_figures + [f for method in cfg.predictions for f in got.grids.get(method, [])]
+        own_rows = [r for r in got.rows if r["method"] == cfg.method]
+        dr2_figures = plot_ablation(own_rows, path / "report") + got.grids.get(cfg.method, []) + worst
+        others = [m for m in dict.fromkeys(r["method"] for r in got.rows) if m != cfg.method]
+        figures = dr2_figures + [f for method in others for f in got.grids.get(method, [])]
         result.report_md, result.report_html = write_report(
             path,
             "report",
@@ -410,7 +503,7 @@ def run_eval(cfg: DictConfig) -> EvalResult:
             sections=sections,
             figures=figures,
         )
-        grids = {method: [f.path for f in got.grids.get(method, [])] for method in cfg.predictions}
+        grids = {method: [f.path for f in got.grids.get(method, [])] for method in others}
         _log_wandb(cfg, path, got.rows, got.per_image, {cfg.method: [f.path for f in dr2_figures], **grids})
     return result
 
@@ -478,21 +571,41 @@ DR2_ONLY_KEYS = frozenset(
 
 
 def method_run_kwargs(cfg: DictConfig, mode: str, method: str) -> dict[str, Any]:
-    """`wandb.init` arguments of one method's run: the eval run's, renamed for another method, whose config
-    says `method=<method>`, has no DR2 keys (`DR2_ONLY_KEYS`, no settings) and only its own predictions folder."""
+    """`wandb.init` arguments of one method's run: the eval run's, renamed for another method, whose config says
+    `method=<method>`; another method's predictions folder or a baseline of `methods` has no DR2 keys
+    (`DR2_ONLY_KEYS`, no settings); a DR2+X of `methods` has its own `enhancer.*`."""
     from lightning_dr2.loggers import wandb_run_id, wandb_run_kwargs
 
     kwargs = {**wandb_run_kwargs(cfg, mode), "dir": str(run_dir(cfg))}
-    if method != cfg.method:
+    if method in cfg.predictions or method in cfg.methods:
+        config = {k: v for k, v in kwargs["config"].items() if not k.startswith(("predictions.", "restorers"))}
+        config |= {"method": method}
+        if method in cfg.predictions:
+            config = {k: v for k, v in config.items() if k.split(".")[0] not in DR2_ONLY_KEYS}
+            config |= {"settings": [], f"predictions.{method}": cfg.predictions[method]}
+        else:
+            parsed = parse_method(method)
+            drop = DR2_ONLY_KEYS if parsed.baseline else {"enhancer"}  # a baseline's run carries no DR2 key
+            config = {k: v for k, v in config.items() if k.split(".")[0] not in drop and k != "methods"}
+            config |= _method_keys(cfg, parsed)
         run = method_run(cfg, method)
-        config = {
-            k: v
-            for k, v in kwargs["config"].items()
-            if not k.startswith("predictions.") and k.split(".")[0] not in DR2_ONLY_KEYS
-        }
-        config |= {"method": method, "settings": [], f"predictions.{method}": cfg.predictions[method]}
         kwargs |= {"name": f"{cfg.experiment}/{run}", "id": wandb_run_id(cfg.experiment, run), "config": config}
     return kwargs
+
+
+def _method_keys(cfg: DictConfig, method: Method) -> dict[str, Any]:
+    """A `methods` entry's own W&B config keys: `methods=[<it>]`, its network's file and options as `enhancer.*`
+    (DR2+X; `enhancer.name=none` for DR2 alone) or `restorer.*` (a baseline, with no settings)."""
+    from lightning_dr2.config.methods import restorer_choice
+
+    keys: dict[str, Any] = {"methods": [method.name]}
+    choice = restorer_choice(cfg, method.network) if method.network else {"name": "none", "weights": None}
+    prefix = "enhancer" if method.dr2 else "restorer"
+    keys |= {f"{prefix}.{k}": v for k, v in choice.items() if k != "options"}
+    keys |= {f"{prefix}.options.{k}": v for k, v in choice.get("options", {}).items()}
+    if method.baseline:
+        keys["settings"] = []
+    return keys
 
 
 def _log_wandb(

@@ -10,20 +10,28 @@ quantised as the scripts' `tensor2img(min_max=(-1, 1))` does (clamp, round to ui
 from __future__ import annotations
 
 import logging
-import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from lightning_dr2.config.methods import restorer_choice
+from lightning_dr2.config.methods import Method, restorer_choice
 from lightning_dr2.datasets.predict_inputs import FEEDS, RestorerInputs
-from lightning_dr2.dr2.pipeline import draws_noise, resolve_dtype
+from lightning_dr2.dr2.pipeline import Networks, draws_noise, load_config_unet, resolve_dtype
 from lightning_dr2.exports.restorer import LoadedRestorer, load_restorer
-from lightning_dr2.jobs.predict_engine import checked_folders, list_inputs, resolve_accelerator, run_predict
-from lightning_dr2.jobs.restore import RestoreSummary
+from lightning_dr2.jobs.predict_engine import (
+    Inputs,
+    PredictResult,
+    checked_folders,
+    list_inputs,
+    resolve_accelerator,
+    run_predict,
+)
 from lightning_dr2.modules.predict import RestorerModule
-from lightning_dr2.nets.restorers import RESTORERS
+from lightning_dr2.nets.loading import WeightsError
+from lightning_dr2.nets.restorers import RESTORERS, MissingExtraError
+from lightning_dr2.weights import MissingWeightsError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +44,50 @@ def load_method_network(cfg: Any, network: str, weights_dir: str | None = None) 
     if choice.get("size") is not None and choice["size"] != loaded.size:
         raise ValueError(f"restorers: {network} works at {loaded.size}x{loaded.size}, not size={choice['size']}")
     return loaded
+
+
+@dataclass
+class MethodNetworks:
+    """What eval's `methods` run, loaded once per run: DR2's UNet (None without a DR2 method), each registry network
+    by name, and the methods skipped because a file or extra is missing (skip_missing_weights=true), with why."""
+
+    unet: Networks | None
+    restorers: dict[str, LoadedRestorer]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def load_method_networks(cfg: Any, methods: list[Method], weights_dir: str | None = None) -> MethodNetworks:
+    """Every network `methods` need, loaded before any work. Files (or optional extras) that are missing are
+    reported together in one error naming each; with `skip_missing_weights=true` the methods needing them are
+    skipped (listed in `skipped`) and the rest run."""
+    problems: dict[str, str] = {}
+    unet = None
+    if any(m.dr2 for m in methods):
+        try:
+            unet = Networks(load_config_unet(cfg, weights_dir), None)
+        except (MissingWeightsError, WeightsError, MissingExtraError) as err:
+            problems["DR2 UNet (unet_weights)"] = str(err)
+    restorers = {}
+    for network in dict.fromkeys(m.network for m in methods if m.network is not None):
+        try:
+            restorers[network] = load_method_network(cfg, network, weights_dir)
+        except (MissingWeightsError, WeightsError, MissingExtraError) as err:
+            problems[network] = str(err)
+    if problems and not cfg.skip_missing_weights:
+        listing = "\n".join(f"- {what}: {why}" for what, why in problems.items())
+        raise MissingWeightsError(
+            f"methods {[m.name for m in methods]} need files that cannot be loaded (nothing was run):\n{listing}\n"
+            "Get them (python -m lightning_dr2 weights --for eval_dr2_table lists every file and where to get it), "
+            "or skip those methods with skip_missing_weights=true"
+        )
+    skipped = {
+        m.name: problems.get(m.network or "", "") or problems.get("DR2 UNet (unet_weights)", "")
+        for m in methods
+        if (m.dr2 and unet is None) or (m.network is not None and m.network not in restorers)
+    }
+    for name, why in skipped.items():
+        log.warning("method %s skipped (skip_missing_weights=true): %s", name, why.splitlines()[0])
+    return MethodNetworks(unet, restorers, skipped)
 
 
 def network_settings(cfg: DictConfig, loaded: LoadedRestorer, feed: str) -> dict[str, Any]:
@@ -55,10 +107,10 @@ def network_settings(cfg: DictConfig, loaded: LoadedRestorer, feed: str) -> dict
 
 def run_network(
     cfg: DictConfig, loaded: LoadedRestorer, feed: str | None = None, rels: list[str] | None = None
-) -> RestoreSummary:
+) -> tuple[PredictResult, Inputs]:
     """Run `loaded` alone on `cfg.input` into `cfg.output`. `feed`: how inputs reach the network's size (default:
-    its script's, `RestorerSpec.resize`); `rels`: these inputs only (default: the folder's, first `cfg.limit`)."""
-    start = time.perf_counter()
+    its script's, `RestorerSpec.resize`); `rels`: these inputs only (default: the folder's, first `cfg.limit`).
+    Returns what the predict job did and the inputs it found."""
     feed = feed or RESTORERS[loaded.name].resize
     if feed not in FEEDS:
         raise ValueError(f"feed must be one of {FEEDS}, got {feed!r}")
@@ -69,7 +121,7 @@ def run_network(
     todo_rels = inputs.rels if rels is None else [r for r in rels if r in set(inputs.rels)]
     accelerator = resolve_accelerator(cfg.accelerator)
     dtype = resolve_dtype(cfg.dtype, torch.device("cuda" if accelerator == "gpu" else "cpu"))
-    module = RestorerModule(loaded, dtype, channels_last=cfg.channels_last and accelerator == "gpu")
+    module = RestorerModule(loaded, dtype)
     size = loaded.size
     result = run_predict(
         cfg,
@@ -83,17 +135,6 @@ def run_network(
         "restore_config.yaml",
         save_dr2=False,
     )
-    seconds = time.perf_counter() - start
-    if result.records is None:
-        return RestoreSummary(output_dir, 0, len(result.reused), [], seconds)
-    made = result.made()
-    log.info("%s: made %d, reused %d -> %s", loaded.name, len(made), len(result.reused), output_dir)
-    return RestoreSummary(
-        output_dir,
-        len(made),
-        len(result.reused),
-        result.bad,
-        seconds,
-        recomputed=len(result.recomputed),
-        earlier_outputs=inputs.output_folders,
-    )
+    if result.records is not None:
+        log.info("%s: made %d, reused %d -> %s", loaded.name, len(result.made()), len(result.reused), output_dir)
+    return result, inputs

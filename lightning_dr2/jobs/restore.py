@@ -29,7 +29,15 @@ from lightning_dr2.config.pipeline import EnhancerConfig
 from lightning_dr2.datasets.predict_inputs import RestoreInputs
 from lightning_dr2.dr2.pipeline import DR2E, Networks
 from lightning_dr2.image_io import SQUARE_POLICIES
-from lightning_dr2.jobs.predict_engine import checked_folders, list_inputs, resolve_accelerator, run_predict
+from lightning_dr2.jobs.network_alone import load_method_network, run_network
+from lightning_dr2.jobs.predict_engine import (
+    Inputs,
+    PredictResult,
+    checked_folders,
+    list_inputs,
+    resolve_accelerator,
+    run_predict,
+)
 from lightning_dr2.modules.predict import RestoreModule
 
 log = logging.getLogger(__name__)
@@ -86,9 +94,9 @@ def run_restore(cfg: DictConfig, weights_dir: str | None = None, networks: Netwo
     loaded from `cfg` here."""
     method = parse_method(cfg.method) if cfg.get("method") else None
     if method is not None and method.baseline:  # a registry network alone, fed as its own script feeds it
-        from lightning_dr2.jobs.network_alone import load_method_network, run_network
-
-        return run_network(cfg, load_method_network(cfg, method.network, weights_dir))
+        start = time.perf_counter()
+        result, inputs = run_network(cfg, load_method_network(cfg, method.network, weights_dir))
+        return _summary(result, inputs, Path(cfg.output), start, cfg.input_policy)
     if method is not None:  # DR2 / DR2+<network>: the same as enhancer.name=none / <network>
         choice = restorer_choice(cfg, method.network) if method.network else {"name": "none", "weights": None}
         cfg.enhancer = OmegaConf.merge(OmegaConf.structured(EnhancerConfig), choice)
@@ -114,13 +122,18 @@ def run_restore(cfg: DictConfig, weights_dir: str | None = None, networks: Netwo
         save_dr2=cfg.save_dr2,
         comparison=cfg.comparison,
     )
+    return _summary(result, inputs, output_dir, start, cfg.input_policy)
+
+
+def _summary(result: PredictResult, inputs: Inputs, output_dir: Path, start: float, policy: str) -> RestoreSummary:
+    """What a restore job did, from its predict pass (logged; the CLI prints it)."""
     if result.records is None:
         return RestoreSummary(output_dir, 0, len(result.reused), [], time.perf_counter() - start)
     made = result.made()
     reshaped = sum(1 for r in made if r.get("reshaped", "none") != "none")
     tiny = sum(1 for r in made if min(r.get("input_size", [TINY_INPUT])) < TINY_INPUT)
     if reshaped:
-        log.warning("%d non-square inputs were made square with input_policy=%s", reshaped, cfg.input_policy)
+        log.warning("%d non-square inputs were made square with input_policy=%s", reshaped, policy)
     if tiny:
         log.warning("%d inputs are smaller than %d px a side (upscaled > 8x): expect little detail", tiny, TINY_INPUT)
     summary = RestoreSummary(

@@ -51,16 +51,12 @@ class RestorerModule(pl.LightningModule):
     """predict_step: a batch of faces at a network's native size -> that network alone (a baseline, or the
     enhancer stage of DR2+X over saved DR2 outputs), with per-image seeds when it draws noise."""
 
-    def __init__(self, loaded: LoadedRestorer, dtype: torch.dtype | None, channels_last: bool = False) -> None:
+    def __init__(self, loaded: LoadedRestorer, dtype: torch.dtype | None) -> None:
         super().__init__()
+        # No channels_last here: GFP-GAN's spandrel port `.view`s a conv output, which fails on that layout.
         self.net = loaded.module
         self.dtype_ = dtype
         self.seeded = draws_noise(loaded)
-        self.channels_last = channels_last
-
-    def configure_model(self) -> None:
-        if self.channels_last:
-            self.net.to(memory_format=torch.channels_last)
 
     @torch.no_grad()
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
