@@ -186,7 +186,8 @@ def _worst_images(
         chosen = worst_first[:k]
         keys = [(r["set"], r["split"], r["method"], r["setting"], r["name"]) for r in chosen]
         grid = _grid_of([scored[key] for key in keys], out_dir / f"worst_{metric}.png")
-        labels = ["/".join((s, split, setting or method, name)) for s, split, method, setting, name in keys]
+        several = len({r["method"] for r in restored}) > 1  # then each label names its method, and its setting
+        labels = ["/".join(x for x in (s, split, m if several else "", t, name) if x) for s, split, m, t, name in keys]
         ranked = enumerate(zip(labels, chosen, strict=True), start=1)
         caption = "; ".join(f"{i}. {label} {format_value(metric, r[metric])}" for i, (label, r) in ranked)
         caption = f"input | DR2 | output | GT rows: {caption}"
@@ -293,8 +294,10 @@ def _score_job(cfg: DictConfig, part: EvalSplit, job: _Job, accelerator: str, pa
     if grid is not None:
         if external:
             columns = ["input", "DR2", job.method] if job.dr2_dir is not None else ["input", job.method]
+        elif job.dr2_dir is not None:
+            columns = ["input", "DR2", "output"]
         else:
-            columns = ["input", "DR2", "output"] if job.dr2_dir is not None else ["input", "scored (the input)"]
+            columns = ["input", "scored (the input)" if job.setting == REFERENCE_SETTING else job.method]
         caption = " | ".join(columns + (["ground truth"] if part.paired else []))
         shown = " / ".join(x for x in (job.method if external else "", job.setting) if x) or job.method
         title = f"{part.set} / {part.name} / {shown}"
