@@ -108,6 +108,16 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     else `default_dest()`), report each result; exit status 1 if any failed."""
     from lightning_dr2.weights import WEIGHTS, fetch_each, format_table, list_weights, missing_files
 
+    if args.needed_for:  # the files one eval recipe needs, present or not, and where to get each
+        from lightning_dr2.config.pipeline import EvalConfig
+        from lightning_dr2.config.recipes import load_config
+        from lightning_dr2.jobs.needs import eval_needs
+        from lightning_dr2.weights import format_needed, needed_rows
+
+        needed = needed_rows(eval_needs(load_config(args.needed_for, [], schema=EvalConfig)), args.weights_dir)
+        title = f"Files needed by eval {args.needed_for}:"
+        print(json.dumps(needed, indent=2) if args.json else format_needed(needed, title, args.weights_dir))
+        return 0
     if not args.fetch and not args.fetch_all:
         rows = list_weights(args.weights_dir)
         print(json.dumps(rows, indent=2) if args.json else format_table(rows, args.weights_dir))
@@ -304,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fetch-all", action="store_true", help="download every missing file that has a public URL")
     p.add_argument("--weights-dir", default=None, help="look here first (and download here); default $DR2_WEIGHTS")
     p.add_argument("--json", action="store_true", help="print the listing as JSON")
+    p.add_argument(
+        "--for",
+        dest="needed_for",
+        metavar="RECIPE",
+        help="only the files an eval recipe needs (e.g. eval_dr2_table), what needs each, and how to get it",
+    )
     p.set_defaults(func=_cmd_weights)
 
     p = sub.add_parser("eval", help="evaluate DR2 (+ enhancer) on benchmark sets: PSNR, SSIM, LPIPS, FID, Deg")

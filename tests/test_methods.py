@@ -308,3 +308,63 @@ def test_eval_methods_are_checked_at_load_time(testset: Path, nets: dict, tmp_pa
 
     with pytest.raises(ConfigError, match=message):
         eval_cfg(testset, nets["unet"], tmp_path, *override.split("\n"))
+
+
+# ------------------------------------------------------------------------------------------- the table recipe
+
+TABLE_FILES = {
+    "DR2_FFHQ.pkl",
+    "GPEN-BFR-512.pth",
+    "GFPGANv1.4.pth",
+    "codeformer.pth",
+    "SPARNetHD_FFHQ_DR2aug.pth",
+    "VQFR_v1-33a1fac5.pth",
+    "vgg16-397923af.pth",
+    "pt_inception-2015-12-05-6726825d.pth",
+    "resnet18_110.pth",
+    "inception_FFHQ_512-f7b384ab.pth",
+}
+
+
+def test_table_recipe_lists_every_file_it_needs_and_where_to_get_it(tmp_path: Path, capsys) -> None:
+    from lightning_dr2.cli import main
+    from lightning_dr2.config.pipeline import EvalConfig
+    from lightning_dr2.config.recipes import load_config
+    from lightning_dr2.jobs.needs import eval_needs
+
+    cfg = load_config("eval_dr2_table", [], schema=EvalConfig)
+    assert list(cfg.methods) == [
+        "gpen_512",
+        "gfpgan_v1.4",
+        "codeformer",
+        "DR2+sparnethd",
+        "DR2+vqfr_v1",
+        "DR2+gfpgan_v1.4",
+        "DR2+codeformer",
+    ]
+    needs = eval_needs(cfg)
+    assert {file for file, _ in needs} == TABLE_FILES
+    assert ("GFPGANv1.4.pth", "network gfpgan_v1.4 for gfpgan_v1.4, DR2+gfpgan_v1.4") in needs
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "GPEN-BFR-512.pth").write_bytes(b"x")
+    assert main(["weights", "--for", "eval_dr2_table", "--weights-dir", str(tmp_path / "w")]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 10 files present" in out and f"present: {tmp_path / 'w' / 'GPEN-BFR-512.pth'}" in out
+    for name in TABLE_FILES - {"GPEN-BFR-512.pth"}:
+        assert f"\n{name}: " in out  # how to get each missing file
+    assert "python -m lightning_dr2 weights --fetch GFPGANv1.4.pth" in out
+
+
+def test_eval_report_shows_the_published_rows_beside(testset: Path, nets: dict, tmp_path: Path) -> None:
+    from test_evaluation import eval_cfg
+
+    from lightning_dr2.jobs.evaluate import run_eval
+
+    override = f"restorers=[{{name: vqfr_v2, weights: {nets['vqfr_v2']}, options: {options_yaml(VQFR_TINY)}}}]"
+    cfg = eval_cfg(
+        testset, nets["unet"], tmp_path, "methods=[vqfr_v2]", override, "published=dr2_cvpr2023", splits="x4_mild"
+    )
+    result = run_eval(cfg)
+    report = result.report_md.read_text()
+    assert "| DR2+VQFR | celeba_test | x16 (paper)" in report and "Published numbers (dr2_cvpr2023" in report
+    assert [r["method"] for r in result.rows] == ["vqfr_v2"]  # published rows are shown, never results

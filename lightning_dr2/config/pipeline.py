@@ -166,6 +166,9 @@ class EvalConfig(PipelineConfig):
     # script feeds it); networks from `nets.restorers.RESTORERS`, files from `restorers`. Empty: one DR2 +
     # `enhancer` row labelled `method`, as before.
     methods: list[str] = field(default_factory=list)
+    # A table of published numbers (`experiments/published/<name>.yaml`, e.g. dr2_cvpr2023) shown beside the
+    # measured rows in the report, marked, never ranked (as `compare --published`).
+    published: str | None = None
     metrics: list[str] = field(default_factory=default_metrics)
     lpips_net: str = "vgg"  # vgg (BasicSR/VQFR scripts) | alex
     skip_missing_weights: bool = False  # true: a metric whose weights are missing is skipped with a note

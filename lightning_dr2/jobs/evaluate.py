@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from lightning_dr2.metrics.scoring import group_by_size
 from lightning_dr2.metrics.suite import MetricSuite
 from lightning_dr2.modules.scorer import ScoreModule
 from lightning_dr2.provenance import fingerprint
+from lightning_dr2.published import load_published
 from lightning_dr2.report import (
     REFERENCE_SETTING,
     Figure,
@@ -432,7 +433,10 @@ def _prediction_jobs(
 def run_eval(cfg: DictConfig) -> EvalResult:
     start = time.perf_counter()
     # The networks, loaded once for every split, setting and method (none when DR2 restores nothing).
+    published = load_published(cfg.published) if cfg.published else None  # a bad table fails before any work
     methods = [parse_method(m) for m in cfg.methods]
+    if methods:
+        _check_needed_files(cfg)
     method_networks = load_method_networks(cfg, methods) if methods else None
     networks = load_networks(cfg) if cfg.settings and not methods else None
     cfg.method = cfg.method or default_method(cfg, networks)
@@ -493,6 +497,11 @@ def run_eval(cfg: DictConfig) -> EvalResult:
             sections.append(Section("Missing inputs (allow_missing=true: not scored)", lines))
         if gaps:
             sections.append(Section("Predictions not scored (allow_missing=true)", gaps))
+        table_rows = result.table_rows
+        if published is not None:
+            table, published_rows = published
+            table_rows += [replace(r, method=r.setting, setting="published") for r in published_rows]
+            sections.append(Section(f"Published numbers ({cfg.published}, in italics)", [table.citation, table.note]))
         worst = _worst_images(got.per_image, got.scored, path / "report", cfg.report_worst)
         own_rows = [r for r in got.rows if r["method"] == cfg.method]
         dr2_figures = plot_ablation(own_rows, path / "report") + got.grids.get(cfg.method, []) + worst
@@ -502,13 +511,29 @@ def run_eval(cfg: DictConfig) -> EvalResult:
             path,
             "report",
             f"Evaluation {cfg.experiment} / {cfg.run}",
-            result.table_rows,
+            table_rows,
             sections=sections,
             figures=figures,
         )
         grids = {method: [f.path for f in got.grids.get(method, [])] for method in others}
         _log_wandb(cfg, path, got.rows, got.per_image, {cfg.method: [f.path for f in dr2_figures], **grids})
     return result
+
+
+def _check_needed_files(cfg: DictConfig) -> None:
+    """Before any work: every file the run needs (`jobs.needs.eval_needs`) is there, else one error naming each
+    missing file, what needs it and how to get it (skip_missing_weights=true: the rows needing them are skipped)."""
+    from lightning_dr2.jobs.needs import eval_needs
+    from lightning_dr2.weights import MissingWeightsError, needed_rows
+
+    missing = [r for r in needed_rows(eval_needs(cfg)) if not r["present"]]
+    if missing and not cfg.skip_missing_weights:
+        listing = "\n".join(f"- {r['name']} (for {'; '.join(r['needed_by'])}): {r['how_to_get']}" for r in missing)
+        raise MissingWeightsError(
+            f"{len(missing)} file(s) this evaluation needs are missing; nothing was run:\n{listing}\n"
+            f"List them all with: python -m lightning_dr2 weights --for <this recipe>; or skip the rows and metrics "
+            "that need them with skip_missing_weights=true"
+        )
 
 
 def _fmt_metrics(metrics: dict[str, float]) -> str:

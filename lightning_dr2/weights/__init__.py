@@ -9,7 +9,7 @@ searched and how to get it. Nothing downloads implicitly: only `fetch` (`python 
 
 from lightning_dr2.weights.checksum import hash_matches, sha256sum, verify
 from lightning_dr2.weights.download import ChecksumError, FetchError, fetch, fetch_each
-from lightning_dr2.weights.listing import format_table, list_weights, missing_files
+from lightning_dr2.weights.listing import format_needed, format_table, list_weights, missing_files, needed_rows
 from lightning_dr2.weights.lookup import (
     ENV_VAR,
     MissingWeightsError,
@@ -28,6 +28,8 @@ __all__ = [
     "ChecksumError",
     "FetchError",
     "MissingWeightsError",
+    "format_needed",
+    "needed_rows",
     "WeightFile",
     "default_dest",
     "fetch",

@@ -104,3 +104,50 @@ def missing_files(weights_dir: str | os.PathLike | None = None) -> tuple[list[st
         if not row["present"] or row["checksum_ok"] is False:
             (fetchable if row["urls"] else manual).append(row["name"])
     return fetchable, manual
+
+
+def needed_rows(needs: Sequence[tuple[str, str]], weights_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """Status of the files a run needs: (file, what needs it) pairs -> one row per file (users joined), present
+    or not, where it is, and how to get it. `file` is a registered name (looked up as `find_weight` does) or a
+    path; a path that does not exist is missing, and its fix is the path itself."""
+    users: dict[str, list[str]] = {}
+    for file, user in needs:
+        users.setdefault(file, []).append(user)
+    rows = []
+    for file, needed_by in users.items():
+        path: Path | None = Path(file)
+        if path.parent == Path(".") and not path.exists():  # a bare name: the weights lookup finds it
+            try:
+                path = find_weight(file, weights_dir)
+            except MissingWeightsError:
+                path = None
+        elif not path.is_file():
+            path = None
+        known = Path(file).name in WEIGHTS
+        how = how_to_get(Path(file).name) if known else f"the file {file} named in the config: put it there"
+        rows.append(
+            {
+                "name": file,
+                "needed_by": list(dict.fromkeys(needed_by)),
+                "present": path is not None,
+                "path": str(path) if path is not None else None,
+                "how_to_get": how,
+            }
+        )
+    return rows
+
+
+def format_needed(rows: Sequence[Mapping[str, Any]], title: str, weights_dir: str | os.PathLike | None = None) -> str:
+    """Plain-text listing of `needed_rows`: every file, what needs it, present or missing, how to get the missing."""
+    lines = [title, ""]
+    width = max([len(str(r["name"])) for r in rows] + [4])
+    for row in rows:
+        status = f"present: {row['path']}" if row["present"] else "MISSING"
+        lines.append(f"{str(row['name']).ljust(width)}  {status}")
+        lines.append(f"{''.ljust(width)}  needed by: {'; '.join(row['needed_by'])}")
+    missing = [r for r in rows if not r["present"]]
+    lines += ["", f"{len(rows) - len(missing)} of {len(rows)} files present. Folders searched for bare names:"]
+    lines += [f"  - {d.absolute()}" for d in search_dirs(weights_dir)]
+    for row in missing:
+        lines += ["", f"{row['name']}: {row['how_to_get']}"]
+    return "\n".join(lines)
