@@ -378,13 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("bench", help="benchmarks with JSON output (device, dtype, batch, img/s, peak memory)")
-    benchmarks = ["train", "restore", "eval", "eval-job", "enhancer", "dr2-cache"]
+    benchmarks = ["train", "restore", "eval", "eval-job", "enhancer", "dr2-cache", "restorers"]
     p.add_argument("what", choices=benchmarks, help="what to measure")
     p.add_argument(
         "overrides",
         nargs="*",
         help="key=value (bench.TrainBenchOptions, RestoreBenchOptions, EvalBenchOptions, EvalJobBenchOptions, "
-        "EnhancerBenchOptions, CacheBenchOptions): batch=16 flags=dr2|tiny preset=sparnethd|tiny compile=true "
+        "EnhancerBenchOptions, CacheBenchOptions, RestorersBenchOptions): batch=16 flags=dr2|tiny "
+        "preset=sparnethd|tiny compile=true "
         "dtype=bf16 steps=20",
     )
     add_output(p, "--out", "file", default=None, help="also write the JSON here")

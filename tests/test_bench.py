@@ -99,3 +99,26 @@ def test_benchmark_options_are_typed_and_device_aware() -> None:
     assert CacheBenchOptions.for_device(True).flags == "dr2" and CacheBenchOptions().flags == "tiny"
     with pytest.raises(ConfigError, match="unknown benchmark"):
         run_benchmark("nope", [])
+
+
+def test_bench_restorers_times_each_network_alone_and_names_what_it_skipped() -> None:
+    from lightning_dr2.jobs.bench import run_benchmark
+
+    result = run_benchmark(
+        "restorers", ["networks=[unet, gfpgan_v1.4, codeformer]", "dtypes=[fp32]", "steps=1", "warmup=0"]
+    )
+    assert result["benchmark"] == "restorers" and result["config"] == "tiny" and result["device_type"] == "cpu"
+    assert [(r["network"], r["dtype"], r["batch"]) for r in result["rows"]] == [
+        ("unet", "fp32", 1),
+        ("gfpgan_v1.4", "fp32", 1),
+    ]
+    assert all(r["ms_per_image"] > 0 and r["size"] == 64 for r in result["rows"])
+    assert "codeformer" in result["skipped"]  # no tiny configuration (or its extra is missing): said, not dropped
+
+
+def test_bench_restorers_rejects_unknown_networks() -> None:
+    from lightning_dr2.jobs.bench import run_benchmark
+    from lightning_dr2.registry import UnknownName
+
+    with pytest.raises(UnknownName, match="gfpgan_v1.4"):
+        run_benchmark("restorers", ["networks=[gfpgan]"])

@@ -13,7 +13,7 @@ import resource
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -606,7 +606,124 @@ def bench_dr2_cache(opts: DictConfig) -> dict[str, Any]:
     )
 
 
+# Small configurations of each registry network (the tests' tiny configs), so that every entry is measured in
+# seconds on a CPU; `native` builds each at its released size (512) with its script's defaults.
+_SPARNET_TINY = {"size": 64, "min_ch": 16, "max_ch": 64, "min_feat_size": 16, "res_depth": 1, "bottleneck_size": 4}
+_VQFR_TINY = {
+    "size": 32,
+    "base_channels": 32,
+    "channel_multipliers": [1, 1, 2, 2],
+    "decoder_blocks": 2,
+    "cond_channels": 8,
+    "deformable_groups": 4,
+    "num_codes": 64,
+    "code_dim": 16,
+}
+_GFPGAN_TINY = {"out_size": 64, "num_style_feat": 32, "channel_multiplier": 2, "narrow": 0.0625}
+RESTORER_TINY_OPTIONS: dict[str, dict[str, Any] | None] = {
+    "sparnethd": _SPARNET_TINY,
+    "sparnet": _SPARNET_TINY,
+    "unet": {"size": 64, "base_ch": 16, "max_ch": 64, "depth": 3},
+    "gfpgan_v1.3": _GFPGAN_TINY,
+    "gfpgan_v1.4": _GFPGAN_TINY,
+    "restoreformer": {
+        "resolution": 32,
+        "ch": 32,
+        "ch_mult": [1, 2],
+        "num_res_blocks": 1,
+        "attn_resolutions": [16],
+        "z_channels": 64,
+        "embed_dim": 32,
+        "n_embed": 16,
+        "head_size": 8,
+    },
+    "codeformer": None,  # no small configuration: measured at 512 only
+    "vqfr_v1": {**_VQFR_TINY, "encoder_blocks": 1},
+    "vqfr_v2": {**_VQFR_TINY, "encoder_blocks": 2},
+    "gpen_512": {"size": 64, "style_dim": 64, "n_mlp": 3, "channel_multiplier": 1, "narrow": 0.125},
+}
+# Entries with no released size of their own (configurable generators): measured at 512 as SPARNetHD / a 512 U-Net.
+_NATIVE_OPTIONS: dict[str, dict[str, Any]] = {"sparnet": {"size": 512}, "unet": {"size": 512}}
+
+
+@dataclass
+class RestorersBenchOptions:
+    """`bench restorers`: ms/image of every registry network (or `networks`) alone, random weights, at each of
+    `dtypes` x `batches`; `config`: native (512) or tiny (the tests' small configs). Defaults: `for_device`."""
+
+    DTYPES: ClassVar[tuple[str, ...]] = ("fp32", "bf16")
+    networks: list[str] = field(default_factory=list)  # empty: every registry entry
+    config: str = "tiny"  # native | tiny
+    dtypes: list[str] = field(default_factory=lambda: ["fp32", "bf16"])
+    batches: list[int] = field(default_factory=lambda: [1])
+    dtype: str = "fp32"  # unused (the list `dtypes` decides); kept for the shared option check
+    device: str = "cpu"
+    steps: int = 3
+    warmup: int = 1
+
+    @classmethod
+    def for_device(cls, cuda: bool) -> RestorersBenchOptions:
+        if not cuda:
+            return cls()
+        return cls(config="native", batches=[1, 16], device="cuda", steps=10, warmup=3)
+
+
+def bench_restorers(opts: DictConfig) -> dict[str, Any]:
+    """Each network's forward alone (as a baseline or DR2's enhancer stage runs it: `dr2.pipeline.apply_restorer`,
+    autocast for bf16), on random inputs at its size: ms/image per (network, dtype, batch). Networks whose optional
+    extra is missing, or that have no config of the asked kind, are listed under `skipped` with why."""
+    from lightning_dr2.dr2.pipeline import apply_restorer, draws_noise, resolve_dtype
+    from lightning_dr2.exports.restorer import load_restorer
+    from lightning_dr2.nets.restorers import RESTORERS, MissingExtraError
+
+    device = torch.device(opts["device"])
+    if opts["config"] not in ("native", "tiny"):
+        raise ConfigError(f"bench option config={opts['config']!r}: expected native or tiny")
+    for dtype in opts["dtypes"]:
+        if dtype not in RestorersBenchOptions.DTYPES:
+            raise ConfigError(f"bench option dtypes: {dtype!r} is not one of {list(RestorersBenchOptions.DTYPES)}")
+    names = list(opts["networks"]) or RESTORERS.names()
+    RESTORERS.check(names)
+    rows, skipped = [], {}
+    for name in names:
+        options = RESTORER_TINY_OPTIONS.get(name) if opts["config"] == "tiny" else _NATIVE_OPTIONS.get(name, {})
+        if options is None:
+            skipped[name] = "no tiny configuration (bench restorers config=native measures it at 512)"
+            continue
+        torch.manual_seed(0)
+        try:
+            loaded = load_restorer(name, "random", options)
+        except MissingExtraError as err:
+            skipped[name] = str(err).split(". ")[0]
+            continue
+        assert loaded is not None and loaded.size is not None
+        net = loaded.module.to(device)
+        params_m = round(sum(p.numel() for p in net.parameters()) / 1e6, 2)
+        for dtype_name in opts["dtypes"]:
+            dtype = resolve_dtype(dtype_name, device)
+            for batch in opts["batches"]:
+                x = torch.rand(batch, 3, loaded.size, loaded.size, generator=torch.Generator().manual_seed(1))
+                x = (x * 2 - 1).to(device)
+                seeds = list(range(batch)) if draws_noise(loaded) else None
+
+                def step(net=net, x=x, dtype=dtype, seeds=seeds) -> None:  # type: ignore[no-untyped-def]
+                    apply_restorer(net, x, dtype, seeds)
+
+                row = {"network": name, "size": loaded.size, "params_m": params_m, "dtype": dtype_name, "batch": batch}
+                try:
+                    seconds = time_steps(step, device, opts["warmup"], opts["steps"])
+                except (RuntimeError, NotImplementedError) as err:  # e.g. an op without a bf16 kernel on this device
+                    skipped[f"{name} {dtype_name} batch {batch}"] = str(err).splitlines()[0][-200:]
+                    continue
+                rows.append({**row, "ms_per_image": round(seconds * 1e3 / batch, 2)})
+        net.to("cpu")
+    return result_of(
+        "restorers", device, {"config": opts["config"], "steps_timed": opts["steps"], "rows": rows, "skipped": skipped}
+    )
+
+
 BENCHMARKS: dict[str, tuple[type, Callable[[DictConfig], dict[str, Any]]]] = {
+    "restorers": (RestorersBenchOptions, bench_restorers),
     "train": (TrainBenchOptions, bench_train),
     "restore": (RestoreBenchOptions, bench_restore),
     "eval": (EvalBenchOptions, bench_eval),
