@@ -85,10 +85,16 @@ def script_feed(path: Path, size: int) -> torch.Tensor:
     return ((x - 0.5) / 0.5)[None]
 
 
-def test_baseline_input_preparation_is_the_scripts(faces: Path) -> None:
+@pytest.mark.parametrize("name", ["gfpgan_v1.4", "restoreformer", "codeformer", "vqfr_v1", "vqfr_v2", "gpen_512"])
+def test_baseline_input_preparation_is_the_scripts(faces: Path, name: str) -> None:
+    """Each baseline's feed (size, resize, range) equals a cv2 transcription of its script's (GFPGANer, CodeFormer
+    and VQFR's demo feed as GFPGANer does; GPEN's face_gan.py: resize, /255, (x - 0.5) / 0.5, BGR->RGB)."""
     from lightning_dr2.datasets.predict_inputs import RestorerInputs
+    from lightning_dr2.nets.restorers import RESTORERS
 
-    data = RestorerInputs(faces, ["f0.png", "f1.png"], 64, 0, "center_crop", "cv2_linear")
+    spec = RESTORERS[name]
+    assert spec.resize == "cv2_linear" and spec.size == 512 and "INTER_LINEAR" in spec.feed
+    data = RestorerInputs(faces, ["f0.png", "f1.png"], 64, 0, "center_crop", spec.resize)
     for i, rel in enumerate(data.rels):
         lq = data[i]["lq"]
         assert lq.shape == (3, 64, 64) and lq.min() >= -1 and lq.max() <= 1
