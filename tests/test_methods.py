@@ -21,22 +21,13 @@ from lightning_dr2.diffusion.noise import image_seed
 from lightning_dr2.dr2.pipeline import DR2E
 from lightning_dr2.exports.restorer import load_restorer
 from lightning_dr2.image_io import image_to_tensor, read_image, to_uint8_images
+from lightning_dr2.jobs.bench import RESTORER_TINY_OPTIONS
 from lightning_dr2.jobs.restore import run_restore
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-GFPGAN_TINY = {"out_size": 64, "num_style_feat": 32, "channel_multiplier": 2, "narrow": 0.0625}
-VQFR_TINY = {
-    "size": 32,
-    "base_channels": 32,
-    "channel_multipliers": [1, 1, 2, 2],
-    "encoder_blocks": 2,
-    "decoder_blocks": 2,
-    "cond_channels": 8,
-    "deformable_groups": 4,
-    "num_codes": 64,
-    "code_dim": 16,
-}
+GFPGAN_TINY = RESTORER_TINY_OPTIONS["gfpgan_v1.4"]
+VQFR_TINY = RESTORER_TINY_OPTIONS["vqfr_v2"]
 TINY = {"gfpgan_v1.4": GFPGAN_TINY, "vqfr_v2": VQFR_TINY}
 
 
