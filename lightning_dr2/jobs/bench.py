@@ -10,6 +10,7 @@ import copy
 import math
 import platform
 import resource
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -711,7 +712,10 @@ def bench_restorers(opts: DictConfig) -> dict[str, Any]:
 
                 row = {"network": name, "size": loaded.size, "params_m": params_m, "dtype": dtype_name, "batch": batch}
                 try:
-                    seconds = time_steps(step, device, opts["warmup"], opts["steps"])
+                    # the median of single timed calls: a shared machine's spikes do not decide the number
+                    for _ in range(opts["warmup"]):
+                        step()
+                    seconds = statistics.median(time_steps(step, device, 0, 1) for _ in range(opts["steps"]))
                 except (RuntimeError, NotImplementedError) as err:  # e.g. an op without a bf16 kernel on this device
                     skipped[f"{name} {dtype_name} batch {batch}"] = str(err).splitlines()[0][-200:]
                     continue

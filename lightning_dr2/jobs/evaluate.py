@@ -219,9 +219,9 @@ def verified_outputs(out: Path, rels: list[str]) -> tuple[dict[str, Path], dict[
     return preds, settings, inputs
 
 
-def default_method(cfg: DictConfig, networks: Networks | None = None) -> str:
+def default_method(cfg: DictConfig) -> str:
     """What the run evaluates, as W&B's `method` field and the results' label: DR2 + the enhancer that runs (the
-    loaded one; without `networks`, the one the settings name: a train-enhancer export's JSON picks it).
+    one the settings name: a train-enhancer export's JSON picks it, as `load_restorer` does).
     Without DR2 settings nothing of DR2 runs: the run's own rows (reference=true) are the inputs, "Input"."""
     if cfg.get("methods"):
         return cfg.methods[0]  # each method is its own row and W&B run; the first is the run's own
@@ -229,8 +229,6 @@ def default_method(cfg: DictConfig, networks: Networks | None = None) -> str:
         return "Input"
     if cfg.enhancer.name == "none":
         return "DR2"
-    if networks is not None and networks.enhancer is not None:
-        return f"DR2+{networks.enhancer.name}"
     return f"DR2+{restorer_name(cfg.enhancer.name, cfg.enhancer.weights)}"
 
 
@@ -432,14 +430,9 @@ def _prediction_jobs(
 
 def run_eval(cfg: DictConfig) -> EvalResult:
     start = time.perf_counter()
-    # The networks, loaded once for every split, setting and method (none when DR2 restores nothing).
     published = load_published(cfg.published) if cfg.published else None  # a bad table fails before any work
     methods = [parse_method(m) for m in cfg.methods]
-    if methods:
-        _check_needed_files(cfg)
-    method_networks = load_method_networks(cfg, methods) if methods else None
-    networks = load_networks(cfg) if cfg.settings and not methods else None
-    cfg.method = cfg.method or default_method(cfg, networks)
+    cfg.method = cfg.method or default_method(cfg)
     clash = sorted(set(cfg.methods) & set(cfg.predictions))
     if clash:
         raise ConfigError(f"predictions.{clash[0]} has the name of a method of methods={list(cfg.methods)}: rename one")
@@ -479,6 +472,13 @@ def run_eval(cfg: DictConfig) -> EvalResult:
                 continue
             # every method's folder is checked before DR2 restores anything: a bad layout fails in seconds
             splits.append((part, files, list(_prediction_jobs(cfg, part, files, path, scoring, gaps))))
+    # The UNet and enhancer, loaded once for every split and setting (none when DR2 restores nothing), after the
+    # output location and every method's folder were checked.
+    networks = load_networks(cfg) if cfg.settings and splits and not methods else None
+    method_networks = None  # with `methods`: every file checked, then each network loaded once for every method
+    if methods and splits:
+        _check_needed_files(cfg)
+        method_networks = load_method_networks(cfg, methods)
     for part, files, predicted in splits:
         own = (
             _method_jobs(cfg, part, files, path, scoring, method_networks)
