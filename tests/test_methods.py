@@ -359,9 +359,17 @@ def test_eval_report_shows_the_published_rows_beside(testset: Path, nets: dict, 
 
     override = f"restorers=[{{name: vqfr_v2, weights: {nets['vqfr_v2']}, options: {options_yaml(VQFR_TINY)}}}]"
     cfg = eval_cfg(
-        testset, nets["unet"], tmp_path, "methods=[vqfr_v2]", override, "published=dr2_cvpr2023", splits="x4_mild"
+        testset,
+        nets["unet"],
+        tmp_path,
+        "methods=[vqfr_v2]",
+        override,
+        "published=dr2_cvpr2023",
+        "reference=true",
+        splits="x4_mild",
     )
     result = run_eval(cfg)
     report = result.report_md.read_text()
     assert "| DR2+VQFR | celeba_test | x16 (paper)" in report and "Published numbers (dr2_cvpr2023" in report
-    assert [r["method"] for r in result.rows] == ["vqfr_v2"]  # published rows are shown, never results
+    # published rows are shown, never results; reference=true adds the input row, as without methods
+    assert [(r["method"], r["setting"]) for r in result.rows] == [("vqfr_v2", "input"), ("vqfr_v2", "")]

@@ -304,13 +304,28 @@ def _score_job(cfg: DictConfig, part: EvalSplit, job: _Job, accelerator: str, pa
     log.info("%s/%s/%s: %s", part.set, part.name, job.setting or job.method, _fmt_metrics(results))
 
 
+def _counts(files: SplitFiles, preds: dict[str, Path]) -> dict[str, int]:
+    return {
+        "missing": len(files.missing),  # listed, but a file is missing (allow_missing=true)
+        "failed": len(files.rels) - len(preds),  # the restore job could not use or flagged it
+        "unlisted": len(files.unlisted),  # on disk, not in the set's manifest: not scored
+    }
+
+
 def _dr2_jobs(
-    cfg: DictConfig, part: EvalSplit, files: SplitFiles, path: Path, scoring: dict, networks: Networks | None
+    cfg: DictConfig,
+    part: EvalSplit,
+    files: SplitFiles,
+    path: Path,
+    scoring: dict,
+    networks: Networks | None,
+    settings_to_run: Any = None,
 ) -> Iterator[_Job]:
-    """The input reference row (reference=true) and one row per DR2 (N, tau) setting, restoring as needed with
-    the networks the run loaded once."""
+    """The input reference row (reference=true) and one row per DR2 (N, tau) setting (`settings_to_run`, default
+    `cfg.settings`), restoring as needed with the networks the run loaded once."""
     jobs = [(REFERENCE_SETTING, None)] if cfg.reference else []
-    jobs += [(setting_name(s.N, s.tau, s.omega), s) for s in cfg.settings]
+    run = cfg.settings if settings_to_run is None else settings_to_run
+    jobs += [(setting_name(s.N, s.tau, s.omega), s) for s in run]
     for name, setting in jobs:
         out = path / "restored" / part.set / part.name / name
         if setting is None:
@@ -326,13 +341,9 @@ def _dr2_jobs(
         if settings is not None:
             provenance["restore_fingerprint"] = fingerprint(settings)
             provenance |= {k: settings[k] for k in ("unet_sha256", "enhancer_sha256")}
-        counts = {
-            "missing": len(files.missing),  # listed, but a file is missing (allow_missing=true)
-            "failed": len(files.rels) - len(preds),  # the restore job could not use or flagged it
-            "unlisted": len(files.unlisted),  # on disk, not in the set's manifest: not scored
-        }
         dr2 = {"N": getattr(setting, "N", None), "tau": getattr(setting, "tau", None), "omega": omega}
-        yield _Job(cfg.method, name, preds, out, out / "dr2" if setting is not None else None, dr2, counts, provenance)
+        dr2_dir = out / "dr2" if setting is not None else None
+        yield _Job(cfg.method, name, preds, out, dr2_dir, dr2, _counts(files, preds), provenance)
 
 
 def _method_jobs(
@@ -343,9 +354,7 @@ def _method_jobs(
     X's size, X, clamp), each network loaded once for the run."""
     methods = [m for m in map(parse_method, cfg.methods) if m.name not in networks.skipped]
     no_dr2 = {"N": None, "tau": None, "omega": None}
-
-    def counts(preds: dict[str, Path]) -> dict[str, int]:
-        return {"missing": len(files.missing), "failed": len(files.rels) - len(preds), "unlisted": len(files.unlisted)}
+    yield from _dr2_jobs(cfg, part, files, path, scoring, None, settings_to_run=[])  # the input row (reference=true)
 
     for method in (m for m in methods if m.baseline):
         loaded = networks.restorers[method.network]  # type: ignore[index]
@@ -358,7 +367,7 @@ def _method_jobs(
             "restore_fingerprint": fingerprint(settings),
             "network_sha256": settings["network_sha256"],
         }
-        yield _Job(method.name, "", preds, out, None, no_dr2, counts(preds), provenance)
+        yield _Job(method.name, "", preds, out, None, no_dr2, _counts(files, preds), provenance)
     with_dr2 = [m for m in methods if m.dr2]
     for setting in cfg.settings if with_dr2 else []:
         name = setting_name(setting.N, setting.tau, setting.omega)
@@ -395,7 +404,7 @@ def _method_jobs(
                 enhanced if method.network else out,
                 out / "dr2",
                 dr2,
-                counts(preds),
+                _counts(files, preds),
                 provenance,
             )
 
