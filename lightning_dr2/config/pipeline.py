@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from lightning_dr2.config.ddpm import NetConfig
+from lightning_dr2.config.faces import RESTORE_MODES, check_faces
 from lightning_dr2.config.loader import Checks
 from lightning_dr2.config.run import WandbConfig
 from lightning_dr2.config.sets import (
@@ -17,6 +18,7 @@ from lightning_dr2.config.sets import (
     demo_settings,
 )
 from lightning_dr2.diffusion import DiffusionRequest
+from lightning_dr2.faces.config import FaceConfig
 from lightning_dr2.metrics.catalogue import default_metrics
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS
 
@@ -110,6 +112,10 @@ class RestoreConfig(PipelineConfig):
     limit: int = 0  # restore only the first `limit` images (sorted by path); 0 = all
     save_dr2: bool = True  # also write the DR2 intermediate (x0_hat at tau)
     comparison: bool = False  # also write input | DR2 | output side by side
+    # images: inputs are aligned faces. photos: whole photos; faces found, aligned, restored, pasted back
+    # (`faces.*`; outputs and manifest in docs/faces.md).
+    mode: str = "images"
+    faces: FaceConfig = field(default_factory=FaceConfig)
 
     # Keys a recipe or override must not set, and why (`config.recipes.load_config` refuses them).
     IGNORED_KEYS: ClassVar[dict[str, str]] = {"input": "is given by --input", "output": "is given by --output"}
@@ -118,6 +124,8 @@ class RestoreConfig(PipelineConfig):
     def check(c: Checks) -> None:
         PipelineConfig.check(c)
         c.at_least("limit", 0, " (0: every image)")
+        c.one_of("mode", RESTORE_MODES)
+        check_faces(c)
 
 
 @dataclass
