@@ -12,10 +12,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_dr2.config.loader import ConfigError
+from lightning_dr2.faces.background import BACKGROUNDS
 from lightning_dr2.faces.detection import DETECTORS
 
 SELECTIONS = ("all", "largest")
-BACKGROUNDS = ("bicubic",)  # + restoration-network names once the registry serves upsamplers
 
 
 @dataclass

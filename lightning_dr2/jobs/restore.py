@@ -79,7 +79,9 @@ def restore_settings(cfg: DictConfig, pipe: DR2E) -> dict[str, Any]:
 
 def run_restore(cfg: DictConfig, weights_dir: str | None = None, networks: Networks | None = None) -> RestoreSummary:
     """Restore `cfg.input` into `cfg.output`; `networks` loaded once by a caller that runs many jobs (eval), else
-    loaded from `cfg` here."""
+    loaded from `cfg` here. Whole photos (`mode=photos`) are `jobs.restore_photos.run_restore_photos`'s."""
+    if cfg.get("mode", "images") != "images":
+        raise ConfigError(f"run_restore restores aligned faces (mode=images); mode={cfg.mode} is run_restore_photos'")
     start = time.perf_counter()
     if cfg.input_policy not in SQUARE_POLICIES:
         raise ConfigError(f"input_policy must be one of {SQUARE_POLICIES}, got {cfg.input_policy!r}")

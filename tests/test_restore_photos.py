@@ -1,0 +1,165 @@
+"""`restore mode=photos`: whole photos in (faces detected, aligned, restored as one predict job, pasted back),
+with tiny random networks on generated and packaged photos. Outputs, manifest, resume and re-runs with other
+settings, bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import tiny_restore_cfg
+from PIL import Image
+
+from lightning_dr2.config.loader import ConfigError
+from lightning_dr2.datasets.synthetic import render_face_with_landmarks
+from lightning_dr2.faces.paste import crop_mask, crop_to_output
+from lightning_dr2.image_io import read_image
+from lightning_dr2.jobs.restore import run_restore
+from lightning_dr2.jobs.restore_photos import run_restore_photos
+
+pytest.importorskip("skimage", reason="scikit-image ships the packaged test photos (dev extra)")
+pytest.importorskip("dlib", reason="the offline face detector (dlib-bin) finds the faces")
+
+from lightning_dr2.jobs.face_benchmark import packaged_photo  # noqa: E402
+
+CROP = 96  # the restored crop's size (enhancer.size with enhancer=none): small, so DR2 on a CPU takes seconds
+
+
+def _two_faces() -> np.ndarray:
+    """Two generated faces side by side on packaged clutter (a 640x360 photo)."""
+    photo = cv2.resize(packaged_photo("gravel"), (640, 360))
+    for seed, (cx, cy) in ((3, (170.0, 180.0)), (5, (470.0, 180.0))):
+        face, _ = render_face_with_landmarks(seed, 256)
+        rotation = cv2.getRotationMatrix2D((128.0, 128.0), 0.0, 0.8)
+        rotation[:, 2] += (cx - 128.0, cy - 128.0)
+        alpha = cv2.warpAffine(np.ones((256, 256), np.float32), rotation, (640, 360))[..., None]
+        photo = (photo * (1 - alpha) + cv2.warpAffine(face, rotation, (640, 360)) * alpha).astype(np.uint8)
+    return photo
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """astronaut (RGBA, one real face), two generated faces (JPEG in a subfolder), a grayscale photo without
+    a face, and a text file."""
+    root = tmp_path_factory.mktemp("photos")
+    rgba = Image.fromarray(packaged_photo("astronaut")).convert("RGBA")
+    rgba.putalpha(Image.fromarray(np.where(np.arange(512)[None, :] < 40, 0, 255).astype(np.uint8).repeat(512, 0)))
+    rgba.save(root / "astronaut.png")
+    (root / "group").mkdir()
+    Image.fromarray(_two_faces()).save(root / "group" / "two.jpg", quality=95)
+    Image.fromarray(packaged_photo("coffee")).convert("L").save(root / "coffee.png")
+    (root / "notes.txt").write_text("not a photo")
+    return root
+
+
+def _cfg(unet_file: Path, photos: Path, out: Path, *extra: str):
+    return tiny_restore_cfg(
+        unet_file, photos, out, "mode=photos", "enhancer.name=none", f"enhancer.size={CROP}", "save_dr2=false", *extra
+    )
+
+
+@pytest.fixture(scope="module")
+def first_run(unet_file: Path, photos: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("out")
+    return out, run_restore_photos(_cfg(unet_file, photos, out))
+
+
+def test_photos_are_restored_whole_with_crops_and_counts(first_run, photos: Path) -> None:
+    out, summary = first_run
+    assert (summary.photos, summary.no_face, summary.faces) == (3, 1, 3)
+    assert summary.detected == 3 and summary.restored == 3 and summary.pasted == 3
+    assert [rel for rel, _ in summary.bad] == ["notes.txt"]  # listed, not a crash
+    for rel in ("astronaut.png", "group/two.png", "coffee.png"):
+        restored = read_image(out / "restored" / rel)
+        source = next(photos.glob(str(Path(rel).with_suffix(".*"))))
+        assert restored.shape == read_image(source).shape  # upscale=1: the photo's own size
+    for crop in ("astronaut/face_0.png", "group/two/face_0.png", "group/two/face_1.png"):
+        assert read_image(out / "crops" / "aligned" / crop).shape == (CROP, CROP, 3)
+        assert read_image(out / "crops" / "restored" / crop).shape == (CROP, CROP, 3)
+    assert not (out / "crops" / "aligned" / "coffee").exists()
+    # the grayscale photo without a face comes back as it was read (gray in RGB), byte for byte
+    np.testing.assert_array_equal(read_image(out / "restored" / "coffee.png"), read_image(photos / "coffee.png"))
+
+
+def test_pixels_outside_the_face_masks_are_unchanged(first_run, photos: Path) -> None:
+    out, _ = first_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    faces = {r["name"]: r for r in manifest["images"] if r["status"] == "ok"}
+    for rel, source in (("group/two.png", "group/two.jpg"), ("astronaut.png", "astronaut.png")):
+        photo, restored = read_image(photos / source), read_image(out / "restored" / rel)
+        inside = np.zeros(photo.shape[:2], np.float32)
+        for face in (f for f in faces.values() if f["photo"] == source):
+            to_photo = crop_to_output(np.asarray(face["transform"]), CROP, CROP, 1)
+            inside = np.maximum(inside, cv2.warpAffine(crop_mask(CROP, 0.02, 0.06), to_photo, photo.shape[1::-1]))
+        far = cv2.dilate((inside > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) == 0
+        assert far.mean() > 0.5
+        np.testing.assert_array_equal(restored[far], photo[far])
+        assert (restored[inside == 1] != photo[inside == 1]).any()  # the faces were replaced
+
+
+def test_manifest_has_every_face_with_its_geometry_and_settings(first_run) -> None:
+    out, _ = first_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    faces = [r for r in manifest["images"] if r["status"] == "ok"]
+    assert sorted(r["name"] for r in faces) == ["astronaut/face_0.png", "group/two/face_0.png", "group/two/face_1.png"]
+    for record in faces:
+        assert len(record["box"]) == 4 and set(record["landmarks"]) == {
+            "left_eye",
+            "right_eye",
+            "nose",
+            "mouth_left",
+            "mouth_right",
+        }
+        assert np.asarray(record["transform"]).shape == (2, 3) and record["score"] > 0
+        assert (record["N"], record["tau"], record["method"]) == (4, 6, "DR2")
+        assert isinstance(record["seed"], int) and record["fingerprint"]
+    assert len({r["seed"] for r in faces}) == 3  # per face, from the base seed and the crop's name
+    two = [r for r in faces if r["photo"] == "group/two.jpg"]
+    assert two[0]["box"][2] - two[0]["box"][0] >= two[1]["box"][2] - two[1]["box"][0]  # largest first
+    photos = {p["name"]: p for p in manifest["photos"]}
+    assert photos["group/two.jpg"]["faces"] == ["group/two/face_0.png", "group/two/face_1.png"]
+    assert photos["coffee.png"]["detected"] == 0 and photos["coffee.png"]["restored"] == "restored/coffee.png"
+    assert {"notes.txt"} <= {r["name"] for r in manifest["images"] if r["status"] == "bad"}
+    detection = json.loads((out / "faces" / "group" / "two.json").read_text())
+    assert detection["detector"] == "dlib_hog" and len(detection["faces"]) == 2
+
+
+def test_rerun_reuses_everything_and_other_settings_recompute_only_what_they_change(
+    first_run, unet_file: Path, photos: Path
+) -> None:
+    out, _ = first_run
+    before = {p: p.stat().st_mtime_ns for p in (out / "restored").rglob("*.png")}
+    again = run_restore_photos(_cfg(unet_file, photos, out))
+    assert (again.detected, again.restored, again.reused, again.pasted) == (0, 0, 3, 0)
+    assert {p: p.stat().st_mtime_ns for p in (out / "restored").rglob("*.png")} == before
+    # another N: every crop again, no detection, every photo with a face pasted again
+    other_n = run_restore_photos(_cfg(unet_file, photos, out, "dr2.N=2"))
+    assert (other_n.detected, other_n.restored, other_n.recomputed, other_n.pasted) == (0, 3, 3, 2)
+    # another mask: pasted again, nothing restored or detected
+    other_erode = run_restore_photos(_cfg(unet_file, photos, out, "dr2.N=2", "faces.erode=0.05"))
+    assert (other_erode.detected, other_erode.restored, other_erode.pasted) == (0, 0, 3)
+    # the largest face only: detected again; the two-face photo loses its second crop, the rest is reused
+    largest = run_restore_photos(_cfg(unet_file, photos, out, "dr2.N=2", "faces.erode=0.05", "faces.select=largest"))
+    assert largest.detected == 3 and largest.faces == 2 and largest.skipped_not_largest == 1
+    assert largest.restored == 0 and largest.reused == 2
+    assert not (out / "crops" / "aligned" / "group" / "two" / "face_1.png").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "group/two/face_1.png" in manifest["stale"]
+
+
+def test_upscaled_photos_have_the_upscaled_size(unet_file: Path, photos: Path, tmp_path: Path) -> None:
+    summary = run_restore_photos(_cfg(unet_file, photos, tmp_path / "out", "faces.upscale=2", "limit=1"))
+    assert summary.photos == 1
+    assert read_image(tmp_path / "out" / "restored" / "astronaut.png").shape == (1024, 1024, 3)
+
+
+def test_face_settings_are_checked_at_load_time_and_modes_do_not_mix(unet_file: Path, photos: Path, tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"faces\.select='biggest' must be one of"):
+        _cfg(unet_file, photos, tmp_path / "o", "faces.select=biggest")
+    with pytest.raises(ConfigError, match=r"mode='video' must be one of \['images', 'photos'\]"):
+        _cfg(unet_file, photos, tmp_path / "o", "mode=video")
+    with pytest.raises(ConfigError, match="run_restore_photos"):
+        run_restore(_cfg(unet_file, photos, tmp_path / "o"))
