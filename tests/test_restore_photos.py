@@ -163,3 +163,90 @@ def test_face_settings_are_checked_at_load_time_and_modes_do_not_mix(unet_file: 
         _cfg(unet_file, photos, tmp_path / "o", "mode=video")
     with pytest.raises(ConfigError, match="run_restore_photos"):
         run_restore(_cfg(unet_file, photos, tmp_path / "o"))
+
+
+# --- Real-ESRGAN behind the faces (faces.background=realesrgan_x2plus) ----------------------------------------
+
+TINY_RRDB = {"num_feat": 8, "num_block": 1, "num_grow_ch": 32}  # spandrel fixes the growth at 32
+
+
+def _save_tiny_realesrgan(folder: Path, scale: int) -> Path:
+    """A tiny RRDBNet of `scale` with seeded random weights, saved as the release is ({"params_ema": ...})."""
+    import torch
+
+    from lightning_dr2.nets.rrdbnet import RRDBNet
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(scale)
+        net = RRDBNet(scale=scale, **TINY_RRDB)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"RealESRGAN_x{scale}plus.pth"
+    torch.save({"params_ema": net.state_dict()}, path)
+    return path
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_realesrgan_files_load_strictly_and_match_spandrels_port(scale: int, tmp_path: Path, monkeypatch) -> None:
+    """Our RRDBNet keeps the released key layout (spandrel recognises the file as Real-ESRGAN) and computes what
+    spandrel's independent ESRGAN port computes from the same file."""
+    import torch
+    from spandrel import ModelLoader
+
+    from lightning_dr2.exports.restorer import load_restorer
+
+    monkeypatch.setenv("DR2_WEIGHTS", str(tmp_path))
+    path = _save_tiny_realesrgan(tmp_path, scale)
+    loaded = load_restorer(f"realesrgan_x{scale}plus")
+    assert loaded.path == path and loaded.options == {"scale": scale, **TINY_RRDB}  # the file decides its config
+    reference = ModelLoader().load_from_file(path)
+    assert reference.architecture.id == "ESRGAN" and reference.scale == scale
+    x = torch.rand(1, 3, 12, 18) * 2 - 1
+    with torch.no_grad():
+        ours = loaded.module(x)
+        theirs = reference.model((x + 1) / 2).clamp(0, 1) * 2 - 1
+    assert ours.shape == (1, 3, 12 * scale, 18 * scale)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # odd sides: reflect-padded for the x2 model's unshuffle, the padding cropped off
+        assert loaded.module(torch.zeros(1, 3, 7, 9)).shape == (1, 3, 7 * scale, 9 * scale)
+
+
+def test_missing_realesrgan_file_names_it_and_the_fetch_command(unet_file: Path, photos: Path, tmp_path) -> None:
+    from lightning_dr2.weights import MissingWeightsError
+
+    cfg = _cfg(unet_file, photos, tmp_path / "out", "faces.upscale=2", "faces.background=realesrgan_x2plus")
+    with pytest.raises(MissingWeightsError, match=r"RealESRGAN_x2plus\.pth(.|\n)*weights --fetch RealESRGAN_x2plus"):
+        run_restore_photos(cfg)
+    assert not (tmp_path / "out" / "crops").exists()  # stopped before any work
+
+
+def test_realesrgan_background_behind_the_faces(unet_file: Path, tmp_path: Path, monkeypatch) -> None:
+    from lightning_dr2.exports.restorer import load_restorer
+    from lightning_dr2.faces.background import network_upsampler
+
+    monkeypatch.setenv("DR2_WEIGHTS", str(tmp_path / "weights"))
+    _save_tiny_realesrgan(tmp_path / "weights", 2)
+    (tmp_path / "in").mkdir()
+    photo = cv2.resize(packaged_photo("astronaut"), (256, 256), interpolation=cv2.INTER_AREA)
+    Image.fromarray(photo).save(tmp_path / "in" / "astronaut.png")
+    out, extra = tmp_path / "out", ("faces.upscale=2", "faces.background=realesrgan_x2plus")
+    summary = run_restore_photos(_cfg(unet_file, tmp_path / "in", out, *extra))
+    assert summary.photos == 1 and summary.faces == 1
+    restored = read_image(out / "restored" / "astronaut.png")
+    background = network_upsampler(load_restorer("realesrgan_x2plus").module)(photo, 2)
+    assert restored.shape == background.shape == (512, 512, 3)
+    np.testing.assert_array_equal(restored[440:], background[440:])  # far below the face: the upsampler's pixels
+    assert np.abs(restored[440:].astype(int) - cv2.resize(photo, (512, 512))[440:]).mean() > 1  # not bicubic
+    again = run_restore_photos(_cfg(unet_file, tmp_path / "in", out, *extra))
+    assert again.pasted == 0 and again.reused == 1
+
+
+def test_an_upsampler_of_another_scale_is_resized_to_the_asked_one(tmp_path: Path, monkeypatch) -> None:
+    from lightning_dr2.exports.restorer import load_restorer
+    from lightning_dr2.faces.background import network_upsampler
+
+    monkeypatch.setenv("DR2_WEIGHTS", str(tmp_path))
+    _save_tiny_realesrgan(tmp_path, 4)
+    upsample = network_upsampler(load_restorer("realesrgan_x4plus").module)
+    image = np.random.default_rng(0).integers(0, 256, (10, 14, 3), dtype=np.uint8)
+    assert upsample(image, 2).shape == (20, 28, 3) and upsample(image, 3).shape == (30, 42, 3)
+    assert upsample(image, 1) is image  # upscale 1: the photo itself

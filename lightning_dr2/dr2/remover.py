@@ -237,9 +237,7 @@ class DR2:
         return self.run(y, N, tau, omega, noise=noise, generator=generator, seeds=seeds).x0
 
     @torch.no_grad()
-    def by_setting(
-        self, y: Tensor, settings: Sequence[tuple[int, int, int | None]], seeds: Sequence[int]
-    ) -> Tensor:
+    def by_setting(self, y: Tensor, settings: Sequence[tuple[int, int, int | None]], seeds: Sequence[int]) -> Tensor:
         """x0_hat (clamped to [-1, 1]) of a batch whose rows each have their own (N, tau, omega) and seed.
 
         One DR2 loop runs per distinct setting (the loop's grid is shared by a call); per-image seeds keep

@@ -30,10 +30,10 @@ from omegaconf import DictConfig
 
 from lightning_dr2.datasets.predict_inputs import RestoreInputs, WorkItems
 from lightning_dr2.dr2.pipeline import DR2E, Networks
-from lightning_dr2.faces.background import background_upsampler
+from lightning_dr2.faces.background import Background, load_background
 from lightning_dr2.faces.config import FaceConfig, check_face_config
 from lightning_dr2.faces.face import FaceDetector
-from lightning_dr2.faces.paste import paste_faces
+from lightning_dr2.faces.paste import BackgroundUpsampler, paste_faces
 from lightning_dr2.faces.photo import face_detector, find_faces
 from lightning_dr2.files import write_json
 from lightning_dr2.image_io import BadImageError, output_name, read_image, write_png
@@ -168,6 +168,7 @@ def paste_photo(
     record: dict[str, Any],
     crops: dict[str, dict[str, Any]],
     face: FaceConfig,
+    upsample: BackgroundUpsampler,
 ) -> int:
     """Phase 3 for one photo: the number of faces pasted; writes OUT/restored/<rel>.png."""
     faces, matrices = [], []
@@ -185,18 +186,20 @@ def paste_photo(
         upscale=face.upscale,
         erode=face.erode,
         feather=face.feather,
-        upsampler=background_upsampler(face.background),
+        upsampler=upsample,
     )
     write_png(output_dir / PHOTOS_DIR / output_name(rel), out)
     return len(faces)
 
 
-def paste_fingerprint(record: dict[str, Any], crops: dict[str, dict[str, Any]], face: FaceConfig) -> str:
-    """What a restored photo depends on: its detection, its restored crops (their fingerprints) and the paste
-    settings."""
+def paste_fingerprint(
+    record: dict[str, Any], crops: dict[str, dict[str, Any]], face: FaceConfig, background: str
+) -> str:
+    """What a restored photo depends on: its detection, its restored crops (their fingerprints), the paste
+    settings and the background upsampler (its weights)."""
     restored = [crops.get(f["crop"], {}).get("fingerprint") for f in record["faces"]]
     fields = {"detection": record["fingerprint"], "crops": restored, **{k: getattr(face, k) for k in PASTE_KEYS}}
-    return fingerprint(fields)
+    return fingerprint({**fields, "background": background})
 
 
 def run_restore_photos(
@@ -211,6 +214,8 @@ def run_restore_photos(
     pipe = DR2E.from_config(cfg, device="cpu", weights_dir=weights_dir, networks=networks)
     crop_size = pipe.enhancer_size  # what the restored crop comes back at; DR2E resizes it to the UNet's size
 
+    # Loaded before any work, so a missing weight file stops the job at once; upscale 1 keeps the photo itself.
+    background = load_background(face.background, weights_dir) if face.upscale > 1 else Background("none")
     detection = Detection(input_dir, output_dir, face, crop_size)
     records: dict[str, dict[str, Any]] = {}
     unusable = list(inputs.unusable)
@@ -248,13 +253,14 @@ def run_restore_photos(
         return PhotosSummary(output_dir, len(records), 0, 0, 0, 0, detection.detected, 0, 0, 0, 0, [], 0.0)
 
     crops = {r["name"]: r for r in result.records}
+    upsample = background.upsampler("cuda" if accelerator == "gpu" else "cpu")
     photos, pasted = [], 0
     for rel, record in records.items():
-        expected = paste_fingerprint(record, crops, face)
+        expected = paste_fingerprint(record, crops, face, background.identity)
         final = output_dir / PHOTOS_DIR / output_name(rel)
         entry = earlier_photos.get(rel, {})
         if not (final.is_file() and entry.get("paste_fingerprint") == expected):
-            entry = {"faces_pasted": paste_photo(input_dir, output_dir, rel, record, crops, face)}
+            entry = {"faces_pasted": paste_photo(input_dir, output_dir, rel, record, crops, face, upsample)}
             pasted += 1
         photos.append(
             {

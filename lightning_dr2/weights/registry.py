@@ -221,6 +221,18 @@ _REGISTRY: tuple[WeightFile, ...] = (
         source="https://github.com/xinntao/facexlib (releases v0.1.0)",
         used_by="lightning_dr2.faces.retinaface (faces.detector=retinaface_mobilenet0.25)",
     ),
+    # --- background upsamplers (restore mode=photos, faces.background) ---
+    *(
+        WeightFile(
+            name=f"RealESRGAN_x{scale}plus.pth",
+            role="image upsampler",
+            description=f"Real-ESRGAN x{scale}plus (RRDBNet, {blocks}): the photo behind the restored faces, x{scale}",
+            urls=(f"https://github.com/xinntao/Real-ESRGAN/releases/download/{release}/RealESRGAN_x{scale}plus.pth",),
+            source=f"https://github.com/xinntao/Real-ESRGAN (releases {release}; BSD-3-Clause)",
+            used_by=f"lightning_dr2.nets.rrdbnet (faces.background=realesrgan_x{scale}plus)",
+        )
+        for scale, release, blocks in ((2, "v0.2.1", "23 blocks, pixel unshuffle x2"), (4, "v0.1.0", "23 blocks"))
+    ),
     # --- training ---
     WeightFile(
         name="vgg19-dcbb9e9d.pth",
