@@ -5,12 +5,14 @@ settings, bad inputs."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from conftest import tiny_restore_cfg
+from contract import assert_uint8_close
 from PIL import Image
 
 from lightning_dr2.config.loader import ConfigError
@@ -43,7 +45,7 @@ def _two_faces() -> np.ndarray:
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """astronaut (RGBA, one real face), two generated faces (JPEG in a subfolder), a grayscale photo without
-    a face, and a text file."""
+    a face, a truncated JPEG and a text file."""
     root = tmp_path_factory.mktemp("photos")
     rgba = Image.fromarray(packaged_photo("astronaut")).convert("RGBA")
     rgba.putalpha(Image.fromarray(np.where(np.arange(512)[None, :] < 40, 0, 255).astype(np.uint8).repeat(512, 0)))
@@ -52,6 +54,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Image.fromarray(_two_faces()).save(root / "group" / "two.jpg", quality=95)
     Image.fromarray(packaged_photo("coffee")).convert("L").save(root / "coffee.png")
     (root / "notes.txt").write_text("not a photo")
+    (root / "broken.jpg").write_bytes((root / "group" / "two.jpg").read_bytes()[:2000])
     return root
 
 
@@ -71,7 +74,7 @@ def test_photos_are_restored_whole_with_crops_and_counts(first_run, photos: Path
     out, summary = first_run
     assert (summary.photos, summary.no_face, summary.faces) == (3, 1, 3)
     assert summary.detected == 3 and summary.restored == 3 and summary.pasted == 3
-    assert [rel for rel, _ in summary.bad] == ["notes.txt"]  # listed, not a crash
+    assert sorted(rel for rel, _ in summary.bad) == ["broken.jpg", "notes.txt"]  # listed, not a crash
     for rel in ("astronaut.png", "group/two.png", "coffee.png"):
         restored = read_image(out / "restored" / rel)
         source = next(photos.glob(str(Path(rel).with_suffix(".*"))))
@@ -122,15 +125,15 @@ def test_manifest_has_every_face_with_its_geometry_and_settings(first_run) -> No
     photos = {p["name"]: p for p in manifest["photos"]}
     assert photos["group/two.jpg"]["faces"] == ["group/two/face_0.png", "group/two/face_1.png"]
     assert photos["coffee.png"]["detected"] == 0 and photos["coffee.png"]["restored"] == "restored/coffee.png"
-    assert {"notes.txt"} <= {r["name"] for r in manifest["images"] if r["status"] == "bad"}
+    assert {r["name"] for r in manifest["images"] if r["status"] == "bad"} == {"broken.jpg", "notes.txt"}
     detection = json.loads((out / "faces" / "group" / "two.json").read_text())
     assert detection["detector"] == "dlib_hog" and len(detection["faces"]) == 2
 
 
 def test_rerun_reuses_everything_and_other_settings_recompute_only_what_they_change(
-    first_run, unet_file: Path, photos: Path
+    first_run, unet_file: Path, photos: Path, tmp_path: Path
 ) -> None:
-    out, _ = first_run
+    out = Path(shutil.copytree(first_run[0], tmp_path / "out"))  # the first run's outputs stay as they are
     before = {p: p.stat().st_mtime_ns for p in (out / "restored").rglob("*.png")}
     again = run_restore_photos(_cfg(unet_file, photos, out))
     assert (again.detected, again.restored, again.reused, again.pasted) == (0, 0, 3, 0)
@@ -148,6 +151,22 @@ def test_rerun_reuses_everything_and_other_settings_recompute_only_what_they_cha
     assert not (out / "crops" / "aligned" / "group" / "two" / "face_1.png").exists()
     manifest = json.loads((out / "manifest.json").read_text())
     assert "group/two/face_1.png" in manifest["stale"]
+
+
+@pytest.mark.slow  # spawning 2 processes takes ~30 s on a 2-core machine
+def test_two_processes_restore_each_face_once_as_one_process_does(first_run, unet_file: Path, photos: Path, tmp_path):
+    """The crops of all photos are one predict job: sharded over 2 CPU processes (ddp_spawn), each face is
+    restored exactly once, equal to the 1-process run to the contract's bound."""
+    one, _ = first_run
+    two = tmp_path / "two"
+    summary = run_restore_photos(_cfg(unet_file, photos, two, "devices=2", "strategy=ddp_spawn", "batch_size=1"))
+    assert summary.restored == 3 and summary.pasted == 3
+    names = [r["name"] for r in json.loads((two / "manifest.json").read_text())["images"] if r["status"] == "ok"]
+    assert len(names) == len(set(names)) == 3
+    for name in names:
+        assert_uint8_close(
+            read_image(two / "crops" / "restored" / name), read_image(one / "crops" / "restored" / name), name
+        )
 
 
 def test_upscaled_photos_have_the_upscaled_size(unet_file: Path, photos: Path, tmp_path: Path) -> None:
