@@ -269,3 +269,14 @@ def test_an_upsampler_of_another_scale_is_resized_to_the_asked_one(tmp_path: Pat
     image = np.random.default_rng(0).integers(0, 256, (10, 14, 3), dtype=np.uint8)
     assert upsample(image, 2).shape == (20, 28, 3) and upsample(image, 3).shape == (30, 42, 3)
     assert upsample(image, 1) is image  # upscale 1: the photo itself
+
+
+def test_command_line_runs_photos_mode_and_prints_its_summary(unet_file: Path, photos: Path, tmp_path, capsys) -> None:
+    from lightning_dr2.cli import main
+
+    argv = ["restore", "--input", str(photos), "--output", str(tmp_path / "out"), "mode=photos", "limit=1"]
+    argv += [f"unet_weights={unet_file}", "dr2.N=4", "dr2.tau=6", "dr2.omega=8", "enhancer.name=none"]
+    assert main([*argv, f"enhancer.size={CROP}", "num_workers=0", "progress_bar=false"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 photos (0 without a face" in printed and "restored 1 faces" in printed
+    assert (tmp_path / "out" / "restored" / "astronaut.png").is_file()
