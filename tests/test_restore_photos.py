@@ -280,3 +280,19 @@ def test_command_line_runs_photos_mode_and_prints_its_summary(unet_file: Path, p
     printed = capsys.readouterr().out
     assert "1 photos (0 without a face" in printed and "restored 1 faces" in printed
     assert (tmp_path / "out" / "restored" / "astronaut.png").is_file()
+
+
+@pytest.mark.slow  # spawning the workers (each imports torch and Lightning) takes ~20 s on a 2-core machine
+def test_detection_in_worker_processes_gives_the_same_records(
+    first_run, unet_file: Path, photos: Path, tmp_path, monkeypatch
+) -> None:
+    """Phase 1 shared by 2 spawned processes (forced for 4 photos) writes the records one process writes."""
+    from lightning_dr2.jobs import restore_photos
+
+    monkeypatch.setattr(restore_photos, "POOL_MIN_PHOTOS", 1)
+    out = tmp_path / "pool"
+    summary = run_restore_photos(_cfg(unet_file, photos, out, "num_workers=2", "limit=0"))
+    assert summary.detected == 3 and sorted(rel for rel, _ in summary.bad) == ["broken.jpg", "notes.txt"]
+    for record in (first_run[0] / "faces").rglob("*.json"):
+        rel = record.relative_to(first_run[0])
+        assert json.loads((out / rel).read_text()) == json.loads(record.read_text()), rel

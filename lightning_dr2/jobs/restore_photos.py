@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from lightning_dr2.image_io import BadImageError, output_name, read_image, write
 from lightning_dr2.jobs.predict_engine import checked_folders, list_inputs, resolve_accelerator, run_predict
 from lightning_dr2.jobs.restore import restore_settings
 from lightning_dr2.modules.predict import RestoreModule
+from lightning_dr2.parallel import spawn_pool
 from lightning_dr2.provenance import MANIFEST, fingerprint, read_manifest
 from lightning_dr2.weights import sha256sum
 
@@ -96,36 +98,43 @@ def detection_settings(face: FaceConfig, crop_size: int) -> dict[str, Any]:
 
 
 class Detection:
-    """Phase 1: the detection record of each photo, reused when its fingerprint is current; the detector is
-    built only when a photo needs it (a finished re-run never loads it)."""
+    """Phase 1 for one photo at a time: its detection record, reused when its fingerprint is current; the
+    detector is built only when a photo needs it (a finished re-run never loads it)."""
 
-    def __init__(self, input_dir: Path, output_dir: Path, face: FaceConfig, crop_size: int) -> None:
+    def __init__(
+        self, input_dir: Path, output_dir: Path, face: FaceConfig, crop_size: int, device: str = "cpu"
+    ) -> None:
         self.input_dir, self.output_dir, self.face, self.crop_size = input_dir, output_dir, face, crop_size
+        self.device = device  # RetinaFace's; dlib runs on the CPU
         self.settings = detection_settings(face, crop_size)
         self._detector: FaceDetector | None = None
-        self.detected = 0
 
     def record_path(self, rel: str) -> Path:
         return self.output_dir / FACES_DIR / f"{photo_key(rel)}.json"
 
-    def record(self, rel: str) -> dict[str, Any]:
-        """The photo's detection record (its own or made now); BadImageError when it cannot be decoded."""
+    def earlier(self, rel: str) -> tuple[dict[str, Any] | None, str]:
+        """(the photo's finished record when its fingerprint is current and its crops exist, else None; the
+        current fingerprint)."""
         photo_sha = sha256sum(self.input_dir / rel)
         expected = fingerprint({**self.settings, "photo_sha256": photo_sha})
-        path = self.record_path(rel)
-        earlier = _read_record(path)
+        record = _read_record(self.record_path(rel))
         if (
-            isinstance(earlier, dict)
-            and earlier.get("fingerprint") == expected
-            and all((self.output_dir / ALIGNED_DIR / f["crop"]).is_file() for f in earlier.get("faces", []))
+            record is not None
+            and record.get("fingerprint") == expected
+            and all((self.output_dir / ALIGNED_DIR / f["crop"]).is_file() for f in record.get("faces", []))
         ):
-            return earlier
+            return record, expected
+        return None, expected
+
+    def detect(self, rel: str, expected: str) -> dict[str, Any]:
+        """Detect and align the photo's faces now, write its crops and record; BadImageError when it cannot be
+        decoded."""
         photo = read_image(self.input_dir / rel)
         if self._detector is None:
-            self._detector = face_detector(self.face)
+            self._detector = face_detector(self.face, self.device)
         found = find_faces(photo, self._detector, self.crop_size, self.face)
-        self.detected += 1
-        record = {"photo": rel, "photo_sha256": photo_sha, "fingerprint": expected, **self.settings}
+        record = {"photo": rel, "photo_sha256": sha256sum(self.input_dir / rel), "fingerprint": expected}
+        record.update(self.settings)
         record.update(found.manifest())
         folder = self.output_dir / ALIGNED_DIR / photo_key(rel)
         kept = set()
@@ -136,8 +145,61 @@ class Detection:
         for old in folder.glob("face_*.png"):  # faces of an earlier detection that are gone now
             if f"{photo_key(rel)}/{old.name}" not in kept:
                 old.unlink()
-        write_json(path, record)
+        write_json(self.record_path(rel), record)
         return record
+
+    def detect_or_bad(self, rel: str, expected: str) -> dict[str, Any] | str:
+        """`detect`, or the reason the photo cannot be decoded (a string crosses process boundaries plainly)."""
+        try:
+            return self.detect(rel, expected)
+        except BadImageError as err:
+            return err.reason
+
+
+# A photo folder needs at least this many photos to detect before phase 1 starts worker processes: starting
+# them (spawn, imports) costs seconds, more than a few photos take to detect in this process.
+POOL_MIN_PHOTOS = 8
+
+_worker_detection: Detection | None = None  # one per worker process, its detector built once
+
+
+def _init_worker(input_dir: Path, output_dir: Path, face: FaceConfig, crop_size: int) -> None:
+    global _worker_detection
+    _worker_detection = Detection(input_dir, output_dir, face, crop_size)
+
+
+def _detect_in_worker(task: tuple[str, str]) -> dict[str, Any] | str:
+    assert _worker_detection is not None
+    return _worker_detection.detect_or_bad(*task)
+
+
+def detect_photos(
+    detection: Detection, rels: list[str], workers: int
+) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]], int]:
+    """Phase 1 over every photo: (records by photo, photos that cannot be decoded with the reason, number of
+    photos detected now). Photos to detect are shared by `workers` processes when there are enough of them
+    (`POOL_MIN_PHOTOS`) and the detector runs on the CPU; each writes its own photos' files."""
+    records: dict[str, dict[str, Any]] = {}
+    todo: list[tuple[str, str]] = []
+    for rel in rels:
+        finished, expected = detection.earlier(rel)
+        if finished is not None:
+            records[rel] = finished
+        else:
+            todo.append((rel, expected))
+    if workers > 0 and len(todo) >= POOL_MIN_PHOTOS and detection.device == "cpu":
+        init = (detection.input_dir, detection.output_dir, detection.face, detection.crop_size)
+        with spawn_pool(min(workers, len(todo)), partial(_init_worker, *init)) as pool:
+            results = list(pool.map(_detect_in_worker, todo, chunksize=4))
+    else:
+        results = [detection.detect_or_bad(*task) for task in todo]
+    bad = []
+    for (rel, _), result in zip(todo, results, strict=True):
+        if isinstance(result, str):
+            bad.append((rel, result))
+        else:
+            records[rel] = result
+    return {rel: records[rel] for rel in rels if rel in records}, bad, len(todo) - len(bad)
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:
@@ -216,14 +278,12 @@ def run_restore_photos(
 
     # Loaded before any work, so a missing weight file stops the job at once; upscale 1 keeps the photo itself.
     background = load_background(face.background, weights_dir) if face.upscale > 1 else Background("none")
-    detection = Detection(input_dir, output_dir, face, crop_size)
-    records: dict[str, dict[str, Any]] = {}
-    unusable = list(inputs.unusable)
-    for rel in inputs.rels:
-        try:
-            records[rel] = detection.record(rel)
-        except BadImageError as err:
-            unusable.append((rel, err.reason))
+    device = "cuda" if accelerator == "gpu" else "cpu"
+    detection = Detection(
+        input_dir, output_dir, face, crop_size, device if face.detector.startswith("retinaface") else "cpu"
+    )
+    records, undecodable, detected = detect_photos(detection, inputs.rels, cfg.num_workers)
+    unusable = inputs.unusable + undecodable
     earlier_photos = {p["name"]: p for p in (read_manifest(output_dir) or {}).get("photos", [])}
 
     aligned_dir = output_dir / ALIGNED_DIR
@@ -250,10 +310,10 @@ def run_restore_photos(
         comparison=cfg.comparison,
     )
     if result.records is None:  # another rank of a multi-GPU job: rank 0 pastes and writes the manifest
-        return PhotosSummary(output_dir, len(records), 0, 0, 0, 0, detection.detected, 0, 0, 0, 0, [], 0.0)
+        return PhotosSummary(output_dir, len(records), 0, 0, 0, 0, detected, 0, 0, 0, 0, [], 0.0)
 
     crops = {r["name"]: r for r in result.records}
-    upsample = background.upsampler("cuda" if accelerator == "gpu" else "cpu")
+    upsample = background.upsampler(device)
     photos, pasted = [], 0
     for rel, record in records.items():
         expected = paste_fingerprint(record, crops, face, background.identity)
@@ -285,7 +345,7 @@ def run_restore_photos(
         faces=len(work),
         skipped_too_small=sum(r["skipped_too_small"] for r in records.values()),
         skipped_not_largest=sum(r["skipped_not_largest"] for r in records.values()),
-        detected=detection.detected,
+        detected=detected,
         restored=len(result.made()),
         reused=len(result.reused),
         recomputed=len(result.recomputed),
