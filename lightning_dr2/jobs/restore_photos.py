@@ -112,9 +112,9 @@ class Detection:
     def record_path(self, rel: str) -> Path:
         return self.output_dir / FACES_DIR / f"{photo_key(rel)}.json"
 
-    def earlier(self, rel: str) -> tuple[dict[str, Any] | None, str]:
-        """(the photo's finished record when its fingerprint is current and its crops exist, else None; the
-        current fingerprint)."""
+    def earlier(self, rel: str) -> tuple[dict[str, Any] | None, tuple[str, str, str]]:
+        """(the photo's finished record when its fingerprint is current and its crops exist, else None; the task
+        that makes it: (rel, the photo's sha256, the current fingerprint))."""
         photo_sha = sha256sum(self.input_dir / rel)
         expected = fingerprint({**self.settings, "photo_sha256": photo_sha})
         record = _read_record(self.record_path(rel))
@@ -123,17 +123,17 @@ class Detection:
             and record.get("fingerprint") == expected
             and all((self.output_dir / ALIGNED_DIR / f["crop"]).is_file() for f in record.get("faces", []))
         ):
-            return record, expected
-        return None, expected
+            return record, (rel, photo_sha, expected)
+        return None, (rel, photo_sha, expected)
 
-    def detect(self, rel: str, expected: str) -> dict[str, Any]:
+    def detect(self, rel: str, photo_sha: str, expected: str) -> dict[str, Any]:
         """Detect and align the photo's faces now, write its crops and record; BadImageError when it cannot be
         decoded."""
         photo = read_image(self.input_dir / rel)
         if self._detector is None:
             self._detector = face_detector(self.face, self.device)
         found = find_faces(photo, self._detector, self.crop_size, self.face)
-        record = {"photo": rel, "photo_sha256": sha256sum(self.input_dir / rel), "fingerprint": expected}
+        record = {"photo": rel, "photo_sha256": photo_sha, "fingerprint": expected}
         record.update(self.settings)
         record.update(found.manifest())
         folder = self.output_dir / ALIGNED_DIR / photo_key(rel)
@@ -148,10 +148,10 @@ class Detection:
         write_json(self.record_path(rel), record)
         return record
 
-    def detect_or_bad(self, rel: str, expected: str) -> dict[str, Any] | str:
+    def detect_or_bad(self, rel: str, photo_sha: str, expected: str) -> dict[str, Any] | str:
         """`detect`, or the reason the photo cannot be decoded (a string crosses process boundaries plainly)."""
         try:
-            return self.detect(rel, expected)
+            return self.detect(rel, photo_sha, expected)
         except BadImageError as err:
             return err.reason
 
@@ -168,7 +168,7 @@ def _init_worker(input_dir: Path, output_dir: Path, face: FaceConfig, crop_size:
     _worker_detection = Detection(input_dir, output_dir, face, crop_size)
 
 
-def _detect_in_worker(task: tuple[str, str]) -> dict[str, Any] | str:
+def _detect_in_worker(task: tuple[str, str, str]) -> dict[str, Any] | str:
     assert _worker_detection is not None
     return _worker_detection.detect_or_bad(*task)
 
@@ -180,13 +180,13 @@ def detect_photos(
     photos detected now). Photos to detect are shared by `workers` processes when there are enough of them
     (`POOL_MIN_PHOTOS`) and the detector runs on the CPU; each writes its own photos' files."""
     records: dict[str, dict[str, Any]] = {}
-    todo: list[tuple[str, str]] = []
+    todo: list[tuple[str, str, str]] = []
     for rel in rels:
-        finished, expected = detection.earlier(rel)
+        finished, task = detection.earlier(rel)
         if finished is not None:
             records[rel] = finished
         else:
-            todo.append((rel, expected))
+            todo.append(task)
     if workers > 0 and len(todo) >= POOL_MIN_PHOTOS and detection.device == "cpu":
         init = (detection.input_dir, detection.output_dir, detection.face, detection.crop_size)
         with spawn_pool(min(workers, len(todo)), partial(_init_worker, *init)) as pool:
@@ -194,7 +194,7 @@ def detect_photos(
     else:
         results = [detection.detect_or_bad(*task) for task in todo]
     bad = []
-    for (rel, _), result in zip(todo, results, strict=True):
+    for (rel, _, _), result in zip(todo, results, strict=True):
         if isinstance(result, str):
             bad.append((rel, result))
         else:
