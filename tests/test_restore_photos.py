@@ -296,3 +296,24 @@ def test_detection_in_worker_processes_gives_the_same_records(
     for record in (first_run[0] / "faces").rglob("*.json"):
         rel = record.relative_to(first_run[0])
         assert json.loads((out / rel).read_text()) == json.loads(record.read_text()), rel
+
+
+def test_reuse_strict_refuses_other_settings_before_writing_anything(
+    first_run, unet_file: Path, photos: Path, tmp_path: Path
+) -> None:
+    from lightning_dr2.provenance import ReuseRefused
+
+    out = Path(shutil.copytree(first_run[0], tmp_path / "out"))
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.suffix in (".png", ".json")}
+    for extra, changed in (
+        ("dr2.N=2", "N"),
+        ("faces.select=largest", "select"),
+        ("faces.min_face_px=200", "min_face_px"),
+        ("faces.erode=0.05", "faces.erode"),
+    ):
+        with pytest.raises(ReuseRefused, match=rf"changed: [^)]*{changed}"):
+            run_restore_photos(_cfg(unet_file, photos, out, "reuse=strict", extra))
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.suffix in (".png", ".json")}
+    assert after == before
+    same = run_restore_photos(_cfg(unet_file, photos, out, "reuse=strict"))
+    assert (same.detected, same.restored, same.reused, same.pasted) == (0, 0, 3, 0)

@@ -42,7 +42,7 @@ from lightning_dr2.jobs.predict_engine import checked_folders, list_inputs, reso
 from lightning_dr2.jobs.restore import restore_settings
 from lightning_dr2.modules.predict import RestoreModule
 from lightning_dr2.parallel import spawn_pool
-from lightning_dr2.provenance import MANIFEST, fingerprint, read_manifest
+from lightning_dr2.provenance import MANIFEST, ReuseRefused, changed_keys, fingerprint, read_manifest
 from lightning_dr2.weights import sha256sum
 
 log = logging.getLogger(__name__)
@@ -174,19 +174,27 @@ def _detect_in_worker(task: tuple[str, str, str]) -> dict[str, Any] | str:
 
 
 def detect_photos(
-    detection: Detection, rels: list[str], workers: int
+    detection: Detection, rels: list[str], workers: int, strict: bool = False
 ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]], int]:
     """Phase 1 over every photo: (records by photo, photos that cannot be decoded with the reason, number of
     photos detected now). Photos to detect are shared by `workers` processes when there are enough of them
-    (`POOL_MIN_PHOTOS`) and the detector runs on the CPU; each writes its own photos' files."""
+    (`POOL_MIN_PHOTOS`) and the detector runs on the CPU; each writes its own photos' files. `strict`
+    (reuse=strict): a photo detected earlier with other settings stops the job before anything is written."""
     records: dict[str, dict[str, Any]] = {}
     todo: list[tuple[str, str, str]] = []
     for rel in rels:
         finished, task = detection.earlier(rel)
         if finished is not None:
             records[rel] = finished
-        else:
-            todo.append(task)
+            continue
+        earlier = _read_record(detection.record_path(rel))
+        if strict and earlier is not None:
+            changed = changed_keys(earlier, {**detection.settings, "photo_sha256": task[1]})
+            raise ReuseRefused(
+                f"reuse=strict: {detection.record_path(rel)} was detected with other settings (changed: "
+                f"{', '.join(changed) or 'its crops are missing'}); use another --output, or reuse=auto to detect again"
+            )
+        todo.append(task)
     if workers > 0 and len(todo) >= POOL_MIN_PHOTOS and detection.device == "cpu":
         init = (detection.input_dir, detection.output_dir, detection.face, detection.crop_size)
         with spawn_pool(min(workers, len(todo)), partial(_init_worker, *init)) as pool:
@@ -264,6 +272,20 @@ def paste_fingerprint(
     return fingerprint({**fields, "background": background})
 
 
+def refuse_other_paste_settings(earlier: dict[str, Any] | None, face: FaceConfig) -> None:
+    """reuse=strict: ReuseRefused naming the paste settings that differ from the earlier run's (its manifest's
+    `faces`), since the photos would be pasted again."""
+    if not earlier:
+        return
+    current = {k: getattr(face, k) for k in PASTE_KEYS}
+    changed = changed_keys({k: earlier.get(k) for k in PASTE_KEYS}, current)
+    if changed:
+        raise ReuseRefused(
+            f"reuse=strict: the photos were pasted with other settings (changed: faces.{', faces.'.join(changed)}); "
+            "use another --output, or reuse=auto to paste again"
+        )
+
+
 def run_restore_photos(
     cfg: DictConfig, weights_dir: str | None = None, networks: Networks | None = None
 ) -> PhotosSummary:
@@ -282,9 +304,12 @@ def run_restore_photos(
     detection = Detection(
         input_dir, output_dir, face, crop_size, device if face.detector.startswith("retinaface") else "cpu"
     )
-    records, undecodable, detected = detect_photos(detection, inputs.rels, cfg.num_workers)
+    earlier_manifest = read_manifest(output_dir) or {}
+    if cfg.reuse == "strict":  # refused before anything is written, as a changed detection or crop is
+        refuse_other_paste_settings(earlier_manifest.get("faces"), face)
+    records, undecodable, detected = detect_photos(detection, inputs.rels, cfg.num_workers, cfg.reuse == "strict")
     unusable = inputs.unusable + undecodable
-    earlier_photos = {p["name"]: p for p in (read_manifest(output_dir) or {}).get("photos", [])}
+    earlier_photos = {p["name"]: p for p in earlier_manifest.get("photos", [])}
 
     aligned_dir = output_dir / ALIGNED_DIR
     settings = {
@@ -335,7 +360,8 @@ def run_restore_photos(
             }
         )
     manifest = read_manifest(output_dir) or {}
-    manifest.update(mode="photos", input=str(input_dir), faces=asdict(face), photos=photos)
+    manifest.update(mode="photos", input=str(input_dir), faces=asdict(face), background=background.identity)
+    manifest["photos"] = photos
     write_json(output_dir / MANIFEST, manifest)
 
     summary = PhotosSummary(
