@@ -110,12 +110,12 @@ class RestoreConfig(PipelineConfig):
     input: str | None = None
     output: str | None = None
     limit: int = 0  # restore only the first `limit` images (sorted by path); 0 = all
-    save_dr2: bool = True  # also write the DR2 intermediate (x0_hat at tau)
-    comparison: bool = False  # also write input | DR2 | output side by side
     # images: inputs are aligned faces. photos: whole photos; faces found, aligned, restored, pasted back
     # (`faces.*`; outputs and manifest in docs/faces.md).
     mode: str = "images"
     faces: FaceConfig = field(default_factory=FaceConfig)
+    save_dr2: bool = True  # also write the DR2 intermediate (x0_hat at tau)
+    comparison: bool = False  # also write input | DR2 | output side by side
 
     # Keys a recipe or override must not set, and why (`config.recipes.load_config` refuses them).
     IGNORED_KEYS: ClassVar[dict[str, str]] = {"input": "is given by --input", "output": "is given by --output"}
@@ -123,9 +123,9 @@ class RestoreConfig(PipelineConfig):
     @staticmethod
     def check(c: Checks) -> None:
         PipelineConfig.check(c)
-        c.at_least("limit", 0, " (0: every image)")
         c.one_of("mode", RESTORE_MODES)
         check_faces(c)
+        c.at_least("limit", 0, " (0: every image)")
 
 
 @dataclass
