@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from lightning_dr2.config.loader import ConfigError
 from lightning_dr2.datasets.predict_inputs import RestoreInputs, WorkItems
 from lightning_dr2.dr2.pipeline import DR2E, Networks
 from lightning_dr2.faces.background import Background, load_background
@@ -292,6 +293,11 @@ def run_restore_photos(
     """Restore the faces of every photo under `cfg.input` into `cfg.output` (module docstring)."""
     start = time.perf_counter()
     face = check_face_config(cfg.faces)
+    if cfg.get("method"):  # restore's `method=` (a baseline alone, or DR2+<network>) is for aligned faces so far
+        raise ConfigError(
+            f"method={cfg.method} is not supported with mode=photos yet: photos are restored by DR2 + `enhancer` "
+            "(enhancer.name=<network> for DR2+<network>, enhancer.name=none for DR2 alone)"
+        )
     input_dir, output_dir = checked_folders("restore", ("--input", cfg.input), ("--output", cfg.output))
     inputs = list_inputs(input_dir, output_dir, cfg.limit)
     accelerator = resolve_accelerator(cfg.accelerator)
