@@ -15,6 +15,14 @@ from typing import Any
 log = logging.getLogger("lightning_dr2")
 
 
+def _print_outputs(outputs: dict[str, Any]) -> None:
+    """`label: value` lines, aligned, for the outputs a job made (None: not made, not shown)."""
+    width = max(map(len, outputs)) + 2
+    for label, value in outputs.items():
+        if value:
+            print(f"{label + ':':<{width}}{value}")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from lightning_dr2.config.ddpm import DDPMConfig
     from lightning_dr2.config.recipes import load_config
@@ -23,12 +31,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.experiment, args.overrides, schema=DDPMConfig)
     result = train_ddpm(cfg)
     if result.trainer.is_global_zero:
-        print(f"run directory:  {result.run_dir}")
-        print(f"exported UNet:  {result.export_path}")
-        if result.sample_grid:
-            print(f"sample grid:    {result.sample_grid}")
-        if result.loss_curve:
-            print(f"loss curve:     {result.loss_curve}")
+        _print_outputs(
+            {
+                "run directory": result.run_dir,
+                "exported UNet": result.export_path,
+                "sample grid": result.sample_grid,
+                "loss curve": result.loss_curve,
+            }
+        )
     return 0
 
 
@@ -40,10 +50,8 @@ def _cmd_train_enhancer(args: argparse.Namespace) -> int:
     cfg = load_config(args.experiment, args.overrides, schema=EnhanceExperimentConfig)
     result = train_enhancer(cfg)
     if result.trainer.is_global_zero:
-        print(f"run directory:      {result.run_dir}")
-        print(f"exported enhancer:  {result.export_path} (use: enhancer.weights={result.export_path})")
-        if result.grid:
-            print(f"validation grid:    {result.grid}")
+        export = f"{result.export_path} (use: enhancer.weights={result.export_path})"
+        _print_outputs({"run directory": result.run_dir, "exported enhancer": export, "validation grid": result.grid})
     return 0
 
 

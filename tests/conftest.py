@@ -108,6 +108,12 @@ def load_fixture(name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
+def dr2_remover_tiny() -> dict:
+    """The official DR2 loop's cases on a tiny UNet (../shared/fixtures/dr2_remover_tiny.pt)."""
+    return load_fixture("dr2_remover_tiny.pt")
+
+
+@pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
     """One torch thread for a module of small-convolution tests (`pytestmark = pytest.mark.usefixtures(...)`):
     as fast, and it does not spin when other jobs share the cores."""

@@ -163,12 +163,7 @@ class DR2E:
             networks = load_networks(cfg, weights_dir)
         pipe = cls.from_networks(
             networks,
-            N=cfg.dr2.N,
-            tau=cfg.dr2.tau,
-            omega=cfg.dr2.omega,
-            respacing=cfg.dr2.respacing,
-            sampler=cfg.dr2.sampler,
-            eta=cfg.dr2.eta,
+            **dict(cfg.dr2),  # DR2Settings: N, tau, omega, respacing, sampler, eta
             dtype=resolve_dtype(cfg.dtype, torch.device(device)),
             enhancer_size=cfg.enhancer.size,
         )

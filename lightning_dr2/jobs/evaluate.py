@@ -208,16 +208,14 @@ def verified_outputs(out: Path, rels: list[str]) -> tuple[dict[str, Path], dict[
     return preds, settings, inputs
 
 
-def default_method(cfg: DictConfig, networks: Networks | None = None) -> str:
+def default_method(cfg: DictConfig) -> str:
     """What the run evaluates, as W&B's `method` field and the results' label: DR2 + the enhancer that runs (the
-    loaded one; without `networks`, the one the settings name: a train-enhancer export's JSON picks it).
+    one the settings name: a train-enhancer export's JSON picks it, as `load_restorer` does).
     Without DR2 settings nothing of DR2 runs: the run's own rows (reference=true) are the inputs, "Input"."""
     if "settings" in cfg and len(cfg.settings) == 0:
         return "Input"
     if cfg.enhancer.name == "none":
         return "DR2"
-    if networks is not None and networks.enhancer is not None:
-        return f"DR2+{networks.enhancer.name}"
     return f"DR2+{restorer_name(cfg.enhancer.name, cfg.enhancer.weights)}"
 
 
@@ -348,9 +346,7 @@ def _prediction_jobs(
 
 def run_eval(cfg: DictConfig) -> EvalResult:
     start = time.perf_counter()
-    # The UNet and enhancer, loaded once for every split and setting (none when DR2 restores nothing).
-    networks = load_networks(cfg) if cfg.settings else None
-    cfg.method = cfg.method or default_method(cfg, networks)
+    cfg.method = cfg.method or default_method(cfg)
     if cfg.method in cfg.predictions:
         raise ConfigError(
             f"predictions.{cfg.method} has the name of this run's own rows (method={cfg.method}): rename one"
@@ -387,6 +383,9 @@ def run_eval(cfg: DictConfig) -> EvalResult:
                 continue
             # every method's folder is checked before DR2 restores anything: a bad layout fails in seconds
             splits.append((part, files, list(_prediction_jobs(cfg, part, files, path, scoring, gaps))))
+    # The UNet and enhancer, loaded once for every split and setting (none when DR2 restores nothing), after the
+    # output location and every method's folder were checked.
+    networks = load_networks(cfg) if cfg.settings and splits else None
     for part, files, predicted in splits:
         for job in itertools.chain(_dr2_jobs(cfg, part, files, path, scoring, networks), predicted):
             _score_job(cfg, part, job, accelerator, path, got)

@@ -29,18 +29,10 @@ log = logging.getLogger(__name__)
 
 
 def build_datamodule(cfg: DictConfig) -> FaceDataModule:
-    synthetic = {"n": cfg.data.synthetic_n, "size": cfg.data.image_size} if cfg.data.synthetic else None
-    return FaceDataModule(
-        root=cfg.data.root,
-        image_size=cfg.data.image_size,
-        batch_size=cfg.data.batch_size,
-        num_workers=cfg.data.num_workers,
-        val_fraction=cfg.data.val_fraction,
-        val_max=cfg.data.val_max,
-        flip=cfg.data.flip,
-        seed=cfg.seed,
-        synthetic=synthetic,
-    )
+    data = OmegaConf.to_container(cfg.data)
+    synthetic_n, use_synthetic = data.pop("synthetic_n"), data.pop("synthetic")
+    synthetic = {"n": synthetic_n, "size": cfg.data.image_size} if use_synthetic else None
+    return FaceDataModule(**data, seed=cfg.seed, synthetic=synthetic)
 
 
 def build_module(cfg: DictConfig) -> DDPMModule:
@@ -83,15 +75,7 @@ def train_ddpm(cfg: DictConfig) -> TrainResult:
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
     ema = EMA(decay=cfg.ema.decay, warmup=cfg.ema.warmup)
-    samples = SampleGrid(
-        out_dir=path / "samples",
-        every_n_steps=cfg.sampling.every_n_steps,
-        num_samples=cfg.sampling.num_samples,
-        method=cfg.sampling.method,
-        steps=cfg.sampling.steps,
-        eta=cfg.sampling.eta,
-        seed=cfg.sampling.seed,
-    )
+    samples = SampleGrid(out_dir=path / "samples", **OmegaConf.to_container(cfg.sampling))
     curve = LossCurve(path / "loss_curve.png")
     checkpoints, preemption = checkpoint_callbacks(path, cfg.checkpoint.every_n_steps, cfg.checkpoint.save_top_k)
     callbacks: list[pl.Callback] = [
