@@ -1,4 +1,5 @@
-"""What eval scores: (prediction, ground truth) files read as [-1, 1] tensors, plus the uint8 gray of JPEG files."""
+"""What eval scores: (prediction, ground truth) files read as [-1, 1] tensors, plus the uint8 gray of JPEG files.
+"""
 
 from __future__ import annotations
 

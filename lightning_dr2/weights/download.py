@@ -101,6 +101,7 @@ def _fetch_one(name: str, dest: Path, urls: Sequence[str], progress: bool, timeo
     if entry is None:
         log.warning("%s is not a registered weight file: its checksum cannot be verified", name)
 
+
     target = dest / name
     failures = []
     for url in urls:
