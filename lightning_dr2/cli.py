@@ -80,6 +80,13 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides, schema=RestoreConfig)
     cfg.input, cfg.output = args.input, args.output
+    if cfg.mode == "photos":
+        from lightning_dr2.jobs.restore_photos import run_restore_photos
+
+        summary = run_restore_photos(cfg)
+        print(summary.describe())
+        _print_bad(summary, "inputs")
+        return 0
     summary = run_restore(cfg)
     print(
         f"restored {summary.restored} images ({summary.skipped} reused: same input, weights and settings; "
@@ -300,13 +307,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_quickstart)
 
     p = sub.add_parser("restore", help="restore a folder of faces with DR2 + enhancer (multi-GPU, resumable)")
-    p.add_argument("--input", required=True, help="folder of aligned LQ faces (searched recursively)")
+    p.add_argument(
+        "--input", required=True, help="folder of aligned LQ faces, or of whole photos with mode=photos (recursive)"
+    )
     add_output(p, "--output", required=True, help="output folder (mirrors the input tree)")
     p.add_argument(
         "--config", default=None, help="optional YAML with RestoreConfig keys (see experiments/restore_*.yaml)"
     )
     p.add_argument(
-        "overrides", nargs="*", help="e.g. dr2.N=8 dr2.tau=35 enhancer.name=none batch_size=16 unet_weights=FILE"
+        "overrides",
+        nargs="*",
+        help="e.g. dr2.N=8 dr2.tau=35 enhancer.name=none batch_size=16 unet_weights=FILE; mode=photos faces.upscale=2",
     )
     p.set_defaults(func=_cmd_restore)
 

@@ -163,6 +163,8 @@ def test_registry_sanity():
         "codeformer.pth",
         "VQFR_v2.pth",
         "GPEN-BFR-512.pth",
+        "RealESRGAN_x2plus.pth",
+        "RealESRGAN_x4plus.pth",
     }
 
 

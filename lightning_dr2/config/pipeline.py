@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from lightning_dr2.config.ddpm import NetConfig
+from lightning_dr2.config.faces import RESTORE_MODES, check_faces
 from lightning_dr2.config.loader import Checks
 from lightning_dr2.config.methods import check_method, check_methods, check_restorers
 from lightning_dr2.config.run import WandbConfig
@@ -18,6 +19,7 @@ from lightning_dr2.config.sets import (
     demo_settings,
 )
 from lightning_dr2.diffusion import DiffusionRequest
+from lightning_dr2.faces.config import FaceConfig
 from lightning_dr2.metrics.catalogue import default_metrics
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS
 
@@ -113,6 +115,10 @@ class RestoreConfig(PipelineConfig):
     input: str | None = None
     output: str | None = None
     limit: int = 0  # restore only the first `limit` images (sorted by path); 0 = all
+    # images: inputs are aligned faces. photos: whole photos; faces found, aligned, restored, pasted back
+    # (`faces.*`; outputs and manifest in docs/faces.md).
+    mode: str = "images"
+    faces: FaceConfig = field(default_factory=FaceConfig)
     save_dr2: bool = True  # also write the DR2 intermediate (x0_hat at tau)
     comparison: bool = False  # also write input | DR2 | output side by side
     # None: DR2 + `enhancer`. A registry network name (`gfpgan_v1.4`): that network alone, fed as its own script
@@ -125,6 +131,8 @@ class RestoreConfig(PipelineConfig):
     @staticmethod
     def check(c: Checks) -> None:
         PipelineConfig.check(c)
+        c.one_of("mode", RESTORE_MODES)
+        check_faces(c)
         c.at_least("limit", 0, " (0: every image)")
         if c.value("method") is not None:
             check_method(c, "method", c.value("method"))

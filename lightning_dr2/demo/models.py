@@ -62,7 +62,7 @@ def released_networks(weights_dir: str | os.PathLike | None = None) -> dict[str,
     """Registered restoration networks whose released file is present: name -> file."""
     found: dict[str, Path] = {}
     for name, spec in RESTORERS.items():
-        if spec.weights is None:
+        if spec.weights is None or spec.upscale != 1:  # image upsamplers are no face method
             continue
         try:
             found[name] = find_weight(spec.weights, weights_dir)

@@ -1,5 +1,8 @@
-"""The face pipeline's settings (restore mode=photos): one dataclass schema, plain values, checked with
-errors that name the key. The crop size is not here: it is the restoration network's input size."""
+"""The face pipeline's settings: one dataclass, plain values, checked with errors that name the key.
+
+It lives in the faces layer because the faces code (and the demo) take it without the job schemas; the
+restore schema holds it as `RestoreConfig.faces` (config.pipeline) and checks it with the same rules
+(`face_config_problems`, through config.faces). The crop size is not here: it is the restorer's size."""
 
 from __future__ import annotations
 
@@ -9,10 +12,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_dr2.config.loader import ConfigError
+from lightning_dr2.faces.background import BACKGROUNDS
 from lightning_dr2.faces.detection import DETECTORS
 
 SELECTIONS = ("all", "largest")
-BACKGROUNDS = ("bicubic",)  # + restoration-network names once the registry serves upsamplers
 
 
 @dataclass
@@ -30,6 +33,26 @@ class FaceConfig:
     feather: float = 0.06  # mask: fraction of the crop side over which it ramps from 0 to 1
 
 
+def face_config_problems(face: FaceConfig) -> list[tuple[str, str]]:
+    """(key, requirement) of every value of `face` out of range: the one list of rules, used by
+    `check_face_config` and by the restore schema's `check` (config.faces)."""
+    rules = [
+        ("detector", face.detector in DETECTORS, f"must be one of {list(DETECTORS)}"),
+        ("select", face.select in SELECTIONS, f"must be one of {list(SELECTIONS)}"),
+        ("background", face.background in BACKGROUNDS, f"must be one of {list(BACKGROUNDS)}"),
+        ("min_face_px", face.min_face_px >= 0, "must be >= 0 (0 keeps every face)"),
+        ("upscale", 1 <= face.upscale <= 8, "must be a whole number from 1 to 8"),
+        ("erode", 0 <= face.erode < 0.25, "must be in [0, 0.25)"),
+        ("feather", 0 <= face.feather < 0.25, "must be in [0, 0.25)"),
+        (
+            "weights",
+            face.weights is None or face.detector.startswith("retinaface"),
+            "is only used by retinaface_* detectors",
+        ),
+    ]
+    return [(key, need) for key, ok, need in rules if not ok]
+
+
 def check_face_config(cfg: FaceConfig | DictConfig | dict[str, Any], prefix: str = "faces.") -> FaceConfig:
     """`cfg` as a FaceConfig with every value in range; ConfigError naming `prefix + key` otherwise."""
     try:
@@ -38,23 +61,8 @@ def check_face_config(cfg: FaceConfig | DictConfig | dict[str, Any], prefix: str
         key = getattr(err, "full_key", None) or "?"
         raise ConfigError(f"invalid face config: key '{prefix}{key}': {getattr(err, 'msg', err)}") from None
     face = FaceConfig(**OmegaConf.to_container(node))  # type: ignore[arg-type]
-
-    def require(key: str, ok: bool, need: str) -> None:
-        if not ok:
-            raise ConfigError(f"{prefix}{key}={getattr(face, key)!r} {need}")
-
-    require("detector", face.detector in DETECTORS, f"must be one of {list(DETECTORS)}")
-    require("select", face.select in SELECTIONS, f"must be one of {list(SELECTIONS)}")
-    require("background", face.background in BACKGROUNDS, f"must be one of {list(BACKGROUNDS)}")
-    require("min_face_px", face.min_face_px >= 0, "must be >= 0 (0 keeps every face)")
-    require("upscale", 1 <= face.upscale <= 8, "must be a whole number from 1 to 8")
-    require("erode", 0 <= face.erode < 0.25, "must be in [0, 0.25)")
-    require("feather", 0 <= face.feather < 0.25, "must be in [0, 0.25)")
-    require(
-        "weights",
-        face.weights is None or face.detector.startswith("retinaface"),
-        "is only used by retinaface_* detectors",
-    )
+    for key, need in face_config_problems(face)[:1]:
+        raise ConfigError(f"{prefix}{key}={getattr(face, key)!r} {need}")
     return face
 
 

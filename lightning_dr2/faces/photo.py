@@ -58,7 +58,7 @@ class PhotoFaces:
                     "index": i,
                     **a.face.to_dict(),
                     "face_px": round(a.face_px, 1),
-                    "matrix": np.round(a.matrix, 6).tolist(),
+                    "transform": np.round(a.matrix, 6).tolist(),  # 2x3, photo pixels -> crop pixels
                 }
                 for i, a in enumerate(self.faces)
             ],

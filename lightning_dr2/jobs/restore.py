@@ -105,6 +105,8 @@ def run_restore(cfg: DictConfig, weights_dir: str | None = None, networks: Netwo
         raise ConfigError(f"input_policy must be one of {SQUARE_POLICIES}, got {cfg.input_policy!r}")
     input_dir, output_dir = checked_folders("restore", ("--input", cfg.input), ("--output", cfg.output))
     inputs = list_inputs(input_dir, output_dir, cfg.limit)
+    if cfg.get("mode", "images") != "images":  # whole photos: jobs.restore_photos.run_restore_photos
+        raise ConfigError(f"run_restore restores aligned faces (mode=images); mode={cfg.mode} is run_restore_photos'")
 
     accelerator = resolve_accelerator(cfg.accelerator)
     pipe = DR2E.from_config(cfg, device="cpu", weights_dir=weights_dir, networks=networks)

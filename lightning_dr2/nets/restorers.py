@@ -55,6 +55,9 @@ class RestorerSpec:
     # Options a weight file decides by its keys (e.g. spectral norm or not); merged over the caller's options.
     options_for_file: Callable[[Mapping[str, Tensor]], dict[str, Any]] = _no_file_options
     finalize: Callable[[nn.Module], nn.Module] = _unchanged  # after loading, for inference (e.g. fold spectral norm)
+    # 1: a face restorer (output the input's size). > 1: an image upsampler by that factor (any input size), used
+    # behind the faces of a photo (`faces.background`), never offered as a face method.
+    upscale: int = 1
 
 
 def _sparnet_file_options(state_dict: Mapping[str, Tensor]) -> dict[str, Any]:
@@ -245,6 +248,38 @@ RESTORERS.add(
         "re-implemented here)",
     ),
 )
+
+
+# --- Real-ESRGAN, written here (nets/rrdbnet.py): background upsamplers of restore mode=photos ---
+def _rrdbnet(**options: Any) -> nn.Module:
+    from lightning_dr2.nets.rrdbnet import RRDBNet
+
+    return RRDBNet(**options)
+
+
+def _rrdbnet_file_options(state_dict: Mapping[str, Tensor]) -> dict[str, Any]:
+    from lightning_dr2.nets.rrdbnet import rrdbnet_file_options
+
+    return rrdbnet_file_options(dict(state_dict))
+
+
+for _scale, _release in ((2, "v0.2.1"), (4, "v0.1.0")):
+    RESTORERS.add(
+        f"realesrgan_x{_scale}plus",
+        RestorerSpec(
+            _rrdbnet,
+            f"Real-ESRGAN x{_scale}plus (xinntao/Real-ESRGAN release {_release}): RRDBNet image upsampler x{_scale}, "
+            "the background behind restored faces (faces.background); options scale/num_feat/num_block/num_grow_ch",
+            size=None,
+            weights=f"RealESRGAN_x{_scale}plus.pth",
+            defaults={"scale": _scale},
+            feed="inference_realesrgan.py: RGB in [0, 1] at any size (x2: sides padded to even), output clamped to "
+            "[0, 1]",
+            licence="BSD-3-Clause (xinntao/Real-ESRGAN code and released weights; re-implemented here)",
+            options_for_file=_rrdbnet_file_options,
+            upscale=_scale,
+        ),
+    )
 
 
 def trainable_names() -> list[str]:
