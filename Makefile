@@ -16,7 +16,7 @@ EVAL ?= experiments/eval_celeba_test.yaml
 HQ ?= data/celeba_hq_test
 RUNS ?= runs
 
-.PHONY: help install test quickstart train-ddpm train-enhancer dr2-cache restore testsets eval compare lint bench clean
+.PHONY: help install test demo quickstart train-ddpm train-enhancer dr2-cache restore testsets eval compare lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -31,6 +31,13 @@ install: $(VENV)/.installed ## create .venv and install the package (editable, d
 
 test: install ## run the CPU test suite (gpu/weights tests skip themselves; missing ../shared/fixtures is an error)
 	DR2_REQUIRE_FIXTURES=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+$(VENV)/.demo-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[demo]'
+	@touch $@
+
+demo: install $(VENV)/.demo-installed ## web demo on http://127.0.0.1:7860 (released weights, else the quickstart's tiny models): make demo ARGS="--port 8000"
+	$(PY) -m lightning_dr2 demo $(ARGS)
 
 quickstart: install ## synthetic faces -> tiny DDPM -> DR2 -> tiny enhancer -> DR2 vs DR2+enhancer report, on CPU (minutes)
 	$(PY) -m lightning_dr2 quickstart $(ARGS)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 
-from lightning_dr2.io import atomic_write
+from lightning_dr2.files import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,10 +15,11 @@ log = logging.getLogger("lightning_dr2")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from lightning_dr2.config import load_config
-    from lightning_dr2.train import train_ddpm
+    from lightning_dr2.config.ddpm import DDPMConfig
+    from lightning_dr2.config.recipes import load_config
+    from lightning_dr2.jobs.train_ddpm import train_ddpm
 
-    cfg = load_config(args.experiment, args.overrides)
+    cfg = load_config(args.experiment, args.overrides, schema=DDPMConfig)
     result = train_ddpm(cfg)
     if result.trainer.is_global_zero:
         print(f"run directory:  {result.run_dir}")
@@ -30,9 +32,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_enhancer(args: argparse.Namespace) -> int:
-    from lightning_dr2.config import load_config
-    from lightning_dr2.enhancer_config import EnhanceExperimentConfig
-    from lightning_dr2.train_enhancer import train_enhancer
+    from lightning_dr2.config.enhancer import EnhanceExperimentConfig
+    from lightning_dr2.config.recipes import load_config
+    from lightning_dr2.jobs.train_enhancer import train_enhancer
 
     cfg = load_config(args.experiment, args.overrides, schema=EnhanceExperimentConfig)
     result = train_enhancer(cfg)
@@ -45,7 +47,7 @@ def _cmd_train_enhancer(args: argparse.Namespace) -> int:
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
-    from lightning_dr2.quickstart import run_quickstart
+    from lightning_dr2.jobs.quickstart import run_quickstart
 
     result = run_quickstart(args.overrides, progress=print)
     print(result.summary())
@@ -60,8 +62,9 @@ def _print_bad(bad: list[tuple[str, str]], output: Any, what: str, shown: int = 
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from lightning_dr2.config import RestoreConfig, load_config
-    from lightning_dr2.restore import TINY_INPUT, run_restore
+    from lightning_dr2.config.pipeline import RestoreConfig
+    from lightning_dr2.config.recipes import load_config
+    from lightning_dr2.jobs.restore import TINY_INPUT, run_restore
 
     cfg = load_config(args.config, args.overrides, schema=RestoreConfig)
     cfg.input, cfg.output = args.input, args.output
@@ -80,8 +83,9 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _cmd_dr2_cache(args: argparse.Namespace) -> int:
-    from lightning_dr2.config import CacheConfig, load_config
-    from lightning_dr2.dr2_cache import SAMPLE_DIR, run_cache
+    from lightning_dr2.config.pipeline import CacheConfig
+    from lightning_dr2.config.recipes import load_config
+    from lightning_dr2.jobs.dr2_cache import SAMPLE_DIR, run_cache
 
     cfg = load_config(args.config, args.overrides, schema=CacheConfig)
     cfg.hq, cfg.out = args.hq, args.out
@@ -123,8 +127,9 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from lightning_dr2.config import EvalConfig, load_config
-    from lightning_dr2.evaluation import run_eval
+    from lightning_dr2.config.pipeline import EvalConfig
+    from lightning_dr2.config.recipes import load_config
+    from lightning_dr2.jobs.evaluate import run_eval
     from lightning_dr2.report import metrics_table
 
     overrides = list(args.overrides) + (["reference=true"] if args.reference else [])
@@ -169,7 +174,7 @@ def _cmd_fid_stats(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     """The Markdown table on stdout (pipeable), the written files on stderr (bad input: CompareError, exit 2)."""
-    from lightning_dr2.compare import compare
+    from lightning_dr2.jobs.compare import compare
 
     result = compare(
         args.runs, args.metrics, args.out, args.wandb_project, plot=not args.no_plot, published=args.published
@@ -183,7 +188,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_config(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from lightning_dr2.config import load_config, schema_for
+    from lightning_dr2.config.recipes import load_config, schema_for
 
     print(OmegaConf.to_yaml(load_config(args.experiment, args.overrides, schema=schema_for(args.experiment))))
     return 0
@@ -198,17 +203,48 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from lightning_dr2.train import export_checkpoint
+    from lightning_dr2.jobs.train_ddpm import export_checkpoint
 
     print(export_checkpoint(args.checkpoint, args.out))
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from lightning_dr2.bench import run_benchmark
+    from lightning_dr2.jobs.bench import run_benchmark
 
     result = run_benchmark(args.what, args.overrides, out=args.out)
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from lightning_dr2.demo.app import import_gradio, launch, pick_device
+    from lightning_dr2.demo.models import resolve_models
+
+    if args.render_examples:
+        from lightning_dr2.demo.examples import render_examples
+        from lightning_dr2.demo.handler import DemoSession
+
+        models = resolve_models(args.weights_dir)
+        print(f"models: {models.notice}")
+        for example in render_examples(DemoSession(models, pick_device(args.device)), args.render_examples):
+            print(f"{example.path}: {example.status}")
+        return 0
+    try:
+        import_gradio()  # before any model is looked for: a missing extra is the first thing to say
+    except ImportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own startup probes of the page
+    models = resolve_models(args.weights_dir)
+    app, url = launch(args.port, device=args.device, block=False, models=models)
+    print(f"models: {models.notice}\ndemo running on {url} (this machine only; Ctrl+C stops it)")
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl+C also when started from a script
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        app.close()
     return 0
 
 
@@ -327,6 +363,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default=None, help="also write the JSON here")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("demo", help="local web demo (Gradio on 127.0.0.1): upload a photo, see DR2 and the restored")
+    p.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default 7860)")
+    p.add_argument(
+        "--share", choices=["never"], default="never", help="the page is never shared: it listens on 127.0.0.1 only"
+    )
+    p.add_argument("--weights-dir", default=None, help="look for released weights here first (default $DR2_WEIGHTS)")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:1 (default: cuda when there is one)")
+    p.add_argument(
+        "--render-examples",
+        metavar="DIR",
+        default=None,
+        help="instead of serving: restore the two packaged photos with the demo's models into DIR/demo_<name>.png",
+    )
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 
@@ -336,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     from lightning_dr2.callbacks.preemption import TrainingInterrupted
-    from lightning_dr2.config import ConfigError
+    from lightning_dr2.config.loader import ConfigError
     from lightning_dr2.modules.guards import NonFiniteTrainingError
     from lightning_dr2.nets.loading import WeightsError
 

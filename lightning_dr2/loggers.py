@@ -16,8 +16,8 @@ from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
-from lightning_dr2.config import flat_dict
-from lightning_dr2.io import atomic_write
+from lightning_dr2.config.loader import flat_dict
+from lightning_dr2.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +130,19 @@ def start_with_offline_fallback(start: Callable[[], T], init_kwargs: MutableMapp
     """Start a W&B run; if an online start fails (no key, bad key, no network, timeout), continue offline.
 
     W&B must never stop a run: the failure is said once, with the command that uploads the run later.
-    `init_kwargs` (the `wandb.init` arguments `start` uses) is switched to offline in place.
+    `init_kwargs` (the `wandb.init` arguments `start` uses) is switched to offline in place. Any error of the
+    online start falls back (wandb raises more than its own error classes); an offline start's error is raised.
+
+    The offline run keeps the run's id (a requeue resumes it, results.json names it, `wandb sync` uploads it
+    under it). wandb-core keeps the failed online start registered under that id and refuses a second start
+    with it ("run ID ... is in use"), so the W&B service is torn down first: the offline run starts in a
+    fresh one. No other W&B run is active here (the jobs start one at a time), so nothing else is ended.
     """
     import wandb
 
     try:
         return start()
-    except (wandb.errors.Error, OSError, TimeoutError) as err:
+    except Exception as err:
         if init_kwargs.get("mode") != "online":
             raise
         where = Path(init_kwargs.get("dir") or init_kwargs.get("save_dir") or ".") / "wandb" / "offline-run-*"
@@ -146,6 +152,7 @@ def start_with_offline_fallback(start: Callable[[], T], init_kwargs: MutableMapp
             str(err).splitlines()[0] if str(err) else "",
             where,
         )
+        wandb.teardown()
         init_kwargs["mode"] = "offline"
         return start()
 

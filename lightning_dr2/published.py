@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from lightning_dr2.config import EXPERIMENTS_DIR, ConfigError, load_structured, named_yaml
+from lightning_dr2.config.loader import EXPERIMENTS_DIR, ConfigError, load_structured, named_yaml
 from lightning_dr2.metrics.catalogue import metric_of
 from lightning_dr2.report import Row
 

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from lightning_utilities.core.rank_zero import rank_zero_only
 
-from lightning_dr2.config import PROJECT_ROOT
-from lightning_dr2.io import write_json
+from lightning_dr2.config.loader import PROJECT_ROOT
+from lightning_dr2.files import write_json
 
 PACKAGES = ("lightning_dr2", "torch", "torchvision", "pytorch-lightning", "torchmetrics", "numpy", "wandb", "lpips")
 SLURM_KEYS = ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_NNODES", "SLURM_NTASKS", "SLURM_RESTART_COUNT")

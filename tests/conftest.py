@@ -20,8 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
+
+# Set before torch loads its OpenMP runtime (which reads it once): threads without work sleep instead of
+# spinning. Spinning threads compete with everything else on the cores; on a 2-core machine shared with other
+# jobs a tiny UNet forward took 7-15 s spinning against 0.1-0.2 s passive (load 10-18). Subprocesses the tests
+# start (DDP ranks, the ISA variants) inherit it. A value the developer set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
@@ -98,6 +105,16 @@ def fixtures_dir() -> Path:
 
 def load_fixture(name: str) -> dict:
     return torch.load(fixture_path(name), weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a module of small-convolution tests (`pytestmark = pytest.mark.usefixtures(...)`):
+    as fast, and it does not spin when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def seeded_random_(module: nn.Module, seed: int, std: float = 0.1) -> nn.Module:
@@ -305,12 +322,33 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "create_connection", create_connection)
 
 
+@pytest.fixture
+def unreachable_wandb_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A W&B login (a 40-character key) whose server is a loopback port nobody listens on: every online
+    start fails (connection refused) after `wandb.init_timeout`. Yields the server URL; W&B is torn down
+    before and after, so the test starts its own W&B service with these settings and leaves none behind."""
+    import wandb
+
+    with socket.socket() as probe:  # a free port, closed again: connections to it are refused
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", url)
+    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")  # wandb's own telemetry would post there too
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    wandb.teardown()
+    yield url
+    wandb.teardown()
+
+
 # ------------------------------------------------------------------------------------------ tiny jobs
 
 
 def tiny_restore_cfg(unet: Path | str, input_dir: Path, output_dir: Path, *extra: str):
     """A `restore` config for a tiny UNet file: short DR2 settings, small batches, no workers."""
-    from lightning_dr2.config import RestoreConfig, load_config
+    from lightning_dr2.config.pipeline import RestoreConfig
+    from lightning_dr2.config.recipes import load_config
 
     cfg = load_config(
         None,

@@ -48,3 +48,12 @@ def keyed_random_state_dict(
         value = 1.0 + 0.1 * noise.abs() if key.endswith("running_var") else noise * std(key, shape)
         out[key] = value.to(like.dtype)
     return out
+
+
+def unit_norm_std(key: str, shape: tuple[int, ...]) -> float:
+    """`fan_in_std`, but std 1 for 1-D `.weight` tensors (the scales of GroupNorm / LayerNorm, the only 1-D
+    weights): with scales ~ N(0, 0.1^2) deep GroupNorm networks shrink every feature to its biases, and a
+    codebook lookup (VQFR) would pick the same few codes everywhere."""
+    if len(shape) == 1 and key.endswith(".weight"):
+        return 1.0
+    return fan_in_std(key, shape)

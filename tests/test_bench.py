@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from lightning_dr2.bench import (
+from lightning_dr2.config.loader import ConfigError
+from lightning_dr2.jobs.bench import (
     CacheBenchOptions,
     EnhancerBenchOptions,
     EvalBenchOptions,
@@ -15,7 +16,6 @@ from lightning_dr2.bench import (
     load_options,
     run_benchmark,
 )
-from lightning_dr2.config import ConfigError
 
 
 def test_bench_train_reports_device_dtype_batch(tmp_path) -> None:

@@ -6,14 +6,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lightning_dr2.config import (
-    EXPERIMENTS_DIR,
-    ConfigError,
-    flat_dict,
-    load_config,
-    resolve_run_name,
-    schema_for,
-)
+from lightning_dr2.config.loader import EXPERIMENTS_DIR, ConfigError, flat_dict, resolve_run_name
+from lightning_dr2.config.recipes import load_config, schema_for
 from lightning_dr2.nets.unet import UNet
 
 EXPERIMENTS = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
@@ -88,9 +82,12 @@ def test_flat_dict_uses_dotted_keys() -> None:
 
 
 def test_every_value_check_passes_the_defaults_of_each_schema() -> None:
-    from lightning_dr2.config import EvalConfig, ExperimentConfig, RestoreConfig, validate
+    from lightning_dr2.config.ddpm import DDPMConfig
+    from lightning_dr2.config.enhancer import EnhanceExperimentConfig
+    from lightning_dr2.config.loader import validate
+    from lightning_dr2.config.pipeline import CacheConfig, EvalConfig, RestoreConfig
 
-    for schema in (ExperimentConfig, RestoreConfig, EvalConfig):
+    for schema in (DDPMConfig, EnhanceExperimentConfig, RestoreConfig, EvalConfig, CacheConfig):
         validate(OmegaConf.structured(schema), "defaults")
 
 
@@ -134,7 +131,7 @@ def test_wandb_sweep_file_drives_keys_eval_accepts() -> None:
 
     import yaml
 
-    from lightning_dr2.config import EvalConfig
+    from lightning_dr2.config.pipeline import EvalConfig
 
     sweep = yaml.safe_load((EXPERIMENTS_DIR / "sweeps" / "n_tau.yaml").read_text())
     assert sweep["command"][3:6] == ["lightning_dr2", "eval", "eval_celeba_test"]

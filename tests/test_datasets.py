@@ -14,9 +14,9 @@ import torch
 from PIL import Image, ImageFile
 
 import lightning_dr2.datasets as datasets
-from lightning_dr2.datasets import FaceDataModule, ImageFolder, list_images, scan
+from lightning_dr2.datasets import FaceDataModule, ImageFolder, scan
 from lightning_dr2.datasets.datamodule import ShardSampler, StreamSampler
-from lightning_dr2.io import BadImageError, read_image
+from lightning_dr2.image_io import BadImageError, list_images, read_image
 
 
 def rgb(h: int = 12, w: int = 12, seed: int = 0) -> np.ndarray:

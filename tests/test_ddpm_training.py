@@ -11,11 +11,11 @@ import pytorch_lightning as pl
 import torch
 from conftest import TINY_DDPM_NET
 
-from lightning_dr2.config import load_config
+from lightning_dr2.config.recipes import load_config
 from lightning_dr2.datasets.synthetic import generate_faces
+from lightning_dr2.jobs.train_ddpm import build_datamodule, build_module, export_checkpoint, train_ddpm
 from lightning_dr2.nets.loading import load_into, read_state_dict
 from lightning_dr2.nets.unet import UNet
-from lightning_dr2.train import build_datamodule, build_module, export_checkpoint, train_ddpm
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_resume_equals_uninterrupted(faces: Path, tmp_path: Path) -> None:
 
 
 def test_resume_true_without_checkpoint_is_an_error(faces: Path, tmp_path: Path) -> None:
-    from lightning_dr2.config import ConfigError
+    from lightning_dr2.config.loader import ConfigError
 
     with pytest.raises(ConfigError, match="resume=true but .* holds no readable checkpoint"):
         train_ddpm(tiny_cfg(faces, tmp_path, "missing", "resume=true"))
@@ -230,8 +230,8 @@ def test_a_single_nan_step_is_skipped_and_changes_nothing(faces: Path, tmp_path:
 
 
 def test_nan_weights_are_never_checkpointed_or_exported(faces: Path, tmp_path: Path) -> None:
+    from lightning_dr2.jobs.train_ddpm import export_unet
     from lightning_dr2.modules.guards import NonFiniteTrainingError
-    from lightning_dr2.train import export_unet
 
     cfg = tiny_cfg(faces, tmp_path, "nan_weights")
     module = build_module(cfg)

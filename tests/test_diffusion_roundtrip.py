@@ -12,13 +12,14 @@ import pytest
 from conftest import TINY_DDPM_NET, build_tiny_testset
 from PIL import Image
 
-from lightning_dr2.config import EvalConfig, RestoreConfig, load_config
+from lightning_dr2.config.pipeline import EvalConfig, RestoreConfig
+from lightning_dr2.config.recipes import load_config
 from lightning_dr2.datasets.synthetic import generate_faces, render_face
 from lightning_dr2.diffusion import DiffusionConfig, GaussianDiffusion, beta_schedule
 from lightning_dr2.dr2.pipeline import DR2E
-from lightning_dr2.evaluation import run_eval
-from lightning_dr2.restore import run_restore
-from lightning_dr2.train import train_ddpm
+from lightning_dr2.jobs.evaluate import run_eval
+from lightning_dr2.jobs.restore import run_restore
+from lightning_dr2.jobs.train_ddpm import train_ddpm
 
 TRAINED = ["diffusion.schedule=cosine", "diffusion.predict=x0"]
 PIPELINE = [
@@ -148,7 +149,7 @@ def test_cosine_x0_process_in_every_stage(tmp_path: Path, testset: Path, monkeyp
     )
     assert run_eval(evaluate).rows
     processes, files = spy.take()
-    assert "evaluation.py" in files
+    assert "evaluate.py" in files
     assert_cosine_x0(processes)
 
     # The pipeline object says what it runs.

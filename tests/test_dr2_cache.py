@@ -14,11 +14,13 @@ from contract import assert_uint8_close
 from PIL import Image
 
 from lightning_dr2.cli import main
-from lightning_dr2.config import CacheConfig, ConfigError, load_config
+from lightning_dr2.config.loader import ConfigError
+from lightning_dr2.config.pipeline import CacheConfig
+from lightning_dr2.config.recipes import load_config
 from lightning_dr2.datasets.enhancer_data import EnhancerPairs, PairAugment, Setting
-from lightning_dr2.datasets.images import list_images
 from lightning_dr2.datasets.synthetic import render_face
-from lightning_dr2.dr2_cache import run_cache
+from lightning_dr2.image_io import list_images
+from lightning_dr2.jobs.dr2_cache import run_cache
 from lightning_dr2.provenance import ReuseRefused
 
 TINY_SETTINGS = "settings=[{N: 4, tau: 6, omega: 8},{N: 8, tau: 5, omega: 7},{N: 2, tau: 4, omega: 6}]"
@@ -131,8 +133,8 @@ def test_cli_and_config_errors(unets, tmp_path, capsys):
 
 
 def test_enhancer_refuses_a_cache_made_by_another_unet(unets, tmp_path):
-    from lightning_dr2.config import schema_for
-    from lightning_dr2.train_enhancer import check_cache_unet, train_enhancer
+    from lightning_dr2.config.recipes import schema_for
+    from lightning_dr2.jobs.train_enhancer import check_cache_unet, train_enhancer
 
     hq, out = tmp_path / "hq", tmp_path / "cache"
     _faces(hq)

@@ -12,18 +12,19 @@ from conftest import TINY_ENHANCER_RUN
 from omegaconf import OmegaConf
 from torch.nn import functional as F  # noqa: N812
 
-from lightning_dr2.config import ConfigError, load_config, schema_for
+from lightning_dr2.config.loader import ConfigError
+from lightning_dr2.config.recipes import load_config, schema_for
 from lightning_dr2.datasets.enhancer_data import EnhancerPairs, PairAugment, Setting
 from lightning_dr2.dr2.pipeline import DR2E
-from lightning_dr2.io import write_png
+from lightning_dr2.image_io import write_png
+from lightning_dr2.jobs.train_enhancer import train_enhancer
 from lightning_dr2.losses import PerceptualLoss, feature_matching, hinge_d_losses, hinge_g_loss
 from lightning_dr2.modules.enhancer import EnhancerModule
 from lightning_dr2.nets.discriminator import MultiScaleDiscriminator
-from lightning_dr2.nets.generators import GENERATORS, build_generator
 from lightning_dr2.nets.loading import WeightsError
+from lightning_dr2.nets.restorers import build_restorer, trainable_names
 from lightning_dr2.nets.sparnet import SPARNet
 from lightning_dr2.nets.vgg import VGG19_FILE, VGG19Features
-from lightning_dr2.train_enhancer import train_enhancer
 from lightning_dr2.weights import MissingWeightsError
 
 TINY_SPARNET = dict(size=32, min_ch=8, max_ch=32, min_feat_size=16, res_depth=0, bottleneck_size=32)
@@ -64,7 +65,7 @@ def test_discriminator_has_the_recipe_size_and_returns_features_per_scale() -> N
 def test_enhancer_recipes_build(name: str) -> None:
     cfg = load_config(name, schema=schema_for(name))
     with torch.device("meta"):
-        gen = build_generator(cfg.generator.name, dict(cfg.generator.options))
+        gen = build_restorer(cfg.generator.name, dict(cfg.generator.options))
         disc = MultiScaleDiscriminator(**dict(cfg.discriminator))
     assert gen.size == cfg.data.size
     assert disc.min_size <= cfg.data.size  # every scale of D fits the image
@@ -73,17 +74,17 @@ def test_enhancer_recipes_build(name: str) -> None:
         assert cfg.loss.l1 == 100 and cfg.loss.fm == 10 and list(cfg.optim.betas) == [0.5, 0.99]
 
 
-@pytest.mark.parametrize("name", sorted(GENERATORS))
+@pytest.mark.parametrize("name", trainable_names())
 def test_every_generator_builds_and_runs_at_tiny_size(name: str) -> None:
-    net = build_generator(name, TINY_OPTIONS[name])
+    net = build_restorer(name, TINY_OPTIONS[name])
     assert net(torch.randn(1, 3, 32, 32)).shape == (1, 3, 32, 32) and net.size == 32
 
 
 def test_unknown_generator_and_bad_options_are_named() -> None:
     with pytest.raises(ValueError, match="registered"):
-        build_generator("esrgan")
+        build_restorer("esrgan")
     with pytest.raises(ValueError, match="widht"):
-        build_generator("unet", {"widht": 3})
+        build_restorer("unet", {"widht": 3})
 
 
 # -- losses -----------------------------------------------------------------------------------------
@@ -250,7 +251,7 @@ def test_tiny_run_learns_exports_and_the_export_is_an_enhancer(tmp_path: Path) -
     with pytest.raises(ValueError, match="differ"):
         DR2E.from_weights("random", enhancer_weights=str(tiny_run.export_path), enhancer_options={"max_ch": 64})
     # eval's method label names the exported network, whatever enhancer.name was left at
-    from lightning_dr2.evaluation import default_method
+    from lightning_dr2.jobs.evaluate import default_method
 
     exported = OmegaConf.create({"enhancer": {"name": "sparnethd", "weights": str(tiny_run.export_path)}})
     assert default_method(exported) == "DR2+sparnet"

@@ -14,15 +14,18 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from lightning_dr2.callbacks.evaluator import EnhancerEvaluator, build_eval_splits
-from lightning_dr2.config import ConfigError, load_config, schema_for
+from lightning_dr2.config.loader import ConfigError
+from lightning_dr2.config.recipes import load_config, schema_for
 from lightning_dr2.datasets.synthetic import generate_faces
-from lightning_dr2.dr2.pipeline import DR2E, image_seed
+from lightning_dr2.diffusion.noise import image_seed
+from lightning_dr2.dr2.pipeline import DR2E
 from lightning_dr2.dr2.remover import DR2
 from lightning_dr2.dr2.sidecar import published_process
-from lightning_dr2.io import resize
-from lightning_dr2.metrics.suite import MetricSuite, group_by_size
-from lightning_dr2.nets.generators import build_generator
-from lightning_dr2.train_enhancer import train_enhancer
+from lightning_dr2.image_io import resize
+from lightning_dr2.jobs.train_enhancer import train_enhancer
+from lightning_dr2.metrics.scoring import group_by_size
+from lightning_dr2.metrics.suite import MetricSuite
+from lightning_dr2.nets.restorers import build_restorer
 
 SETTING = {"N": 4, "tau": 2, "omega": 3}
 TINY_GENERATOR = dict(size=32, min_ch=8, max_ch=32, min_feat_size=16, res_depth=0, bottleneck_size=32)
@@ -120,7 +123,7 @@ def test_cached_evaluation_equals_dr2e_inference(testset: Path) -> None:
     """The evaluator's numbers for a generator = scoring DR2E(unet, generator) outputs, same images and seeds."""
     torch.manual_seed(0)
     unet = tiny_unet().eval()
-    generator = build_generator("sparnet", TINY_GENERATOR).eval()
+    generator = build_restorer("sparnet", TINY_GENERATOR).eval()
     sets = [{"name": "tiny", "root": str(testset), "splits": ["x8_severe"], "limit": 3}]
     process = published_process(unet.flags)
     evaluator = EnhancerEvaluator(

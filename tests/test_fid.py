@@ -12,7 +12,7 @@ from contract import assert_fp32_close
 from PIL import Image
 from torch import Tensor, nn
 
-from lightning_dr2.io import to_uint8
+from lightning_dr2.image_io import to_uint8
 from lightning_dr2.metrics.fid import FID, compute_fid_stats, uint8_to_network_input
 from lightning_dr2.metrics.frechet import FIDStats, load_stats, save_stats
 from lightning_dr2.nets.inception import (

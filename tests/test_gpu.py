@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_dr2.bench import psnr_db
 from lightning_dr2.dr2.pipeline import DR2E, build_enhancer
+from lightning_dr2.jobs.bench import psnr_db
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS, UNet
 
 pytestmark = pytest.mark.gpu

@@ -18,10 +18,11 @@ from PIL import Image
 from torch import Tensor, nn
 
 import lightning_dr2.metrics.identity as identity_mod
-from lightning_dr2.evaluation import ScoredImages
-from lightning_dr2.io import resize
+from lightning_dr2.datasets.scored_images import ScoredImages
+from lightning_dr2.image_io import resize
 from lightning_dr2.metrics.identity import ARCFACE_WEIGHTS_NAME, IdentityDistance, pair_degrees
-from lightning_dr2.metrics.suite import MetricSuite, group_by_size
+from lightning_dr2.metrics.scoring import group_by_size
+from lightning_dr2.metrics.suite import MetricSuite
 from lightning_dr2.modules.scorer import ScoreModule
 from lightning_dr2.nets.arcface import ResNetFace18, arcface_input_from_gray, arcface_preprocess
 

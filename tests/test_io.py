@@ -1,4 +1,4 @@
-"""lightning_dr2.io: atomic writes, PNG encode/decode round trips, tensor conversion and resizing."""
+"""lightning_dr2.image_io: atomic writes, PNG encode/decode round trips, tensor conversion and resizing."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_dr2.io import (
-    atomic_write,
+from lightning_dr2.files import atomic_write, write_json, write_table
+from lightning_dr2.image_io import (
     encode_png,
     image_to_tensor,
     images_to_tensor,
@@ -20,9 +20,7 @@ from lightning_dr2.io import (
     resize,
     to_uint8,
     to_uint8_images,
-    write_json,
     write_png,
-    write_table,
 )
 
 

@@ -10,8 +10,14 @@ import pytest
 import wandb
 from omegaconf import OmegaConf
 
-from lightning_dr2.config import ExperimentConfig
-from lightning_dr2.loggers import FallbackWandbLogger, HistoryCSVLogger, start_with_offline_fallback
+from lightning_dr2.config.ddpm import DDPMConfig
+from lightning_dr2.loggers import (
+    FallbackWandbLogger,
+    HistoryCSVLogger,
+    build_loggers,
+    start_with_offline_fallback,
+    wandb_run_id,
+)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -95,7 +101,28 @@ def test_wandb_logger_without_key_trains_offline(tmp_path, monkeypatch):
 def test_wandb_init_is_time_bounded():
     from lightning_dr2.loggers import wandb_run_kwargs
 
-    cfg = OmegaConf.structured(ExperimentConfig)
+    cfg = OmegaConf.structured(DDPMConfig)
     cfg.run = "r1"
     cfg.wandb.init_timeout = 12.5
     assert wandb_run_kwargs(cfg, "online")["settings"].init_timeout == 12.5
+
+
+def _online_cfg(run: str = "r1"):
+    cfg = OmegaConf.structured(DDPMConfig)
+    cfg.experiment, cfg.run = "tiny", run
+    cfg.wandb.mode, cfg.wandb.init_timeout = "online", 1.0
+    return cfg
+
+
+def test_key_with_unreachable_server_trains_offline_under_the_same_id(unreachable_wandb_server, tmp_path, caplog):
+    """Real wandb: the failed online start keeps its id registered in wandb-core; the offline run must still
+    start (it used to fail with "run ID ... is in use") and keep the run's id, so `wandb sync` uploads it there."""
+    (wandb_logger,) = [lg for lg in build_loggers(_online_cfg(), tmp_path) if isinstance(lg, FallbackWandbLogger)]
+    with caplog.at_level(logging.WARNING):
+        run = wandb_logger.experiment
+    assert "continuing offline" in caplog.text and unreachable_wandb_server in caplog.text
+    assert run.id == wandb_run_id("tiny", "r1") and run.settings.mode == "offline"
+    wandb_logger.log_metrics({"train/loss": 0.5}, step=0)
+    wandb_logger.finalize("success")
+    (offline,) = (tmp_path / "wandb").glob(f"offline-run-*-{run.id}")
+    assert list(offline.glob("*.wandb")), "the offline run wrote its records for `wandb sync`"

@@ -1,5 +1,6 @@
 """Metric inputs resolved like everything else: FID reference lookup, the reference named in the result key,
-mixed-size batches scored at each image's own size; the catalogue behind the config defaults and the recipes."""
+mixed-size batches scored at each image's own size; the catalogue (a Registry) behind the config defaults and the
+recipes, and the one builder and parser of logged result keys."""
 
 from __future__ import annotations
 
@@ -10,12 +11,25 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lightning_dr2.config import EvalConfig, EvaluatorConfig, load_config
-from lightning_dr2.metrics.catalogue import METRICS, default_metrics, result_key, title
+from lightning_dr2.config.pipeline import EvalConfig
+from lightning_dr2.config.recipes import load_config
+from lightning_dr2.config.run import EvaluatorConfig
+from lightning_dr2.metrics.catalogue import (
+    METRICS,
+    MetricKey,
+    check_names,
+    default_metrics,
+    metric_key,
+    parse_metric_key,
+    result_key,
+    title,
+)
 from lightning_dr2.metrics.fid import FID
 from lightning_dr2.metrics.frechet import save_stats
-from lightning_dr2.metrics.suite import MetricSuite, group_by_size
+from lightning_dr2.metrics.scoring import group_by_size
+from lightning_dr2.metrics.suite import MetricSuite
 from lightning_dr2.modules.scorer import ScoreModule
+from lightning_dr2.registry import Registry, UnknownName
 from lightning_dr2.weights import MissingWeightsError
 
 FFHQ512 = "inception_FFHQ_512-f7b384ab.pth"
@@ -138,3 +152,40 @@ def test_items_with_different_tensor_keys_are_never_stacked_together() -> None:
     groups = group_by_size(items)
     assert [g["name"] for g in groups] == [["a", "c"], ["b"]]
     assert groups[0]["pred_gray"].shape == (2, 8, 8) and "pred_gray" not in groups[1]
+
+
+def test_the_catalogue_is_a_registry() -> None:
+    assert isinstance(METRICS, Registry) and METRICS.kind == "metric"
+    assert METRICS.names()[:5] == default_metrics()
+    with pytest.raises(UnknownName, match=r"unknown metrics \['niqe'\]; registered: \['psnr', 'ssim'"):
+        check_names(["psnr", "niqe"])
+    with pytest.raises(ValueError, match="niqe"):  # UnknownName is a ValueError: callers catching it still do
+        MetricSuite(["niqe"])
+
+
+@pytest.mark.parametrize(
+    ("set_name", "split", "setting", "metric"),
+    [
+        ("celeba_test", "x8_medium", "", "psnr"),
+        ("wider_test", "all", "N4_tau22_omega42", "fid_ffhq512"),
+        ("my_faces", "x16_severe_jpeg", "input", "fid_gt"),
+        ("tiny", "x4_mild", "N8_tau35", "deg_identical"),
+    ],
+)
+def test_metric_keys_round_trip(set_name: str, split: str, setting: str, metric: str) -> None:
+    key = metric_key(set_name, split, metric, setting)
+    assert key == "/".join(part for part in ("eval", set_name, split, setting, metric) if part)
+    assert parse_metric_key(key) == MetricKey(set_name, split, metric, setting)
+
+
+@pytest.mark.parametrize(
+    "key", ["eval/tiny/psnr", "train/tiny/x4_mild/psnr", "eval/tiny/x4_mild/N8_tau35/extra/psnr", "eval//x4/psnr"]
+)
+def test_a_bad_metric_key_is_named(key: str) -> None:
+    with pytest.raises(ValueError, match=f"'{key}' is not a result key eval/<set>/<split>"):
+        parse_metric_key(key)
+
+
+def test_a_key_part_with_a_slash_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"\['faces/2024'\] must be non-empty and contain no '/'"):
+        metric_key("faces/2024", "all", "fid_gt")

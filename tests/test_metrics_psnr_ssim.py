@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_dr2.io import to_uint8
+from lightning_dr2.image_io import to_uint8
 from lightning_dr2.metrics.psnr_ssim import PSNR, SSIM, psnr_per_image, ssim_per_image
 
 # ----------------------------------------------------------------------------------------------------

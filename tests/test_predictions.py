@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,9 +16,9 @@ from conftest import build_tiny_testset
 from PIL import Image
 from test_evaluation import basicsr_psnr, eval_cfg
 
-from lightning_dr2 import compare as cmp
-from lightning_dr2.config import ConfigError
-from lightning_dr2.evaluation import run_eval
+from lightning_dr2.config.loader import ConfigError
+from lightning_dr2.jobs import compare as cmp
+from lightning_dr2.jobs.evaluate import run_eval
 from lightning_dr2.weights import sha256sum
 
 SPLITS = ("x4_mild", "x8_severe")
@@ -219,3 +220,22 @@ def test_offline_wandb_writes_one_run_per_method(testset: Path, dr2_run, tmp_pat
     offline = sorted(p.name for p in (result.run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 2
     assert any(n.endswith("-eval-r-copy") for n in offline) and any(n.endswith("-eval-r-again") for n in offline)
+
+
+def test_wandb_key_with_unreachable_server_still_writes_one_offline_run_per_method(
+    testset: Path, dr2_run, tmp_path: Path, unreachable_wandb_server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Real W&B, online asked, server unreachable: the eval finishes, each method's run lands offline under its
+    own id (it used to stop with "run ID ... is in use"), and the fallback is said once, not once per method."""
+    _, copy = dr2_run
+    cfg = eval_cfg(
+        testset, Path("random"), tmp_path, "settings=[]", "metrics=[psnr]", "wandb.mode=online",
+        "wandb.init_timeout=1", f"predictions.copy={copy}", f"predictions.again={copy}", splits="x4_mild",
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="lightning_dr2.loggers"):
+        result = run_eval(cfg)
+    assert (result.run_dir / "results.json").is_file()
+    offline = sorted(p.name for p in (result.run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2
+    assert any(n.endswith("-eval-r-copy") for n in offline) and any(n.endswith("-eval-r-again") for n in offline)
+    assert caplog.text.count("continuing offline") == 1

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from lightning_dr2.checkpoints import AtomicCheckpointIO, newest_valid_checkpoint, remove_stale_temp_files
 from lightning_dr2.datasets.synthetic import generate_faces
-from lightning_dr2.training import resolve_resume
+from lightning_dr2.jobs.training_run import resolve_resume
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -101,9 +101,15 @@ def test_sigterm_then_resume_equals_uninterrupted_run(faces, tmp_path):
     interrupted, reference = tmp_path / "a", tmp_path / "b"
     stopped = _check_stopped_with_checkpoint(_interrupt(faces, interrupted, signal.SIGTERM), interrupted)
     total = stopped + 3
+    # The resumed and the uninterrupted run are independent processes: run them side by side.
+    procs = []
     for runs in (interrupted, reference):
-        done = subprocess.run(_train_cmd(faces, runs, total), cwd=ROOT, env=_env(), capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        runs.mkdir(exist_ok=True)
+        with open(runs / "train.log", "w") as log:
+            cmd = _train_cmd(faces, runs, total)
+            procs.append((subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT), runs))
+    for proc, runs in procs:
+        assert proc.wait(timeout=300) == 0, (runs / "train.log").read_text()[-5000:]
     a, b = _exported(interrupted), _exported(reference)
     assert a.keys() == b.keys()
     # Same machine, same batch composition: equal up to fp32 rounding (docs/reproducibility.md).
@@ -131,7 +137,7 @@ def test_resume_auto_takes_newest_valid_and_skips_torn(tmp_path, caplog):
 
 
 def test_resume_auto_on_a_new_run_starts_fresh_and_true_requires_a_checkpoint(tmp_path):
-    from lightning_dr2.config import ConfigError
+    from lightning_dr2.config.loader import ConfigError
 
     assert resolve_resume(OmegaConf.create({"resume": "auto"}), tmp_path / "new") is None
     with pytest.raises(ConfigError, match="holds no readable checkpoint"):

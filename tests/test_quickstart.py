@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from lightning_dr2 import quickstart
-from lightning_dr2.quickstart import run_quickstart, split_overrides
+from lightning_dr2.jobs import quickstart
+from lightning_dr2.jobs.quickstart import run_quickstart, split_overrides
 
 # The DDPM stage (experiments/quickstart.yaml) and the enhancer stage (`enhance.` prefix) cut to a few steps.
 TINY_QUICKSTART = [

@@ -13,8 +13,9 @@ from contract import assert_fp32_close, assert_uint8_close
 from PIL import Image
 
 from lightning_dr2.datasets.synthetic import render_face
-from lightning_dr2.dr2.pipeline import DR2E, build_enhancer, image_seed
-from lightning_dr2.restore import run_restore
+from lightning_dr2.diffusion.noise import image_seed
+from lightning_dr2.dr2.pipeline import DR2E, build_enhancer
+from lightning_dr2.jobs.restore import run_restore
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_bad_settings_fail_at_construction(weights: dict) -> None:
         tiny_pipe(weights, N=3)
     with pytest.raises(ValueError, match="beyond the respaced grid"):
         tiny_pipe(weights, tau=10, omega=100)
-    with pytest.raises(ValueError, match="unknown enhancer"):
+    with pytest.raises(ValueError, match="unknown restoration network"):
         build_enhancer("gfpgan-typo")
 
 

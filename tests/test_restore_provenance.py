@@ -13,11 +13,11 @@ import torch
 from conftest import TINY_UNET_FLAGS, tiny_restore_cfg, tiny_unet
 from PIL import Image
 
-from lightning_dr2.config import ConfigError
+from lightning_dr2.config.loader import ConfigError
 from lightning_dr2.datasets.synthetic import render_face
-from lightning_dr2.io import fit_square
+from lightning_dr2.image_io import fit_square
+from lightning_dr2.jobs.restore import run_restore
 from lightning_dr2.provenance import ReuseRefused
-from lightning_dr2.restore import run_restore
 
 
 def _unet_file(root: Path, seed: int, nan: bool = False) -> Path:

@@ -9,9 +9,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lightning_dr2.config import ConfigError, ExperimentConfig, resolve_run_name
+from lightning_dr2.config.ddpm import DDPMConfig
+from lightning_dr2.config.loader import ConfigError, resolve_run_name
+from lightning_dr2.jobs.training_run import resolve_resume
 from lightning_dr2.loggers import resolve_wandb_mode, wandb_run_id
-from lightning_dr2.training import resolve_resume
 
 
 def _write_ckpt(path: Path, step: int = 7) -> None:
@@ -32,7 +33,7 @@ def _resume(value) -> object:
 
 
 def test_resume_default_is_auto() -> None:
-    assert str(OmegaConf.structured(ExperimentConfig).resume) == "auto"
+    assert str(OmegaConf.structured(DDPMConfig).resume) == "auto"
 
 
 def test_auto_resumes_from_last_when_it_exists(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from lightning_dr2.config import PROJECT_ROOT
+from lightning_dr2.config.loader import PROJECT_ROOT
 from lightning_dr2.runinfo import record_run_info
 
 

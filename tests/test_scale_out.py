@@ -16,7 +16,7 @@ from conftest import TINY_DDPM_NET, quiet_cpu_trainer
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
-from lightning_dr2.config import load_config
+from lightning_dr2.config.recipes import load_config
 from lightning_dr2.modules.ddpm import DDPMModule
 
 

@@ -12,14 +12,7 @@ from conftest import load_fixture
 from lightning_dr2.nets.loading import WeightsError
 from lightning_dr2.nets.sparnet import HD_CONFIG, SPARNet, fold_spectral_norm, load_sparnet
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small convolutions: one thread is as fast, and does not spin when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

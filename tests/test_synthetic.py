@@ -14,7 +14,7 @@ import pytest
 from lightning_dr2.cli import main
 from lightning_dr2.datasets import generate_faces, render_face
 from lightning_dr2.datasets.synthetic import face_seed
-from lightning_dr2.io import read_image
+from lightning_dr2.image_io import read_image
 
 
 def test_render_is_deterministic_per_seed():

@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from lightning_dr2.cli import main
-from lightning_dr2.config import ConfigError
+from lightning_dr2.config.loader import ConfigError
 from lightning_dr2.datasets.degradations import DegradationParams, degrade
 from lightning_dr2.datasets.synthetic import render_face
 from lightning_dr2.datasets.testset_builder import build_testset
 from lightning_dr2.datasets.testset_spec import TESTSETS_DIR, TestSetSpec, load_spec
 from lightning_dr2.datasets.testsets import MANIFEST, PairedSplit, RealLQSet, audit_testset, list_splits
-from lightning_dr2.io import read_image
+from lightning_dr2.image_io import read_image
 
 TINY = TESTSETS_DIR / "tiny_synthetic.yaml"
 CELEBA = TESTSETS_DIR / "celeba_test.yaml"
@@ -155,7 +155,7 @@ def test_spec_mapping_errors_name_key_and_origin() -> None:
 
 
 def test_missing_spec_names_known_ones() -> None:
-    from lightning_dr2.config import ConfigError
+    from lightning_dr2.config.loader import ConfigError
 
     with pytest.raises(ConfigError, match="test-set spec 'no_such_testset' not found.*celeba_test"):
         load_spec("no_such_testset")

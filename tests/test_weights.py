@@ -138,6 +138,8 @@ def test_registry_sanity():
         "vgg16-397923af.pth",
         "alexnet-owt-7be5be79.pth",
         "vgg19-dcbb9e9d.pth",
+        "VQFR_v1-33a1fac5.pth",
+        "VQFR_v2.pth",
     ):
         assert required in WEIGHTS
     for w in WEIGHTS.values():
@@ -153,6 +155,14 @@ def test_registry_sanity():
         "vgg16-397923af.pth",
         "alexnet-owt-7be5be79.pth",
         "vgg19-dcbb9e9d.pth",
+        "detection_Resnet50_Final.pth",
+        "detection_mobilenet0.25_Final.pth",
+        "GFPGANv1.3.pth",
+        "GFPGANv1.4.pth",
+        "RestoreFormer.pth",
+        "codeformer.pth",
+        "VQFR_v2.pth",
+        "GPEN-BFR-512.pth",
     }
 
 

@@ -18,14 +18,6 @@ from torch import nn
 from lightning_dr2.modules.guards import step_was_skipped
 
 
-def ema_or_live(trainer: pl.Trainer, pl_module: pl.LightningModule, attr: str = "net") -> nn.Module:
-    """The network to sample/evaluate with: the EMA copy when an `EMA` callback holds one, else the live one."""
-    for cb in trainer.callbacks:
-        if isinstance(cb, EMA) and cb.module is not None:
-            return cb.module
-    return getattr(pl_module, attr)
-
-
 class EMA(pl.Callback):
     """EMA of `pl_module.<attr>` (default `net`), updated once per optimizer step.
 
@@ -40,6 +32,7 @@ class EMA(pl.Callback):
         self.decay = decay
         self.warmup = warmup
         self.attr = attr
+        self.averages = attr  # what `modules.averaged.ema_or_live` looks for
         self.module: nn.Module | None = None
         self.num_updates = 0
         self._last_step = -1

@@ -3,7 +3,8 @@
 `BenchmarkEvaluator` holds what every such evaluation shares: the eval splits, the frozen metric networks
 (kept here, not in the LightningModule, so they are never EMA-copied or checkpointed), the schedule, the
 sharded scoring loop (each image scored exactly once across ranks, without padding, with a seed derived
-from its name, so the numbers are the same on 1 or N GPUs), and the logging. A subclass says only how a
+from its name, so the numbers are the same on 1 or N GPUs), and the logging. Images are scored by the
+shared `metrics.scoring.Scorer`, the one `eval` scores its saved outputs with. A subclass says only how a
 batch of a split is restored by the network being trained (`restorer`):
 
 - `DR2Evaluator` (DDPM training): the DR2 pipeline built from the EMA UNet (or the live one).
@@ -31,30 +32,44 @@ from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from lightning_dr2.callbacks.ema import ema_or_live
 from lightning_dr2.datasets.datamodule import ShardSampler
-from lightning_dr2.datasets.eval_splits import eval_splits
+from lightning_dr2.datasets.eval_splits import eval_splits, split_files
 from lightning_dr2.diffusion import DiffusionConfig
-from lightning_dr2.dr2.pipeline import DR2E, image_seed
-from lightning_dr2.io import resize
-from lightning_dr2.metrics.catalogue import default_metrics
-from lightning_dr2.metrics.suite import MetricSuite, group_by_size
+from lightning_dr2.diffusion.noise import image_seed
+from lightning_dr2.dr2.pipeline import DR2E
+from lightning_dr2.image_io import resize
+from lightning_dr2.metrics.catalogue import default_metrics, metric_key, split_key
+from lightning_dr2.metrics.scoring import Scorer, group_by_size
+from lightning_dr2.metrics.suite import MetricSuite
+from lightning_dr2.modules.averaged import ema_or_live
 from lightning_dr2.report import save_grid, setting_name
 
 log = logging.getLogger(__name__)
 
 
 def build_eval_splits(sets: Sequence[dict[str, Any]]) -> list[tuple[str, str, Dataset, bool, str | None]]:
-    """(set, split, dataset, paired, fid_reference) for every configured split; `limit` keeps the first images."""
+    """(set, split, dataset, paired, fid_reference) for every configured split: the images `eval` scores
+    (`split_files`: those the set's manifest lists, the first `limit`; a missing file is a warning), less any
+    the dataset found undecodable."""
     from lightning_dr2.datasets.testsets import PairedSplit, RealLQSet
 
     out = []
     for spec in sets:
         for part in eval_splits(spec):
-            dataset = PairedSplit(part.root, part.name) if part.paired else RealLQSet(part.lq_dir)
-            if part.limit:
-                dataset = Subset(dataset, range(min(part.limit, len(dataset))))
-            out.append((part.set, part.name, dataset, part.paired, part.fid_reference))
+            if part.paired:
+                dataset: Dataset = PairedSplit(part.root, part.name)
+                names = [rel for rel, _, _ in dataset.pairs]
+            else:
+                dataset = RealLQSet(part.lq_dir)
+                names = [rel for rel, _ in dataset.files]
+            index = {name: i for i, name in enumerate(names)}
+            scored = [index[rel] for rel in split_files(part, allow_missing=True).rels if rel in index]
+            if not scored:
+                raise ValueError(
+                    f"eval set '{part.set}', split '{part.name}': none of the images its manifest lists in "
+                    f"{part.lq_dir} can be read (see the warnings above); rebuild the set or drop the split"
+                )
+            out.append((part.set, part.name, Subset(dataset, scored), part.paired, part.fid_reference))
     return out
 
 
@@ -63,7 +78,7 @@ Restore = Callable[[Tensor, Sequence[str]], Tensor]  # (lq batch, image names) -
 
 def evaluator_options(ev: DictConfig, seed: int, out_dir: Path) -> dict[str, Any]:
     """The `BenchmarkEvaluator` arguments of an `evaluator` config section (config.EvaluatorConfig, checked by
-    config.validate_evaluator when the config was loaded)."""
+    config.run.check_evaluator when the config was loaded)."""
     container: dict[str, Any] = OmegaConf.to_container(ev, resolve=True)  # type: ignore[assignment]
     return dict(
         sets=container["sets"],
@@ -117,7 +132,7 @@ class BenchmarkEvaluator(pl.Callback, ABC):
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.steps_per_iteration = steps_per_iteration
         self.splits: list[tuple[str, str, Dataset, bool, str | None]] | None = None
-        self.suites: dict[tuple[bool, str | None], MetricSuite] = {}
+        self.scorers: dict[tuple[bool, str | None], Scorer] = {}
         self.last_results: dict[str, float] = {}
         self._done_step = -1
 
@@ -133,19 +148,22 @@ class BenchmarkEvaluator(pl.Callback, ABC):
         if self.splits is None:
             self.splits = build_eval_splits(self.sets)
 
-    def _suite(self, paired: bool, fid_reference: str | None, device: torch.device) -> MetricSuite:
+    def _scorer(self, paired: bool, fid_reference: str | None, device: torch.device) -> Scorer:
         key = (paired, fid_reference)
-        if key not in self.suites:
-            self.suites[key] = MetricSuite(
+        if key not in self.scorers:
+            suite = MetricSuite(
                 self.metric_names,
                 paired=paired,
                 fid_reference=fid_reference,
                 skip_missing=self.skip_missing_weights,
                 random_networks=self.random_metric_networks,
             )
-            for metric, note in self.suites[key].notes.items():
+            for metric, note in suite.notes.items():
                 log.info("evaluator: %s %s", metric, note)
-        return self.suites[key].to(device)
+            # the network may work at another size than the set's: resizing to the ground truth is routine here
+            self.scorers[key] = Scorer(suite, warn_on_resize=False)
+        self.scorers[key].suite.to(device)
+        return self.scorers[key]
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         step = trainer.global_step
@@ -173,15 +191,15 @@ class BenchmarkEvaluator(pl.Callback, ABC):
         several = len(self.settings) > 1
         for setting in self.settings:
             for set_name, split, dataset, paired, fid_reference in self.splits:
-                name = setting_name(setting["N"], setting["tau"], setting.get("omega"))
-                key = f"eval/{set_name}/{split}" + (f"/{name}" if several else "")
+                name = setting_name(setting["N"], setting["tau"], setting.get("omega")) if several else ""
+                key = split_key(set_name, split, name)
                 first = dataset[0]
                 target_size = (first["hq"] if paired else first["lq"]).shape[-1]
                 restore = self.restorer(network, setting, key, target_size)
                 values, rows, grid = self._evaluate_split(
                     restore, dataset, paired, fid_reference, target_size, device, shard
                 )
-                results.update({f"{key}/{m}": v for m, v in values.items()})
+                results.update({metric_key(set_name, split, m, name): v for m, v in values.items()})
                 if trainer.is_global_zero:
                     self._log_media(trainer, key, rows, grid)
         network.train(was_training)
@@ -205,8 +223,8 @@ class BenchmarkEvaluator(pl.Callback, ABC):
         device: torch.device,
         shard: tuple[int, int],
     ) -> tuple[dict[str, float], list[dict[str, Any]], torch.Tensor | None]:
-        suite = self._suite(paired, fid_reference, device)
-        suite.reset()
+        scorer = self._scorer(paired, fid_reference, device)
+        scorer.reset()
         loader = DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -216,25 +234,18 @@ class BenchmarkEvaluator(pl.Callback, ABC):
         rows: list[dict[str, Any]] = []
         grid = []
         for groups in loader:
-            for batch in groups:  # same-size images: each scored at its own ground truth's (or input's) size
+            for batch in groups:  # same-size images, scored as `eval` scores its saved outputs
                 lq = batch["lq"].to(device)
                 hq = batch["hq"].to(device) if paired else None
-                size = (hq if hq is not None else lq).shape[-1]
-                output = resize(restore(lq, batch["name"]), size).clamp(-1, 1)
-                per_image = suite.update(output, hq)
-                shown = resize(lq, size)
-                for i, name in enumerate(batch["name"]):
-                    rows.append(
-                        {
-                            "name": name,
-                            **{k: float(v[i]) for k, v in per_image.items()},
-                            "thumb": (shown[i], output[i], None if hq is None else hq[i]),
-                        }
-                    )
+                gray = batch["hq_gray"].to(device) if "hq_gray" in batch else None  # a JPEG ground truth's own gray
+                output, scored = scorer.score(batch["name"], restore(lq, batch["name"]), hq, target_gray=gray)
+                shown = resize(lq, output.shape[-1])
+                for i, row in enumerate(scored):
+                    rows.append({**row, "thumb": (shown[i], output[i], None if hq is None else hq[i])})
                 for i in range(min(lq.shape[0], self.log_images - len(grid))):
                     tiles = [shown[i], output[i]] + ([hq[i]] if hq is not None else [])
                     grid.append(resize(torch.stack(tiles), target_size).cpu())
-        values = suite.compute()  # syncs the float64 sums across ranks
+        values = scorer.compute()  # syncs the float64 sums across ranks
         return values, rows, (torch.cat(grid) if grid else None)
 
     def _log_media(self, trainer: pl.Trainer, key: str, rows: list[dict[str, Any]], grid: torch.Tensor | None) -> None:

@@ -9,9 +9,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
 
-from lightning_dr2.callbacks.ema import ema_or_live
 from lightning_dr2.diffusion import build_diffusion
 from lightning_dr2.diffusion.sampling import sample_images
+from lightning_dr2.modules.averaged import ema_or_live
 from lightning_dr2.report import save_grid
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from lightning_dr2.io import atomic_write, output_name, resize, to_uint8_images, write_json, write_png, write_table
+from lightning_dr2.files import atomic_write, write_json, write_table
+from lightning_dr2.image_io import output_name, resize, to_uint8_images, write_png
 from lightning_dr2.provenance import read_jsonl
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Image folders, synthetic faces and DataModules (see `images`, `synthetic`, `datamodule`).
 
-Decoding and encoding images is `lightning_dr2.io`'s job.
+Finding, decoding and encoding images is `lightning_dr2.image_io`'s job.
 
 Re-exports resolve lazily (PEP 562), so `python -m lightning_dr2 synth` and worker processes that only
 need `synthetic` do not pay for importing PyTorch Lightning and albumentations.
@@ -13,26 +13,22 @@ from typing import TYPE_CHECKING
 
 _EXPORTS = {
     "FaceDataModule": "datamodule",
-    "IMAGE_EXTENSIONS": "images",
     "ImageFolder": "images",
-    "list_images": "images",
     "scan": "images",
     "generate_faces": "synthetic",
     "render_face": "synthetic",
 }
 __all__ = [
     "FaceDataModule",
-    "IMAGE_EXTENSIONS",
     "ImageFolder",
     "generate_faces",
-    "list_images",
     "render_face",
     "scan",
 ]
 
 if TYPE_CHECKING:
     from .datamodule import FaceDataModule
-    from .images import IMAGE_EXTENSIONS, ImageFolder, list_images, scan
+    from .images import ImageFolder, scan
     from .synthetic import generate_faces, render_face
 
 

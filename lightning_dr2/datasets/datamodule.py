@@ -12,7 +12,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .images import ImageFolder, list_images
+from lightning_dr2.image_io import list_images
+
+from .images import ImageFolder
 from .synthetic import MANIFEST, generate_faces
 
 log = logging.getLogger(__name__)

@@ -28,9 +28,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_dr2.datasets.datamodule import ShardSampler, StreamSampler, sampled_loader, trainer_geometry
-from lightning_dr2.datasets.images import list_images
 from lightning_dr2.datasets.synthetic import MANIFEST, generate_faces
-from lightning_dr2.io import center_crop_resize, image_to_tensor, load_pil, output_name, resize, to_uint8_images
+from lightning_dr2.image_io import (
+    center_crop_resize,
+    image_to_tensor,
+    list_images,
+    load_pil,
+    output_name,
+    resize,
+    to_uint8_images,
+)
 
 log = logging.getLogger(__name__)
 

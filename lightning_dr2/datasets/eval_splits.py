@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lightning_dr2.config import ConfigError
+from lightning_dr2.config.loader import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def eval_splits(spec: Mapping[str, Any], allow_missing: bool = False) -> list[Ev
 def split_files(part: EvalSplit, allow_missing: bool = False) -> SplitFiles:
     """The first `limit` listed images of a split whose LQ (and ground truth) exist. A missing listed file is an
     error naming it, or with `allow_missing` a counted warning; unlisted files are reported and left out."""
-    from lightning_dr2.datasets.images import list_images
+    from lightning_dr2.image_io import list_images
 
     on_disk = [f.relative_to(part.lq_dir).as_posix() for f in list_images(part.lq_dir)] if part.present else []
     listed = list(part.listed) if part.listed is not None else on_disk

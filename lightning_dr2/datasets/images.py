@@ -1,6 +1,6 @@
 """Folders of face images: listing, scanning for bad files, and a square-crop `ImageFolder` dataset.
 
-Decoding (odd modes, alpha, 16-bit, EXIF, corrupt files -> `BadImageError`) lives in `lightning_dr2.io`.
+Decoding (odd modes, alpha, 16-bit, EXIF, corrupt files -> `BadImageError`) lives in `lightning_dr2.image_io`.
 """
 
 from __future__ import annotations
@@ -16,56 +16,15 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from lightning_dr2.io import BadImageError, center_crop_resize, image_to_tensor, load_pil
+from lightning_dr2.image_io import BadImageError, center_crop_resize, image_to_tensor, list_images, load_pil
 from lightning_dr2.parallel import spawn_pool
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
-"""Suffixes (lower case) that `list_images` picks up; matching ignores case."""
 
 
-def _extensions_text() -> str:
-    return ", ".join(sorted(IMAGE_EXTENSIONS))
 
 
-def list_images(root: str | os.PathLike) -> list[Path]:
-    """All image files under `root` (recursively), sorted by their POSIX relative path.
-
-    Sorting by relative path keeps the order, and therefore seeded splits, identical across machines
-    and filesystems. Hidden files and folders (names starting with '.', e.g. macOS `._x.png` resource
-    forks or `.ipynb_checkpoints`) are skipped; symlinked folders are followed once.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist or is not a folder")
-
-    def fail(err: OSError) -> None:
-        raise PermissionError(f"cannot read folder {err.filename} under image folder {root}: {err.strerror}")
-
-    found: list[tuple[str, Path]] = []
-    n_other = 0
-    visited: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, onerror=fail, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in visited:  # a symlink cycle: do not descend twice
-            dirnames[:] = []
-            continue
-        visited.add(real)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if name.startswith("."):
-                continue
-            if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
-                n_other += 1
-                continue
-            path = Path(dirpath, name)
-            found.append((path.relative_to(root).as_posix(), path))
-    if not found:
-        other = f" ({n_other} other files found)" if n_other else ""
-        raise ValueError(f"no image files in folder {root}{other}; looked for extensions {_extensions_text()}")
-    found.sort(key=lambda item: item[0])
-    return [path for _, path in found]
 
 
 def _check(path: Path) -> str | None:

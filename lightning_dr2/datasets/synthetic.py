@@ -26,7 +26,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from lightning_dr2.io import write_json, write_png
+from lightning_dr2.files import write_json
+from lightning_dr2.image_io import write_png
 from lightning_dr2.parallel import spawn_pool
 
 log = logging.getLogger(__name__)
@@ -357,6 +358,7 @@ class _Face:
         smile = u(-0.3, 1.0)
         line_y = self.mouth_y + smile * 0.006
         corner_y = self.mouth_y - smile * 0.014
+        self.mouth_corners = [(mx - mw, corner_y), (mx + mw, corner_y)]
         ul, ll = u(0.007, 0.015), u(0.011, 0.022)
         opened = u(0.008, 0.03) if smile > 0.4 and rng.random() < 0.35 else 0.0
         x = mx + mw * np.linspace(-1, 1, 25)
@@ -486,6 +488,13 @@ def _background(rng: np.random.Generator, side: int) -> np.ndarray:
 
 def render_face(seed: int, size: int) -> np.ndarray:
     """Render one synthetic aligned face as a (size, size, 3) uint8 RGB array; same seed, same bytes."""
+    return render_face_with_landmarks(seed, size)[0]
+
+
+def render_face_with_landmarks(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """`render_face` and where its five FFHQ landmarks were drawn: (5, 2) float pixel (x, y) of the left and
+    right eye centres, the nose tip and the left and right mouth corners (left/right as seen in the image),
+    after the roll/scale/shift. The ground truth that face detection and alignment are measured against."""
     if size < 8:
         raise ValueError(f"size must be at least 8 pixels, got {size}")
     rng = np.random.default_rng(seed)
@@ -509,6 +518,17 @@ def render_face(seed: int, size: int) -> np.ndarray:
     m = cv2.getRotationMatrix2D((0.5 * side, face.eye_y * side), angle, rng.uniform(0.96, 1.04))
     m[:, 2] += rng.uniform(-0.015, 0.015, 2) * side
     fg = cv2.warpAffine(fg, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    landmarks = np.array(
+        [
+            (0.5 - face.eye_dx + face.yaw, face.eye_y),
+            (0.5 + face.eye_dx + face.yaw, face.eye_y),
+            (face.nose_x, face.nose_y),
+            *face.mouth_corners,
+        ]
+    )
+    # Canvas pixel-centre coordinates (unit * side) through the roll, then down to output pixels.
+    landmarks = (landmarks * side) @ m[:, :2].T + m[:, 2]
+    landmarks = (landmarks + 0.5) * (size / side) - 0.5
     X, _ = _grid(side)
     light = 1 + rng.uniform(0.05, 0.22) * face.light * (X - 0.5) * 2
     out = fg.astype(np.float32)
@@ -516,7 +536,7 @@ def render_face(seed: int, size: int) -> np.ndarray:
     # Area reduction averages the supersamples; a light blur then softens edges like a camera would.
     img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
     img = cv2.GaussianBlur(img, (0, 0), 0.35)
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), landmarks
 
 
 def face_seed(seed: int, index: int) -> int:

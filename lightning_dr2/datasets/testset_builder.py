@@ -29,10 +29,10 @@ from tqdm.auto import tqdm
 
 from lightning_dr2 import __version__
 from lightning_dr2.datasets.degradations import DegradationSpec, degrade_with_seed
-from lightning_dr2.datasets.images import list_images
 from lightning_dr2.datasets.testset_spec import BUILDER_VERSION, TestSetSpec, load_spec
 from lightning_dr2.datasets.testsets import HQ_DIR, LQ_DIR, MANIFEST, audit_testset, folder_of, read_manifest
-from lightning_dr2.io import BadImageError, atomic_write, center_crop_resize, encode_png, load_pil
+from lightning_dr2.files import atomic_write
+from lightning_dr2.image_io import BadImageError, center_crop_resize, encode_png, list_images, load_pil
 from lightning_dr2.runinfo import record_run_info
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from lightning_dr2.config import ConfigError, load_structured, named_yaml
+from lightning_dr2.config.loader import ConfigError, load_structured, named_yaml
 from lightning_dr2.datasets.degradations import DegradationSpec
 from lightning_dr2.datasets.testsets import HQ_DIR
 

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 
-from lightning_dr2.datasets.images import list_images, scan
-from lightning_dr2.io import image_to_tensor, read_image
+from lightning_dr2.datasets.images import scan
+from lightning_dr2.image_io import image_to_tensor, list_images, read_image, read_jpeg_gray
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,8 @@ def _drop_bad(files: dict[str, list[Path]], check: bool, workers: int) -> dict[s
 
 
 class PairedSplit(Dataset):
-    """One split of a built set as {"lq": (3,H,W) in [-1,1], "hq": (3,H,W), "name": relpath, "index": i}.
+    """One split of a built set as {"lq": (3,H,W) in [-1,1], "hq": (3,H,W), "name": relpath, "index": i}, plus
+    "hq_gray" (H,W uint8, `image_io.read_jpeg_gray`) when the ground truth is a JPEG file.
 
     Pairs are matched by relative path (`<split>/lq/<rel>` with `hq/<rel>`). With `check` (default) every
     file is decoded once here and pairs with a missing or undecodable file are skipped, logged and listed
@@ -157,12 +159,16 @@ class PairedSplit(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rel, lq, hq = self.pairs[index]
-        return {
+        item = {
             "lq": image_to_tensor(read_image(lq)),
             "hq": image_to_tensor(read_image(hq)),
             "name": rel,
             "index": index,
         }
+        gray = read_jpeg_gray(hq)
+        if gray is not None:  # a JPEG ground truth's own gray, which the identity metric reads (as `eval` does)
+            item["hq_gray"] = torch.from_numpy(gray)
+        return item
 
 
 class RealLQSet(Dataset):

@@ -1,7 +1,7 @@
 """Exported enhancers: a plain state dict + `<file>.json` = {"generator": name, "options": {...}}.
 
 `train-enhancer` writes them (`export/enhancer_ema.pt`); DR2E reads the JSON to rebuild the right
-generator from `nets.generators`, so `enhancer.weights=<file>` is all a user types.
+network from `nets.restorers`, so `enhancer.weights=<file>` is all a user types.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from lightning_dr2.dr2.sidecar import sidecar_path
-from lightning_dr2.io import atomic_write, write_json
-from lightning_dr2.nets.generators import build_generator
+from lightning_dr2.files import atomic_write, write_json
 from lightning_dr2.nets.loading import WeightsError, load_into, read_state_dict
+from lightning_dr2.nets.restorers import build_restorer
 from lightning_dr2.nets.sparnet import fold_spectral_norm
 
 
@@ -64,6 +64,6 @@ def load_exported_enhancer(weights: str | Path, options: Mapping[str, Any] | Non
             f"enhancer.options {differing} differ from what {sidecar_path(weights)} records "
             f"({recorded}); the exported network is built as recorded: drop enhancer.options"
         )
-    net = build_generator(record["generator"], recorded)
+    net = build_restorer(record["generator"], recorded)
     load_into(net, read_state_dict(weights), weights)
     return fold_spectral_norm(net.eval())

@@ -10,8 +10,7 @@ the enhancer size -> enhancer (SPARNetHD by default) -> clamp.
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,62 +28,37 @@ from lightning_dr2.dr2.sidecar import (
     resolve_diffusion,
     sidecar_path,
 )
-from lightning_dr2.io import images_to_tensor, resize, to_uint8_images
-from lightning_dr2.nets.loading import load_into, read_state_dict
-from lightning_dr2.nets.sparnet import SPARNet, fold_spectral_norm, load_sparnet
+from lightning_dr2.exports.locate import locate_weights
+from lightning_dr2.image_io import images_to_tensor, resize, to_uint8_images
+from lightning_dr2.nets.loading import WeightsError, load_into, read_state_dict
+from lightning_dr2.nets.restorers import RESTORERS, build_restorer
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS, UNet
 
 DEFAULT_UNET_FILE = "DR2_FFHQ.pkl"
-DEFAULT_ENHANCER_FILE = "SPARNetHD_FFHQ_DR2aug.pth"
 RANDOM = "random"  # weights="random": random initialisation (tests, benchmarks), never a silent default
-
-EnhancerBuilder = Callable[[str | None, Mapping[str, Any], str | None], nn.Module | None]
-ENHANCERS: dict[str, EnhancerBuilder] = {}
-
-
-def register_enhancer(name: str) -> Callable[[EnhancerBuilder], EnhancerBuilder]:
-    """Register `builder(weights, options, weights_dir) -> nn.Module | None` under `name`."""
-
-    def wrap(builder: EnhancerBuilder) -> EnhancerBuilder:
-        ENHANCERS[name] = builder
-        return builder
-
-    return wrap
-
-
-def locate_weights(weights: str | None, default_name: str, weights_dir: str | None = None) -> Path:
-    """A weights setting -> a file: None = `default_name` from the registry; a bare name is looked up there."""
-    from lightning_dr2.weights import find_weight
-
-    if weights is None:
-        return find_weight(default_name, weights_dir)
-    path = Path(weights)
-    return path if path.exists() or path.parent != Path(".") else find_weight(weights, weights_dir)
-
-
-@register_enhancer("sparnethd")
-def _build_sparnethd(weights: str | None, options: Mapping[str, Any], weights_dir: str | None) -> nn.Module:
-    """SPARNetHD (512 px by default); spectral norm folded into the weights for inference."""
-    if weights == RANDOM:
-        net = SPARNet(**{**SPARNet.hd().config, **options}) if options else SPARNet.hd()
-    else:
-        net = load_sparnet(locate_weights(weights, DEFAULT_ENHANCER_FILE, weights_dir), **options)
-    return fold_spectral_norm(net.eval())
-
-
-@register_enhancer("none")
-def _build_none(weights: str | None, options: Mapping[str, Any], weights_dir: str | None) -> None:
-    return None
 
 
 def build_enhancer(
     name: str, weights: str | None = None, options: Mapping[str, Any] | None = None, weights_dir: str | None = None
 ) -> nn.Module | None:
-    if name != "none" and read_enhancer_sidecar(weights) is not None:
-        return load_exported_enhancer(weights, options)  # a train-enhancer export: its JSON names the network
-    if name not in ENHANCERS:
-        raise ValueError(f"unknown enhancer {name!r}; registered: {sorted(ENHANCERS)}")
-    return ENHANCERS[name](weights, dict(options or {}), weights_dir)
+    """The enhancer after DR2: `none`; a train-enhancer export (its JSON names the network); or a registered
+    restoration network with random weights (`weights="random"`), its released file (`weights=None`) or a file."""
+    if name == "none":
+        return None
+    if read_enhancer_sidecar(weights) is not None:
+        return load_exported_enhancer(weights, options)
+    spec = RESTORERS[name]
+    if weights == RANDOM:
+        return spec.finalize(build_restorer(name, options).eval())
+    if weights is None and spec.weights is None:
+        raise WeightsError(
+            f"restoration network {name!r} has no released weights: give enhancer.weights=FILE "
+            "(e.g. a train-enhancer export) or enhancer.weights=random for tests"
+        )
+    path = locate_weights(weights, spec.weights, weights_dir)  # type: ignore[arg-type]
+    state = read_state_dict(path)
+    net = build_restorer(name, {**dict(options or {}), **spec.options_for_file(state)})
+    return spec.finalize(load_into(net, state, path).eval())
 
 
 def load_unet(
@@ -118,15 +92,6 @@ def load_unet(
 def _given_process(flags: Mapping[str, Any], diffusion: DiffusionConfig | None) -> DiffusionConfig:
     """The caller's process (or the published one) for weights that record none."""
     return published_process(flags) if diffusion is None else diffusion.for_network(net_learns_sigma(flags))
-
-
-def image_seed(base_seed: int, name: str) -> int:
-    """A per-image seed from the run seed and the image's relative path.
-
-    Results then depend on neither the order of the files, the batch an image lands in, nor the number
-    of GPUs; the seed is recorded in the restore manifest.
-    """
-    return (int(base_seed) * 1_000_003 + zlib.crc32(name.encode("utf-8"))) % (2**63 - 1)
 
 
 class DR2E:

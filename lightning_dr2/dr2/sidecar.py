@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_dr2.diffusion import PUBLISHED_DIFFUSION, DiffusionConfig
-from lightning_dr2.io import write_json
+from lightning_dr2.files import write_json
 from lightning_dr2.nets.loading import WeightsError
 from lightning_dr2.nets.unet import normalise_flags
 

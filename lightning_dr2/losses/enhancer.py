@@ -73,6 +73,6 @@ def load_perceptual(weights: str | None, weights_dir: str | None = None) -> Perc
     error naming it and how to fetch it), a path, or "random" (tests and the tiny recipe only)."""
     if weights == "random":
         return PerceptualLoss(VGG19Features(None))
-    from lightning_dr2.dr2.pipeline import locate_weights
+    from lightning_dr2.exports.locate import locate_weights
 
     return PerceptualLoss(VGG19Features(locate_weights(weights, VGG19_FILE, weights_dir)))

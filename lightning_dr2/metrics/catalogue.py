@@ -2,11 +2,15 @@
 
 Read by the metric suite (what to build, what needs ground truth, which file enables a metric), by `eval` and
 `compare` and the report writer (titles, arrows, formats, best-value direction) and by the config defaults.
-Light on purpose (no torch at import): config.py and compare import it.
+`METRICS` is a `lightning_dr2.registry.Registry`, like the restoration networks. Light on purpose (no torch
+at import): the config schemas and compare import it.
 
 FID is one metric but its number depends on the reference statistics, so its result key names the
 reference: `fid_gt` (the split's own ground truth) or `fid_<reference>` (e.g. `fid_ffhq512` for BasicSR's
 FFHQ-512 statistics, the papers' column). Results written before this rule carry a plain `fid`.
+
+Logged results (W&B, the evaluator's JSON) are keyed `eval/<set>/<split>[/<setting>]/<metric>`: `metric_key`
+builds such a key and `parse_metric_key` reads one back, the only places that know its layout.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from lightning_dr2.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,7 @@ _ALL = (
     MetricInfo("psnr_vqfr", "PSNR (VQFR protocol)", True, "{:.2f}", True, (), _psnr_vqfr, default=False),
     MetricInfo("ssim_vqfr", "SSIM (VQFR protocol)", True, "{:.4f}", True, (), _ssim_vqfr, default=False),
 )
-METRICS: dict[str, MetricInfo] = {m.name: m for m in _ALL}  # canonical column order
+METRICS: Registry[MetricInfo] = Registry("metric", ((m.name, m) for m in _ALL))  # canonical column order
 
 FID_GT = "gt"  # FID against the statistics of the split's own ground truth
 # Reference statistics with a short, well-known label (others are labelled by their file stem).
@@ -106,9 +112,8 @@ def default_metrics() -> list[str]:
 
 
 def check_names(names: list[str] | tuple[str, ...]) -> None:
-    unknown = [n for n in names if n not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metrics {unknown}; available: {list(METRICS)}")
+    """Every name must be a catalogue metric (`registry.UnknownName`, a ValueError, lists them)."""
+    METRICS.check(names)
 
 
 def fid_label(reference: str | Path | None) -> str:
@@ -156,6 +161,50 @@ def format_value(key: str, value: float | None, missing: str = "–") -> str:
 
 def column_order(keys: list[str] | set[str]) -> list[str]:
     """Metric result keys in canonical order (FID columns sorted by reference); non-metric keys dropped."""
-    order = list(METRICS)
+    order = METRICS.names()
     keyed = [k for k in keys if metric_of(k) is not None]
     return sorted(keyed, key=lambda k: (order.index(metric_of(k).name), k))  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------------------------------------ result keys
+
+KEY_ROOT = "eval"
+
+
+@dataclass(frozen=True)
+class MetricKey:
+    """The parts of a logged result key `eval/<set>/<split>[/<setting>]/<metric>`; `setting` is "" when the key
+    has no setting level (a run with one setting); `metric` is a result key (`psnr`, `fid_ffhq512`) or a
+    diagnostic logged beside them (`deg_identical`)."""
+
+    set: str
+    split: str
+    metric: str
+    setting: str = ""
+
+
+def split_key(set_name: str, split: str, setting: str = "") -> str:
+    """`eval/<set>/<split>[/<setting>]`: the prefix of one split's results (its metrics, grid and table)."""
+    parts = (set_name, split, setting) if setting else (set_name, split)
+    bad = [part for part in parts if not part or "/" in part]
+    if bad:
+        raise ValueError(
+            f"cannot build a result key from set={set_name!r}, split={split!r}, setting={setting!r}: "
+            f"{bad} must be non-empty and contain no '/' (rename the set or split)"
+        )
+    return "/".join((KEY_ROOT, *parts))
+
+
+def metric_key(set_name: str, split: str, metric: str, setting: str = "") -> str:
+    """`eval/<set>/<split>[/<setting>]/<metric>`, the key a result is logged under; `parse_metric_key` inverts it."""
+    if not metric or "/" in metric:
+        raise ValueError(f"cannot build a result key for metric {metric!r}: it must be non-empty and without '/'")
+    return f"{split_key(set_name, split, setting)}/{metric}"
+
+
+def parse_metric_key(key: str) -> MetricKey:
+    """The parts of a `metric_key`; anything else is a ValueError naming the key and the expected layout."""
+    parts = str(key).split("/")
+    if parts[0] != KEY_ROOT or len(parts) not in (4, 5) or not all(parts):
+        raise ValueError(f"{key!r} is not a result key {KEY_ROOT}/<set>/<split>[/<setting>]/<metric>")
+    return MetricKey(parts[1], parts[2], parts[-1], parts[3] if len(parts) == 5 else "")

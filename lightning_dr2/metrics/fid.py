@@ -32,8 +32,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from tqdm.auto import tqdm
 
-from lightning_dr2.datasets.images import list_images
-from lightning_dr2.io import BadImageError, checked_value_range, read_image, to_uint8
+from lightning_dr2.image_io import BadImageError, checked_value_range, list_images, read_image, to_uint8
 from lightning_dr2.metrics.frechet import FeatureStats, FIDStats, frechet_distance, load_stats, save_stats
 from lightning_dr2.nets.inception import FEATURE_DIM, load_fid_inception
 from lightning_dr2.weights import find_weight

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from lightning_dr2.io import checked_value_range
+from lightning_dr2.image_io import checked_value_range
 from lightning_dr2.nets.arcface import arcface_input_from_gray, arcface_preprocess, load_arcface
 
 __all__ = ["ARCFACE_WEIGHTS_NAME", "IdentityDistance", "pair_degrees"]

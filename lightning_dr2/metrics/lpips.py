@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from lightning_dr2.io import checked_value_range, to_uint8
+from lightning_dr2.image_io import checked_value_range, to_uint8
 from lightning_dr2.nets.loading import load_into, read_state_dict
 from lightning_dr2.weights import find_weight
 

@@ -6,7 +6,7 @@ window (sigma 1.5) over the valid region, per channel, then the mean over channe
 the mean of the per-image values. We reproduce that to float64 rounding, but batched in torch so it runs
 on the GPU inside the evaluation callback:
 
-* `lightning_dr2.io.to_uint8` quantises [-1, 1] network outputs exactly like BasicSR's `tensor2img` (clamp, scale,
+* `lightning_dr2.image_io.to_uint8` quantises [-1, 1] network outputs exactly like BasicSR's `tensor2img` (clamp, scale,
   round half to even in float32), i.e. what would be written to the PNG;
 * `psnr_per_image` / `ssim_per_image` take uint8 N x C x H x W tensors;
 * `PSNR` and `SSIM` are torchmetrics Metrics holding float64 sum/count (summed across processes).
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
-from lightning_dr2.io import checked_value_range, to_uint8
+from lightning_dr2.image_io import checked_value_range, to_uint8
 
 # ITU-R BT.601 Y on the 16-235 scale, RGB order (BasicSR's rgb2ycbcr(y_only=True)).
 _Y_WEIGHTS = (65.481, 128.553, 24.966)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -134,24 +133,3 @@ class MetricSuite(nn.Module):
             metric.reset()
         if self.fid_targets is not None:
             self.fid_targets.reset()
-
-
-def group_by_size(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Collate dataset items into same-size sub-batches (tensors stacked, other values listed).
-
-    Real sets mix image sizes; FID's Inception and Deg's 128 px ArcFace input resize each image from its own
-    size, so an image must never be brought to a neighbour's size before scoring (a 256 px face upscaled to
-    512 moves its Inception features by about a third). Only the protocol's own resizes remain (the output to
-    its ground truth's size for paired metrics). Groups keep the items' first-seen order.
-    """
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for item in items:
-        key = tuple((k, tuple(v.shape)) for k, v in item.items() if isinstance(v, Tensor))  # same keys, same sizes
-        groups.setdefault(key, []).append(item)
-    return [
-        {
-            k: torch.stack([m[k] for m in members]) if isinstance(v, Tensor) else [m[k] for m in members]
-            for k, v in members[0].items()
-        }
-        for members in groups.values()
-    ]

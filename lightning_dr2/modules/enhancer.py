@@ -11,7 +11,6 @@ their optimisers only. Training draws no random numbers: every random choice is 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -19,12 +18,11 @@ import torch
 from torch import Tensor, nn
 
 from lightning_dr2 import losses
-from lightning_dr2.callbacks.ema import ema_or_live
+from lightning_dr2.modules.averaged import ema_or_live
 from lightning_dr2.modules.guards import NonFiniteGuard, check_finite_weights, guarded_step
 from lightning_dr2.nets.discriminator import MultiScaleDiscriminator
-from lightning_dr2.nets.generators import build_generator
 from lightning_dr2.nets.loading import load_into, read_state_dict
-from lightning_dr2.report import save_grid
+from lightning_dr2.nets.restorers import build_restorer
 
 ITERATION_STEPS = 2  # optimizer steps per batch: D, then G
 
@@ -40,15 +38,13 @@ class EnhancerModule(pl.LightningModule):
         optim: Mapping[str, Any],
         init_weights: str | None = None,
         vgg_weights: str | None = None,
-        grid_dir: str | None = None,
-        grid_rows: int = 8,
         pair_maker: PairMaker | None = None,
         max_bad_steps: int = 20,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["pair_maker"])
         self.automatic_optimization = False
-        self.generator = build_generator(generator["name"], generator.get("options", {}))
+        self.generator = build_restorer(generator["name"], generator.get("options", {}))
         if init_weights:
             load_into(self.generator, read_state_dict(init_weights), init_weights)
         self.discriminator = MultiScaleDiscriminator(**discriminator)
@@ -60,10 +56,6 @@ class EnhancerModule(pl.LightningModule):
         perceptual = losses.load_perceptual(vgg_weights) if self.weights.vgg > 0 else None
         object.__setattr__(self, "perceptual", perceptual)  # frozen: not saved, not in the module tree
         self.pair_maker = pair_maker
-        self.grid_dir = Path(grid_dir) if grid_dir else None
-        self.grid_rows = grid_rows
-        self.last_grid: Path | None = None
-        self._grid: list[Tensor] = []
 
     @property
     def iteration(self) -> int:
@@ -163,21 +155,9 @@ class EnhancerModule(pl.LightningModule):
             torch.optim.Adam(self.discriminator.parameters(), lr=o["lr_d"], betas=betas),
         ]
 
-    # -- validation: EMA generator on fixed pairs ---------------------------------------------------
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+    # -- validation: EMA generator on fixed pairs (callbacks.enhancer_grid draws them) -------------
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Tensor]:
         net = ema_or_live(self.trainer, self, "generator")
         out = net(batch["y"]).float().clamp(-1, 1)
         self.log("val/l1", losses.l1_loss(out, batch["x"]), sync_dist=True, batch_size=out.shape[0])
-        if self.global_rank == 0 and len(self._grid) < self.grid_rows:
-            # input | DR2 | enhanced | target, one face per row
-            rows = torch.stack([batch["y"], batch["dr2"], out, batch["x"]], dim=1).flatten(0, 1)
-            self._grid.extend(rows.detach().float().cpu().split(4))
-
-    def on_validation_epoch_end(self) -> None:
-        if self._grid and self.grid_dir is not None and not self.trainer.sanity_checking:
-            rows = torch.cat(self._grid[: self.grid_rows])
-            self.last_grid = save_grid(rows, self.grid_dir / f"val_iter{self.iteration:07d}.png", nrow=4)
-            for logger in self.loggers:
-                if hasattr(logger, "log_image"):
-                    logger.log_image(key="val/grid", images=[str(self.last_grid)], step=self.iteration)
-        self._grid = []
+        return {"out": out}

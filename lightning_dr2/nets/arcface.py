@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_dr2.io import checked_value_range
+from lightning_dr2.image_io import checked_value_range
 from lightning_dr2.nets.loading import load_into, read_state_dict
 
 __all__ = ["GRAY_MODES", "IRBlock", "ResNetFace18", "arcface_input_from_gray", "arcface_preprocess", "load_arcface"]

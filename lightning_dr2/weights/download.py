@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_dr2.files import atomic_write
 from lightning_dr2.weights.checksum import CHUNK, hash_matches, verify
 from lightning_dr2.weights.lookup import ENV_VAR, MissingWeightsError, default_dest, find_weight, how_to_get
 from lightning_dr2.weights.registry import WEIGHTS
@@ -100,7 +101,6 @@ def _fetch_one(name: str, dest: Path, urls: Sequence[str], progress: bool, timeo
     if entry is None:
         log.warning("%s is not a registered weight file: its checksum cannot be verified", name)
 
-    from lightning_dr2.io import atomic_write  # lazy: io imports torch, which listing weights does not need
 
     target = dest / name
     failures = []

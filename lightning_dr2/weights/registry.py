@@ -35,6 +35,9 @@ _VQFR_METRICS_SOURCE = (
     "https://github.com/TencentARC/VQFR (README, metric weights: Google Drive folder "
     "https://drive.google.com/drive/folders/1k3RCSliF6PsujCMIdCD1hNM63EozlDIZ)"
 )
+_GFPGAN_SOURCE = (
+    "https://github.com/TencentARC/GFPGAN (README model zoo; inference_gfpgan.py downloads it from the release)"
+)
 
 _REGISTRY: tuple[WeightFile, ...] = (
     # --- diffusion UNets (ADM, FFHQ 256x256, all with DR2_FFHQ256_FLAGS) ---
@@ -73,6 +76,70 @@ _REGISTRY: tuple[WeightFile, ...] = (
         description="Face-SPARNet: the original SPARNetHD 512 (trained on synthetic degradations)",
         source="https://github.com/chaofengc/Face-SPARNet (README: pretrained models, manual download)",
         used_by="lightning_dr2.nets.sparnet.SPARNet.hd(): enhancement stage / initialisation",
+    ),
+    # --- restoration networks (baselines; lightning_dr2.nets.restorers) ---
+    WeightFile(
+        name="GFPGANv1.3.pth",
+        role="restoration network",
+        description="GFP-GAN v1.3 (GFPGANv1Clean, 512 px, 285 keys): 'more natural' results",
+        urls=("https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.3.pth",),
+        source=_GFPGAN_SOURCE,
+        used_by="restoration network gfpgan_v1.3 (lightning_dr2.nets.spandrel_nets.GFPGANRestorer)",
+    ),
+    WeightFile(
+        name="GFPGANv1.4.pth",
+        role="restoration network",
+        description="GFP-GAN v1.4 (GFPGANv1Clean, 512 px, 285 keys): more details than v1.3",
+        urls=("https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth",),
+        source=_GFPGAN_SOURCE,
+        used_by="restoration network gfpgan_v1.4 (lightning_dr2.nets.spandrel_nets.GFPGANRestorer)",
+    ),
+    WeightFile(
+        name="RestoreFormer.pth",
+        role="restoration network",
+        description="RestoreFormer (CVPR 2022, 512 px, 405 keys), run by inference_gfpgan.py --version RestoreFormer",
+        urls=("https://github.com/TencentARC/GFPGAN/releases/download/v1.3.4/RestoreFormer.pth",),
+        source=_GFPGAN_SOURCE + "; paper code https://github.com/wzhouxiff/RestoreFormer",
+        used_by="restoration network restoreformer (lightning_dr2.nets.spandrel_nets.RestoreFormerRestorer)",
+    ),
+    WeightFile(
+        name="codeformer.pth",
+        role="restoration network",
+        description="CodeFormer (NeurIPS 2022, 512 px, 515 keys). S-Lab License 1.0: non-commercial use only",
+        urls=("https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/codeformer.pth",),
+        source="https://github.com/sczhou/CodeFormer (inference_codeformer.py downloads it from the v0.1.0 release)",
+        used_by="restoration network codeformer (lightning_dr2.nets.spandrel_codeformer.CodeFormerRestorer; "
+        "pip install 'lightning_dr2[codeformer]')",
+    ),
+    WeightFile(
+        name="VQFR_v1-33a1fac5.pth",
+        role="restoration network",
+        description="VQFR v1 (ECCV 2022) 512x512 face restorer, BasicSR layout ('params'), 76.56 M params",
+        sha256="33a1fac5",  # BasicSR convention: the first 8 hex digits of the sha256 in the file name
+        source=(
+            "https://github.com/TencentARC/VQFR (README 'Quick Inference': Google Drive folder "
+            "https://drive.google.com/drive/folders/1lczKYEbARwe27FJlKoFdng7UnffGDjO2, manual download)"
+        ),
+        used_by="lightning_dr2.nets.vqfr.VQFRv1: restorer 'vqfr_v1' (baseline, or enhancer after DR2)",
+    ),
+    WeightFile(
+        name="VQFR_v2.pth",
+        role="restoration network",
+        description="VQFR v2 512x512 face restorer (fidelity_ratio control), BasicSR layout, 83.49 M params",
+        urls=("https://github.com/TencentARC/VQFR/releases/download/v2.0.0/VQFR_v2.pth",),
+        source="https://github.com/TencentARC/VQFR/releases (release v2.0.0)",
+        used_by="lightning_dr2.nets.vqfr.VQFRv2: restorer 'vqfr_v2' (baseline, or enhancer after DR2)",
+    ),
+    WeightFile(
+        name="GPEN-BFR-512.pth",
+        role="restoration network",
+        description=(
+            "GPEN-BFR-512 (CVPR 2021) 512x512 face restorer, plain state dict, 71.01 M params. "
+            "Academic and non-commercial use only"
+        ),
+        urls=("https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/GPEN-BFR-512.pth",),
+        source="https://github.com/yangxy/GPEN (README 'Usage': the pre-trained model links)",
+        used_by="lightning_dr2.nets.gpen.GPEN: restorer 'gpen_512' (baseline, or enhancer after DR2)",
     ),
     # --- metrics ---
     WeightFile(
@@ -136,6 +203,23 @@ _REGISTRY: tuple[WeightFile, ...] = (
         ),
         used_by="lightning_dr2.metrics.lpips (net='alex')",
         hub_cache=True,
+    ),
+    # --- face detection (restore mode=photos) ---
+    WeightFile(
+        name="detection_Resnet50_Final.pth",
+        role="face detector",
+        description="RetinaFace ResNet-50 (biubug6/Pytorch_Retinaface, as released by facexlib): boxes + 5 landmarks",
+        urls=("https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth",),
+        source="https://github.com/xinntao/facexlib (releases v0.1.0)",
+        used_by="lightning_dr2.faces.retinaface (faces.detector=retinaface_resnet50)",
+    ),
+    WeightFile(
+        name="detection_mobilenet0.25_Final.pth",
+        role="face detector",
+        description="RetinaFace MobileNet-0.25 (biubug6/Pytorch_Retinaface, as released by facexlib): small, fast",
+        urls=("https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_mobilenet0.25_Final.pth",),
+        source="https://github.com/xinntao/facexlib (releases v0.1.0)",
+        used_by="lightning_dr2.faces.retinaface (faces.detector=retinaface_mobilenet0.25)",
     ),
     # --- training ---
     WeightFile(

@@ -1,0 +1,281 @@
+"""`make quickstart`: the framework end to end on generated faces, on a laptop CPU, in minutes.
+
+1. train a tiny DDPM on synthetic faces (EMA sample grid, loss curve, exported UNet);
+2. degrade held-out synthetic faces (blur, downsample, noise, JPEG) and run DR2 with the trained UNet:
+   an input | DR2 | target grid and the PSNR of both against the target;
+3. cache DR2 outputs of training faces with the trained UNet (the `dr2-cache` job) and train the tiny
+   enhancer on them (the `train-enhancer` job, `experiments/enhance_tiny.yaml` in folder mode at 32 px);
+4. build a tiny benchmark set (4x/8x x mild/severe) from held-out faces and evaluate DR2 alone and DR2 +
+   that enhancer on it like the papers do (the `eval` job twice), then put both side by side (the
+   `compare` job): metrics table with both rows (PSNR/SSIM always; LPIPS/FID/Deg when their weights are
+   present) and reports (.md, self-contained .html) with input | DR2 | enhanced | target grids.
+
+Overrides starting with `enhance.` go to the enhancer recipe (`enhance.trainer.max_steps=20`), the
+others to `experiments/quickstart.yaml` (the DDPM stage).
+
+Every grid shows faces upscaled (nearest) to at least 128 px. The job returns a `QuickstartResult`;
+`cli.py` prints it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from lightning_dr2.config.enhancer import EnhanceExperimentConfig
+from lightning_dr2.config.pipeline import CacheConfig, EvalConfig
+from lightning_dr2.config.recipes import load_config
+from lightning_dr2.datasets.degradations import DegradationSpec, degrade_with_seed
+from lightning_dr2.datasets.synthetic import face_seed, generate_faces, render_face
+from lightning_dr2.datasets.testset_builder import build_testset
+from lightning_dr2.datasets.testset_spec import load_spec
+from lightning_dr2.dr2.pipeline import DR2E
+from lightning_dr2.image_io import images_to_tensor, to_uint8
+from lightning_dr2.jobs.compare import Comparison, compare
+from lightning_dr2.jobs.dr2_cache import SAMPLE_DIR, CacheSummary, run_cache
+from lightning_dr2.jobs.evaluate import EvalResult, run_eval
+from lightning_dr2.jobs.train_ddpm import train_ddpm
+from lightning_dr2.jobs.train_enhancer import EnhancerTrainResult, train_enhancer
+from lightning_dr2.metrics.psnr_ssim import psnr_per_image
+from lightning_dr2.report import save_grid
+
+log = logging.getLogger(__name__)
+
+DEMO_FACES = 8  # held-out faces per benchmark split (one eval batch)
+HELD_OUT_SEED = 987_654  # synthetic faces never seen in training (training uses seed 0)
+# A 4x degradation of moderate strength, in the spirit of the CelebA-Test splits.
+DEMO_DEGRADATION = DegradationSpec(
+    kernel_size=21, sigma_range=(1.0, 2.0), scale_range=(4, 4), noise_range=(5, 10), jpeg_range=(60, 80)
+)
+
+ENHANCE_PREFIX = "enhance."  # quickstart overrides meant for the enhancer recipe
+ENHANCER_FACES = 64  # training faces (the DDPM's own, seed 0) whose DR2 outputs the enhancer learns from
+# The tiny enhancer recipe (experiments/enhance_tiny.yaml) at the quickstart's 32 px, in folder mode on the
+# cache; the rest of the budget-bound choices (steps, batch) are made here and printed with the stage.
+ENHANCER_OVERRIDES = (
+    "generator.options.min_feat_size=8",
+    "discriminator.layers=2",  # 3 scales x 2 layers fit 32 px
+    "loss.vgg=0",  # the tiny recipe's VGG19 has random weights: no perceptual meaning, only cost
+    "data.synthetic_n=0",
+    "data.batch_size=8",
+    "data.val_n=4",
+    "optim.lr_g=1e-3",  # 10x the recipe's: a few hundred iterations instead of FFHQ's epochs
+    "ema.decay=0.95",  # the recipe's 0.999 would still be mostly the random init after this short run
+    "trainer.max_steps=200",
+    "trainer.val_check_interval=200",
+    "checkpoint.every_n_steps=200",
+)
+
+
+def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(DDPM-stage overrides, enhancer-stage overrides without their `enhance.` prefix)."""
+    ddpm = [o for o in overrides if not o.startswith(ENHANCE_PREFIX)]
+    enhance = [o[len(ENHANCE_PREFIX) :] for o in overrides if o.startswith(ENHANCE_PREFIX)]
+    return ddpm, enhance
+
+
+def dr2_demo(unet_path: Path, out_dir: Path, size: int, n: int = 8, N: int = 4, tau: int = 20) -> dict[str, float]:  # noqa: N803
+    """Degrade `n` held-out faces, restore them with DR2 (no enhancer), write the grid, return PSNRs."""
+    targets = [render_face(face_seed(HELD_OUT_SEED, i), size) for i in range(n)]
+    degraded = [degrade_with_seed(face, DEMO_DEGRADATION, seed=(HELD_OUT_SEED, i))[0] for i, face in enumerate(targets)]
+    pipe = DR2E.from_weights(unet_path, enhancer="none", N=N, tau=tau, enhancer_size=size)
+    lq, hq = images_to_tensor(degraded), images_to_tensor(targets)
+    restored = pipe.restore_tensors(lq, seeds=list(range(n)))["dr2"]
+    grid = torch.stack([lq, restored, hq], dim=1).flatten(0, 1)  # rows: input | DR2 | target
+    grid_path = save_grid(grid, out_dir / "dr2_input_restored_target.png", nrow=3)
+    psnr_in = psnr_per_image(to_uint8(lq), to_uint8(hq)).mean().item()
+    psnr_out = psnr_per_image(to_uint8(restored), to_uint8(hq)).mean().item()
+    return {
+        "grid": str(grid_path),
+        "psnr_input": psnr_in,
+        "psnr_dr2": psnr_out,
+        "N": N,
+        "tau": tau,
+        "omega": pipe.omega_value,
+    }
+
+
+@dataclass
+class EnhancerStage:
+    """The DR2 cache of the training faces and the enhancer trained on it."""
+
+    cache: CacheSummary
+    training: EnhancerTrainResult
+
+    @property
+    def export_path(self) -> Path:
+        assert self.training.export_path is not None  # a single-process job exports
+        return self.training.export_path
+
+
+def enhancer_stage(
+    unet_path: Path,
+    run_dir: Path,
+    size: int,
+    overrides: Sequence[str] = (),
+    n: int | None = None,
+    N: int = 4,  # noqa: N803
+    tau: int = 20,
+) -> EnhancerStage:
+    """Cache DR2(x) of `n` (default ENHANCER_FACES) training faces with the trained UNet, then train the tiny
+    enhancer on those pairs."""
+    n = ENHANCER_FACES if n is None else n
+    stage_dir = run_dir / "enhancer"
+    hq = stage_dir / "hq"
+    generate_faces(hq, n=n, size=size, seed=0, workers=1)  # a few tiny faces: no process pool
+    setting = f"[{{N: {N}, tau: {tau}}}]"  # the setting the benchmark evaluates
+    cache_cfg = load_config(
+        None,
+        [f"unet_weights={unet_path}", f"settings={setting}", "batch_size=64", "num_workers=0", "progress_bar=false"],
+        schema=CacheConfig,
+    )
+    cache_cfg.hq, cache_cfg.out = str(hq), str(stage_dir / "dr2_cache")
+    cache = run_cache(cache_cfg)
+    cfg = load_config(
+        "enhance_tiny",
+        [
+            *ENHANCER_OVERRIDES,
+            f"generator.options.size={size}",
+            f"data.size={size}",
+            "data.mode=folder",
+            f"data.hq_root={hq}",
+            f"data.dr2_root={cache.output / SAMPLE_DIR}",
+            f"dr2.unet_weights={unet_path}",
+            f"dr2.settings={setting}",
+            f"runs_dir={run_dir}",
+            "run=enhancer",
+            *overrides,
+        ],
+        schema=EnhanceExperimentConfig,
+    )
+    return EnhancerStage(cache, train_enhancer(cfg))
+
+
+def demo_testset(run_dir: Path, size: int, n: int = DEMO_FACES) -> Path:
+    """The tiny synthetic benchmark (2 scales x 2 severities) of `n` held-out faces, at the model's size."""
+    hq_dir = run_dir / "eval_hq"
+    hq_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        path = hq_dir / f"{i:03d}.png"
+        if not path.exists():
+            Image.fromarray(render_face(face_seed(HELD_OUT_SEED + 1, i), size)).save(path)
+    testset = run_dir / "testset"
+    spec = load_spec("tiny_synthetic")
+    spec.hq_size = size  # the benchmark at the tiny model's resolution
+    build_testset(hq_dir, testset, spec, progress=False)
+    return testset
+
+
+def eval_demo(
+    unet_path: Path,
+    run_dir: Path,
+    testset: Path,
+    size: int,
+    enhancer: Path | None = None,
+    n: int = DEMO_FACES,
+    N: int = 4,  # noqa: N803
+    tau: int = 20,
+) -> EvalResult:
+    """The eval job on the `demo_testset`: DR2 alone (with the Input row) or, given an exported `enhancer`,
+    DR2 + that enhancer (its JSON names the network and the method label)."""
+    cfg = load_config(
+        None,
+        [
+            f"unet_weights={unet_path}",
+            *(["enhancer.name=none"] if enhancer is None else [f"enhancer.weights={enhancer}"]),
+            f"enhancer.size={size}",
+            f"sets=[{{name: synthetic, root: {testset}}}]",
+            f"settings=[{{N: {N}, tau: {tau}}}]",
+            "skip_missing_weights=true",
+            f"reference={enhancer is None}",
+            f"runs_dir={run_dir}",
+            "experiment=eval",
+            f"run={'dr2' if enhancer is None else 'dr2_enhancer'}",
+            "wandb.mode=disabled",
+            "num_workers=0",
+            f"batch_size={n}",
+            "report_images=4",
+            "progress_bar=false",
+        ],
+        schema=EvalConfig,
+    )
+    return run_eval(cfg)
+
+
+@dataclass
+class QuickstartResult:
+    """Where the quickstart wrote its outputs, the DR2 demo's numbers, both evaluations and their comparison."""
+
+    outputs: dict[str, str]
+    demo: dict[str, Any]
+    evaluation: EvalResult  # DR2 alone (with the Input row)
+    enhanced: EvalResult  # DR2 + the enhancer trained in stage 3
+    comparison: Comparison
+    seconds: float
+
+    def summary(self) -> str:
+        """What `cli.py` prints at the end: the metrics table (both rows), the files, and the report to open."""
+        demo = self.demo
+        lines = [self.comparison.markdown]
+        notes = {**self.evaluation.notes, **self.enhanced.notes}
+        lines += [f"  note: {metric}: {note}" for metric, note in notes.items()]
+        lines += ["", f"[quickstart] done in {self.seconds:.0f} s"]
+        lines += [f"  {name:32s} {path}" for name, path in self.outputs.items()]
+        lines += [
+            "",
+            f"  DR2 (N={demo['N']}, tau={demo['tau']}, omega={demo['omega']}) on held-out faces: "
+            f"PSNR input {demo['psnr_input']:.2f} dB -> DR2 output {demo['psnr_dr2']:.2f} dB (vs. clean target)",
+            "",
+            f"open the reports: {self.outputs['comparison (both rows)']} (table), "
+            f"{self.enhanced.report_html} (input | DR2 | enhanced | target)",
+        ]
+        return "\n".join(lines)
+
+
+def run_quickstart(overrides: Sequence[str] = (), progress: Callable[[str], None] = log.info) -> QuickstartResult:
+    """Train, demo DR2, cache + train the enhancer, evaluate both; `progress` receives one line per stage
+    (cli.py passes `print`). Overrides `enhance.<key>=value` go to the enhancer recipe, the rest to the DDPM's."""
+    start = time.perf_counter()
+    ddpm_overrides, enhance_overrides = split_overrides(overrides)
+    cfg = load_config("quickstart", ddpm_overrides)
+    size = cfg.data.image_size
+    progress(
+        f"[quickstart] 1/4 training a tiny DDPM on {'synthetic ' if cfg.data.synthetic else ''}"
+        f"{size}px faces in {cfg.data.root} "
+        f"for {cfg.trainer.max_steps} steps (CPU)"
+    )
+    result = train_ddpm(cfg)
+    progress("[quickstart] 2/4 DR2 on 8 held-out synthetic faces degraded 4x (blur, noise, JPEG)")
+    demo = dr2_demo(result.export_path, result.run_dir / "dr2", size)
+    progress(
+        f"[quickstart] 3/4 DR2 outputs of {ENHANCER_FACES} training faces (dr2-cache), then the tiny enhancer "
+        f"(experiments/enhance_tiny.yaml at {size} px, folder mode) trained on them"
+    )
+    stage = enhancer_stage(result.export_path, result.run_dir, size, enhance_overrides)
+    progress("[quickstart] 4/4 tiny benchmark (4x/8x x mild/severe): DR2 alone and DR2 + enhancer, as in the papers")
+    testset = demo_testset(result.run_dir, size)
+    evaluation = eval_demo(result.export_path, result.run_dir, testset, size)
+    enhanced = eval_demo(result.export_path, result.run_dir, testset, size, enhancer=stage.export_path)
+    comparison = compare([evaluation.run_dir, enhanced.run_dir], out=result.run_dir / "compare")
+    outputs = {
+        "run directory": str(result.run_dir),
+        f"sample grid (EMA, {cfg.sampling.method})": str(result.sample_grid),
+        "loss curve": str(result.loss_curve),
+        "exported UNet": str(result.export_path),
+        "DR2 grid (input|DR2|target)": demo["grid"],
+        "DR2 cache (enhancer inputs)": str(stage.cache.output),
+        "exported enhancer": str(stage.export_path),
+        "enhancer validation grid": str(stage.training.grid),
+        "metrics, DR2 (results.json)": str(evaluation.run_dir / "results.json"),
+        "metrics, DR2+enhancer": str(enhanced.run_dir / "results.json"),
+        "report, DR2+enhancer (grids)": str(enhanced.report_html),
+        "comparison (both rows)": str(next(f for f in comparison.files if f.suffix == ".html")),
+    }
+    return QuickstartResult(outputs, demo, evaluation, enhanced, comparison, time.perf_counter() - start)
