@@ -63,10 +63,11 @@ eval: install ## evaluate: make eval EVAL=experiments/eval_celeba_test.yaml ARGS
 compare: install ## compare evaluation runs: make compare RUNS="runs/eval_celeba_test"
 	$(PY) -m lightning_dr2 compare $(RUNS) $(ARGS)
 
-bench: install ## benchmarks (JSON): DDPM step, DR2+SPARNetHD restore, eval overhead, enhancer step, DR2 cache
+bench: install ## benchmarks (JSON): DDPM step, DR2+SPARNetHD restore, eval overhead, eval job, enhancer step, DR2 cache
 	$(PY) -m lightning_dr2 bench train $(ARGS)
 	$(PY) -m lightning_dr2 bench restore $(ARGS)
 	$(PY) -m lightning_dr2 bench eval $(ARGS)
+	$(PY) -m lightning_dr2 bench eval-job $(ARGS)
 	$(PY) -m lightning_dr2 bench enhancer $(ARGS)
 	$(PY) -m lightning_dr2 bench dr2-cache $(ARGS)
 

@@ -35,15 +35,22 @@ def checkpoint_candidates(run_path: Path) -> list[Path]:
     return [p for p in found if p.is_file()]
 
 
-def checkpoint_step(path: Path) -> int | None:
-    """The global step stored in a checkpoint, or None when the file does not load (torn, not a checkpoint)."""
+def read_step(path: Path) -> tuple[int | None, str | None]:
+    """(global step, None) of a checkpoint that loads, or (None, why not): torn, truncated, not a checkpoint."""
     try:
         # Our own training checkpoints (Lightning loads them with full unpickling on resume anyway).
         state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-        return int(state["global_step"])
+        return int(state["global_step"]), None
     except Exception as err:  # a torn file raises whatever the zip/pickle reader hits first
-        log.warning("checkpoint %s does not load (%s: %s); skipping it", path, type(err).__name__, err)
-        return None
+        return None, f"{type(err).__name__}: {err}"
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The global step stored in a checkpoint, or None when the file does not load (reported, skipped)."""
+    step, problem = read_step(path)
+    if problem is not None:
+        log.warning("checkpoint %s does not load (%s); skipping it", path, problem)
+    return step
 
 
 def newest_valid_checkpoint(run_path: Path) -> Path | None:

@@ -8,10 +8,19 @@ import logging
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
 log = logging.getLogger("lightning_dr2")
+
+
+def _print_outputs(outputs: dict[str, Any]) -> None:
+    """`label: value` lines, aligned, for the outputs a job made (None: not made, not shown)."""
+    width = max(map(len, outputs)) + 2
+    for label, value in outputs.items():
+        if value:
+            print(f"{label + ':':<{width}}{value}")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -22,12 +31,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.experiment, args.overrides, schema=DDPMConfig)
     result = train_ddpm(cfg)
     if result.trainer.is_global_zero:
-        print(f"run directory:  {result.run_dir}")
-        print(f"exported UNet:  {result.export_path}")
-        if result.sample_grid:
-            print(f"sample grid:    {result.sample_grid}")
-        if result.loss_curve:
-            print(f"loss curve:     {result.loss_curve}")
+        _print_outputs(
+            {
+                "run directory": result.run_dir,
+                "exported UNet": result.export_path,
+                "sample grid": result.sample_grid,
+                "loss curve": result.loss_curve,
+            }
+        )
     return 0
 
 
@@ -39,10 +50,8 @@ def _cmd_train_enhancer(args: argparse.Namespace) -> int:
     cfg = load_config(args.experiment, args.overrides, schema=EnhanceExperimentConfig)
     result = train_enhancer(cfg)
     if result.trainer.is_global_zero:
-        print(f"run directory:      {result.run_dir}")
-        print(f"exported enhancer:  {result.export_path} (use: enhancer.weights={result.export_path})")
-        if result.grid:
-            print(f"validation grid:    {result.grid}")
+        export = f"{result.export_path} (use: enhancer.weights={result.export_path})"
+        _print_outputs({"run directory": result.run_dir, "exported enhancer": export, "validation grid": result.grid})
     return 0
 
 
@@ -54,11 +63,14 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_bad(bad: list[tuple[str, str]], output: Any, what: str, shown: int = 20) -> None:
-    if bad:
-        print(f"{len(bad)} {what} unusable or outputs flagged (listed in {output / 'bad_files.txt'}):")
-        for rel, reason in bad[:shown]:
+def _print_bad(summary: Any, what: str, shown: int = 20) -> None:
+    """The inputs a predict job could not use (and outputs it flagged), and the earlier outputs it skipped."""
+    if summary.bad:
+        print(f"{len(summary.bad)} {what} unusable or outputs flagged (listed in {summary.output / 'bad_files.txt'}):")
+        for rel, reason in summary.bad[:shown]:
             print(f"  {rel}: {reason}")
+    for folder in summary.earlier_outputs:
+        print(f"skipped {folder}: it holds an earlier job's outputs (its manifest.json), not inputs")
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
@@ -78,7 +90,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         print(f"{summary.reshaped} non-square inputs made square (input_policy={cfg.input_policy})")
     if summary.tiny:
         print(f"{summary.tiny} inputs smaller than {TINY_INPUT} px a side: expect little detail")
-    _print_bad(summary.bad, summary.output, "inputs")
+    _print_bad(summary, "inputs")
     return 0
 
 
@@ -95,7 +107,7 @@ def _cmd_dr2_cache(args: argparse.Namespace) -> int:
         f"same face, weights and settings; {summary.recomputed} made again) in {summary.seconds:.1f} s "
         f"-> {summary.output} (train with data.mode=folder data.dr2_root={summary.output / SAMPLE_DIR})"
     )
-    _print_bad(summary.bad, summary.output, "faces")
+    _print_bad(summary, "faces")
     return 0
 
 
@@ -108,6 +120,10 @@ def _cmd_weights(args: argparse.Namespace) -> int:
         rows = list_weights(args.weights_dir)
         print(json.dumps(rows, indent=2) if args.json else format_table(rows, args.weights_dir))
         return 0
+    from lightning_dr2.outputs import check_output_location
+    from lightning_dr2.weights.lookup import default_dest
+
+    check_output_location(args.weights_dir or default_dest(), "--weights-dir")  # fetching writes there
     names, manual = missing_files(args.weights_dir) if args.fetch_all else ([], [])
     names = list(dict.fromkeys([*(args.fetch or []), *names]))
     results = fetch_each(names, args.weights_dir)
@@ -197,13 +213,13 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from lightning_dr2.datasets.synthetic import generate_faces
 
-    generate_faces(args.out, n=args.n, size=args.size, seed=args.seed, progress=True)
+    generate_faces(args.out, n=args.n, size=args.size, seed=args.seed, progress=True, flag="--out")
     print(f"{args.out}: {args.n} synthetic faces at {args.size}x{args.size}")
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from lightning_dr2.jobs.train_ddpm import export_checkpoint
+    from lightning_dr2.jobs.export import export_checkpoint
 
     print(export_checkpoint(args.checkpoint, args.out))
     return 0
@@ -251,7 +267,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lightning_dr2", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Subcommand)
 
     p = sub.add_parser("train", help="train a DDPM: train EXPERIMENT [key=value ...]")
     p.add_argument("experiment", help="name in experiments/ (e.g. ddpm_tiny) or a YAML path")
@@ -275,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("restore", help="restore a folder of faces with DR2 + enhancer (multi-GPU, resumable)")
     p.add_argument("--input", required=True, help="folder of aligned LQ faces (searched recursively)")
-    p.add_argument("--output", required=True, help="output folder (mirrors the input tree)")
+    add_output(p, "--output", required=True, help="output folder (mirrors the input tree)")
     p.add_argument(
         "--config", default=None, help="optional YAML with RestoreConfig keys (see experiments/restore_*.yaml)"
     )
@@ -286,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dr2-cache", help="DR2 outputs of a face folder for enhancer training (multi-GPU, resumable)")
     p.add_argument("--hq", required=True, help="folder of aligned HQ faces (searched recursively)")
-    p.add_argument("--out", required=True, help="cache folder: OUT/dr2/<rel>.png (+ OUT/dr2_s<k>/ extra samples)")
+    add_output(p, "--out", required=True, help="cache folder: OUT/dr2/<rel>.png (+ OUT/dr2_s<k>/ extra samples)")
     p.add_argument("--config", default=None, help="optional YAML with CacheConfig keys (experiments/dr2_cache.yaml)")
     p.add_argument("overrides", nargs="*", help="e.g. unet_weights=FILE samples_per_image=2 devices=8 batch_size=16")
     p.set_defaults(func=_cmd_dr2_cache)
@@ -306,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("testset", help="build a benchmark set (CelebA-Test grid) from HQ faces")
     p.add_argument("--hq", required=True, help="folder of HQ faces (e.g. the CelebA-HQ test images)")
-    p.add_argument("--out", required=True, help="output folder: hq/, <split>/lq/, manifest.json")
+    add_output(p, "--out", required=True, help="output folder: hq/, <split>/lq/, manifest.json")
     p.add_argument("--spec", default="celeba_test", help="spec name in experiments/testsets/ or a YAML path")
     p.add_argument("--overwrite", action="store_true", help="replace a set built from another spec")
     p.add_argument("--limit", type=int, default=None, help="only the first N HQ images")
@@ -315,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fid-stats", help="FID reference statistics (mu, sigma) of a folder, saved as .npz")
     p.add_argument("folder")
-    p.add_argument("--out", required=True, help="output .npz")
+    add_output(p, "--out", "file", required=True, help="output .npz")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--device", default=None)
     p.add_argument("--weights-dir", default=None)
@@ -324,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="compare evaluation runs (local results.json or W&B) as a table and plot")
     p.add_argument("runs", nargs="*", help="run directories (or folders holding them)")
     p.add_argument("--metrics", nargs="+", default=None, help="psnr ssim lpips fid deg (fid: all FID columns)")
-    p.add_argument("--out", default=None, help="where to write comparison.md/.html/.csv/.png (default runs/compare)")
+    add_output(p, "--out", default=None, help="where to write comparison.md/.html/.csv/.png (default runs/compare)")
     p.add_argument("--wandb-project", default=None, help="ENTITY/PROJECT: read runs from the W&B API")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument(
@@ -344,24 +360,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="generate procedural synthetic faces")
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--size", type=int, default=64)
-    p.add_argument("--out", default="data/synthetic")
+    add_output(p, "--out", default="data/synthetic")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_synth)
 
-    p = sub.add_parser("export", help="export the EMA UNet of a training checkpoint as a plain state dict")
-    p.add_argument("checkpoint")
-    p.add_argument("--out", required=True)
+    p = sub.add_parser("export", help="export the EMA network of a training checkpoint (UNet or enhancer)")
+    p.add_argument("checkpoint", help="a .ckpt of `train` (the EMA UNet) or of `train-enhancer` (the EMA generator)")
+    add_output(p, "--out", "file", required=True, help="the .pt to write (and its .json sidecar beside it)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("bench", help="benchmarks with JSON output (device, dtype, batch, img/s, peak memory)")
-    p.add_argument("what", choices=["train", "restore", "eval", "enhancer", "dr2-cache"], help="what to measure")
+    benchmarks = ["train", "restore", "eval", "eval-job", "enhancer", "dr2-cache"]
+    p.add_argument("what", choices=benchmarks, help="what to measure")
     p.add_argument(
         "overrides",
         nargs="*",
-        help="key=value (bench.TrainBenchOptions, RestoreBenchOptions, EvalBenchOptions, EnhancerBenchOptions, "
-        "CacheBenchOptions): batch=16 flags=dr2|tiny preset=sparnethd|tiny compile=true dtype=bf16 steps=20",
+        help="key=value (bench.TrainBenchOptions, RestoreBenchOptions, EvalBenchOptions, EvalJobBenchOptions, "
+        "EnhancerBenchOptions, CacheBenchOptions): batch=16 flags=dr2|tiny preset=sparnethd|tiny compile=true "
+        "dtype=bf16 steps=20",
     )
-    p.add_argument("--out", default=None, help="also write the JSON here")
+    add_output(p, "--out", "file", default=None, help="also write the JSON here")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("demo", help="local web demo (Gradio on 127.0.0.1): upload a photo, see DR2 and the restored")
@@ -371,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--weights-dir", default=None, help="look for released weights here first (default $DR2_WEIGHTS)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:1 (default: cuda when there is one)")
-    p.add_argument(
+    add_output(
+        p,
         "--render-examples",
         metavar="DIR",
         default=None,
@@ -381,17 +400,80 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Subcommand(argparse.ArgumentParser):
+    """A subcommand's parser: `key=value` overrides may come before, between or after its flags."""
+
+    _mixing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._mixing:  # parse_known_intermixed_args calls back in here
+            return super().parse_known_args(args, namespace)
+        self._mixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._mixing = False
+
+
+def add_output(p: argparse.ArgumentParser, flag: str, kind: str = "folder", **options: Any) -> None:
+    """An option naming where a command writes: `main` checks it (`outputs.check_output_location`) before the
+    command runs, so no command can forget to."""
+    action = p.add_argument(flag, **options)
+    p.set_defaults(outputs=[*(p.get_default("outputs") or []), (flag, action.dest, kind)])
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    from lightning_dr2.outputs import check_output_location
+
+    for flag, dest, kind in getattr(args, "outputs", None) or []:
+        value = getattr(args, dest, None)
+        if value is not None:
+            check_output_location(value, flag, kind)
+
+
+REPORT_BUG = "this is a bug in lightning_dr2: please report it with the command line and the traceback above"
+
+
+def error_message(err: BaseException) -> str | None:
+    """What to tell the user about `err` (exit status 2), or None for an unexpected error (a bug: exit 1).
+
+    The one map from the framework's error types to messages: configuration and weights errors, output
+    locations, undecodable images, and every OS error (named path, what went wrong, what to do)."""
+    from lightning_dr2.config.loader import ConfigError
+    from lightning_dr2.image_io import BadImageError
+    from lightning_dr2.nets.loading import WeightsError
+    from lightning_dr2.outputs import OutputError, os_error_message
+
+    if isinstance(err, BadImageError):
+        return f"{err}; replace or remove the file, then rerun (finished outputs are reused)"
+    if isinstance(err, OSError) and err.errno is not None:
+        return os_error_message(err)
+    if isinstance(err, (ConfigError, WeightsError, OutputError, OSError, ValueError)):  # ValueError: ReuseRefused, ...
+        return _without_worker_traceback(str(err))
+    return None
+
+
+def _without_worker_traceback(message: str) -> str:
+    """A DataLoader worker's error arrives as 'Caught X in DataLoader worker ... Original Traceback ...': keep
+    the error's own last line, without the traceback."""
+    if message.startswith("Caught ") and "Original Traceback" in message:
+        last = [line for line in message.splitlines() if line.strip()][-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; exit status 0 done, 2 a user error (a message, no traceback), 1 a failed training (a
+    message) or a bug (the traceback and a request to report it), 143 interrupted (resumable)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     from lightning_dr2.callbacks.preemption import TrainingInterrupted
-    from lightning_dr2.config.loader import ConfigError
     from lightning_dr2.modules.guards import NonFiniteTrainingError
-    from lightning_dr2.nets.loading import WeightsError
 
     try:
+        check_outputs(args)
         return int(args.func(args) or 0)
     except TrainingInterrupted as err:
         print(f"interrupted: {err}", file=sys.stderr)
@@ -401,10 +483,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {err}\n(run with -v for the traceback)", file=sys.stderr)
         return 1  # the job ran and failed: not a usage error
-    except (ConfigError, WeightsError, FileNotFoundError, ValueError) as err:  # ReuseRefused is a ValueError
+    except Exception as err:
+        message = error_message(err)
+        if message is None:
+            traceback.print_exc()
+            print(f"\nerror: {type(err).__name__}: {err}\n{REPORT_BUG}", file=sys.stderr)
+            return 1
         if args.verbose:
             raise
-        print(f"error: {err}\n(run with -v for the traceback)", file=sys.stderr)
+        print(f"error: {message}\n(run with -v for the traceback)", file=sys.stderr)
         return 2
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -257,22 +258,36 @@ def _extensions_text() -> str:
     return ", ".join(sorted(IMAGE_EXTENSIONS))
 
 
-def list_images(root: str | os.PathLike) -> list[Path]:
-    """All image files under `root` (recursively), sorted by their POSIX relative path.
+@dataclass
+class FolderListing:
+    """The files under a folder: images `list_images` picks up, and the other (non-hidden) files, both sorted
+    by relative path; `skipped` are the folders a caller's `skip_folder` left out."""
 
-    Sorting by relative path keeps the order, and therefore seeded splits, identical across machines
-    and filesystems. Hidden files and folders (names starting with '.', e.g. macOS `._x.png` resource
-    forks or `.ipynb_checkpoints`) are skipped; symlinked folders are followed once.
+    images: list[Path]
+    others: list[Path]
+    skipped: list[Path]
+
+
+def walk_folder(root: str | os.PathLike, skip_folder: Callable[[Path], bool] | None = None) -> FolderListing:
+    """Every non-hidden file under `root` (recursively), split into images (by `IMAGE_EXTENSIONS`) and others.
+
+    Hidden files and folders (names starting with '.', e.g. macOS `._x.png` resource forks or
+    `.ipynb_checkpoints`) are skipped; symlinked folders are followed once; folders for which `skip_folder`
+    is true (e.g. an earlier job's outputs) are not entered. Sorting by relative POSIX path keeps the order,
+    and therefore seeded splits, identical across machines and file systems.
     """
     root = Path(root)
+    if root.is_file():
+        raise NotADirectoryError(f"image folder {root} is a file, not a folder")
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist or is not a folder")
+        raise FileNotFoundError(f"image folder {root} does not exist")
 
     def fail(err: OSError) -> None:
         raise PermissionError(f"cannot read folder {err.filename} under image folder {root}: {err.strerror}")
 
-    found: list[tuple[str, Path]] = []
-    n_other = 0
+    images: list[tuple[str, Path]] = []
+    others: list[tuple[str, Path]] = []
+    skipped: list[Path] = []
     visited: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, onerror=fail, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -280,17 +295,35 @@ def list_images(root: str | os.PathLike) -> list[Path]:
             dirnames[:] = []
             continue
         visited.add(real)
+        if skip_folder is not None and skip_folder(Path(dirpath)):
+            skipped.append(Path(dirpath))
+            dirnames[:] = []
+            continue
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
             if name.startswith("."):
                 continue
-            if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
-                n_other += 1
-                continue
             path = Path(dirpath, name)
-            found.append((path.relative_to(root).as_posix(), path))
-    if not found:
-        other = f" ({n_other} other files found)" if n_other else ""
+            kind = images if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS else others
+            kind.append((path.relative_to(root).as_posix(), path))
+    return FolderListing(
+        [p for _, p in sorted(images, key=lambda item: item[0])],
+        [p for _, p in sorted(others, key=lambda item: item[0])],
+        sorted(skipped),
+    )
+
+
+def list_images(root: str | os.PathLike) -> list[Path]:
+    """All image files under `root` (recursively), sorted by their POSIX relative path (see `walk_folder`);
+    a folder without any is an error naming it and the extensions looked for."""
+    listing = walk_folder(root)
+    if not listing.images:
+        other = f" ({len(listing.others)} other files found)" if listing.others else ""
         raise ValueError(f"no image files in folder {root}{other}; looked for extensions {_extensions_text()}")
-    found.sort(key=lambda item: item[0])
-    return [path for _, path in found]
+    return listing.images
+
+
+def not_an_image_reason(path: Path) -> str:
+    """Why a file `walk_folder` found is not used as an image (for the lists of unusable inputs)."""
+    suffix = path.suffix.lower() or "no extension"
+    return f"not an image file this job reads ({suffix}; it reads {_extensions_text()}): convert it to PNG"

@@ -7,6 +7,7 @@ import logging
 import netrc
 import os
 import re
+import time
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -111,6 +112,22 @@ class _HistoryWriter(ExperimentWriter):
         self.metrics = []
 
 
+CSV_VERSION = "csv"  # the CSV logger's folder in the run directory: <run>/csv/metrics.csv
+
+
+def keep_earlier_history(run_path: Path) -> Path | None:
+    """Move an earlier metrics.csv aside (metrics.before-<time>.csv) when a run starts again from step 0.
+
+    `_HistoryWriter` keeps the rows before the first step a resumed run logs; a run that starts from scratch
+    logs step 0 first, which would drop every earlier row. Returns the kept file, or None if there was none."""
+    metrics = run_path / CSV_VERSION / ExperimentWriter.NAME_METRICS_FILE
+    if not metrics.is_file():
+        return None
+    kept = metrics.with_name(f"metrics.before-{time.strftime('%Y%m%d-%H%M%S')}.csv")
+    os.replace(metrics, kept)
+    return kept
+
+
 class HistoryCSVLogger(CSVLogger):
     """CSVLogger whose metrics.csv survives a resume (see `_HistoryWriter`)."""
 
@@ -174,7 +191,7 @@ class FallbackWandbLogger(WandbLogger):
 
 
 def build_loggers(cfg: DictConfig, run_path: Path) -> list[Logger]:
-    loggers: list[Logger] = [HistoryCSVLogger(save_dir=str(run_path), name="", version="csv")]
+    loggers: list[Logger] = [HistoryCSVLogger(save_dir=str(run_path), name="", version=CSV_VERSION)]
     mode = resolve_wandb_mode(cfg.wandb.mode)
     if mode == "disabled":
         return loggers

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 REUSE_MODES = ("auto", "strict")
 
+MANIFEST = "manifest.json"  # the merged manifest of a predict job's output folder (restore, dr2-cache, eval)
+
 
 def fingerprint(fields: Mapping[str, Any]) -> str:
     """A short stable hash of everything that determines an output (canonical JSON, code version included)."""
@@ -54,3 +56,26 @@ def read_jsonl(paths: Iterable[Path]) -> list[dict[str, Any]]:
 
 class ReuseRefused(ValueError):
     """reuse=strict and a finished output was made with other settings than the current ones."""
+
+
+def read_manifest(output_dir: str | Path) -> dict[str, Any] | None:
+    """The merged manifest of a predict job's output folder ({"settings", "input", "images", "stale"}), or None
+    when the folder has none (or a manifest of another kind, e.g. a test set's). Unreadable ones are reported."""
+    path = Path(output_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        log.warning("%s is not readable (%s); its images will be made again", path, err)
+        return None
+    if not isinstance(manifest, dict) or not {"settings", "images"} <= set(manifest):
+        return None
+    return manifest
+
+
+def merged_records(output_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Records of the merged manifest, by name; an unreadable manifest counts as empty (its images are then
+    made again, never trusted)."""
+    images = (read_manifest(output_dir) or {}).get("images", [])
+    return {rec["name"]: rec for rec in images if isinstance(rec, dict) and "name" in rec}

@@ -108,6 +108,12 @@ def load_fixture(name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
+def dr2_remover_tiny() -> dict:
+    """The official DR2 loop's cases on a tiny UNet (../shared/fixtures/dr2_remover_tiny.pt)."""
+    return load_fixture("dr2_remover_tiny.pt")
+
+
+@pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
     """One torch thread for a module of small-convolution tests (`pytestmark = pytest.mark.usefixtures(...)`):
     as fast, and it does not spin when other jobs share the cores."""
@@ -175,6 +181,20 @@ def save_eval_unet(root: Path, seed: int = 0, perturb: float = 0.0) -> Path:
 def unet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`save_eval_unet` with seed 0, once per test module."""
     return save_eval_unet(tmp_path_factory.mktemp("unet"))
+
+
+@pytest.fixture(scope="module")
+def unets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two different `TINY_UNET_FLAGS` UNet files (seeds 0 and 1, "a" and "b") with their flags sidecars."""
+    import json
+
+    root = tmp_path_factory.mktemp("unets")
+    paths = {}
+    for key, seed in (("a", 0), ("b", 1)):
+        paths[key] = root / f"unet{seed}.pt"
+        torch.save(tiny_unet(seed=seed).state_dict(), paths[key])
+        paths[key].with_suffix(".json").write_text(json.dumps(TINY_UNET_FLAGS))
+    return paths
 
 
 def tiny_unet(seed: int = 0) -> nn.Module:

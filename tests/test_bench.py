@@ -11,6 +11,7 @@ from lightning_dr2.jobs.bench import (
     CacheBenchOptions,
     EnhancerBenchOptions,
     EvalBenchOptions,
+    EvalJobBenchOptions,
     RestoreBenchOptions,
     TrainBenchOptions,
     load_options,
@@ -56,6 +57,17 @@ def test_new_benchmarks_write_json_with_device_dtype_batch(what, options, fields
     assert fields.items() <= result.items()
 
 
+def test_bench_eval_job_times_the_whole_job_with_networks_loaded_once() -> None:
+    result = run_benchmark("eval-job", ["splits=2", "settings=1", "images=1", "enhancer=none", "metrics=psnr"])
+    assert result["benchmark"] == "eval-job" and result["device_type"] == "cpu"
+    assert (result["splits"], result["settings"], result["rows"], result["network_loads"]) == (2, 1, 2, 1)
+    assert result["job_s"] > 0 and result["network_load_s"] > 0
+    # loading per split and setting (before issue 14) costs one more load per extra job
+    assert result["per_job_loading_s"] == pytest.approx(result["job_s"] + result["network_load_s"], abs=2e-3)
+    loading = run_benchmark("eval-job", ["load_only=true", "enhancer=tiny"])
+    assert loading["network_load_s"] > 0 and "job_s" not in loading
+
+
 @pytest.mark.parametrize(
     ("schema", "option", "words"),
     [
@@ -67,6 +79,8 @@ def test_new_benchmarks_write_json_with_device_dtype_batch(what, options, fields
         (EnhancerBenchOptions, "preset=huge", ["preset", "huge", "sparnethd"]),
         (EnhancerBenchOptions, "dtype=fp16", ["dtype", "fp16", "bf16"]),
         (CacheBenchOptions, "flags=huge", ["flags", "huge", "dr2"]),
+        (EvalJobBenchOptions, "enhancer=gfpgan", ["enhancer", "gfpgan", "sparnethd"]),
+        (EvalJobBenchOptions, "splits=9", ["splits=9", "[1, 4]"]),
     ],
 )
 def test_bad_benchmark_options_are_named(schema, option, words) -> None:

@@ -13,7 +13,8 @@ from conftest import TINY_DDPM_NET
 
 from lightning_dr2.config.recipes import load_config
 from lightning_dr2.datasets.synthetic import generate_faces
-from lightning_dr2.jobs.train_ddpm import build_datamodule, build_module, export_checkpoint, train_ddpm
+from lightning_dr2.jobs.export import export_checkpoint
+from lightning_dr2.jobs.train_ddpm import build_datamodule, build_module, train_ddpm
 from lightning_dr2.nets.loading import load_into, read_state_dict
 from lightning_dr2.nets.unet import UNet
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import TINY_EVAL_UNET, TINY_SPARNET_CONFIG, seeded_random_, tiny_sparnet
 from PIL import Image
 
@@ -18,9 +17,8 @@ from lightning_dr2.demo.examples import TILE, tile_size
 from lightning_dr2.demo.handler import DemoSession
 from lightning_dr2.demo.models import DemoMethod, DemoModels, newest_quickstart_run, resolve_models
 from lightning_dr2.diffusion import PUBLISHED_DIFFUSION
-from lightning_dr2.dr2.enhancer_export import write_enhancer
 from lightning_dr2.dr2.remover import DR2
-from lightning_dr2.dr2.sidecar import write_sidecar
+from lightning_dr2.exports import write_enhancer, write_unet
 from lightning_dr2.nets.unet import UNet
 
 pytest.importorskip("skimage", reason="scikit-image ships the packaged test photos (dev extra)")
@@ -31,9 +29,7 @@ def make_quickstart_run(runs: Path, name: str, enhancer: bool = True) -> Path:
     """A quickstart-shaped run: `<run>/export/unet_ema.pt` (+ sidecar) and the tiny enhancer's export under it."""
     run = runs / name
     unet = seeded_random_(UNet.from_flags(TINY_EVAL_UNET), 0, std=0.05)
-    (run / "export").mkdir(parents=True)
-    torch.save(unet.state_dict(), run / "export" / "unet_ema.pt")
-    write_sidecar(run / "export" / "unet_ema.pt", TINY_EVAL_UNET, PUBLISHED_DIFFUSION)
+    write_unet(unet, TINY_EVAL_UNET, PUBLISHED_DIFFUSION, run / "export" / "unet_ema.pt")
     if enhancer:
         net = tiny_sparnet()
         write_enhancer(net, "sparnet", TINY_SPARNET_CONFIG, run / "enhance_tiny" / "enhancer" / "export" / "e.pt")

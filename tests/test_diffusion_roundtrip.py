@@ -29,10 +29,8 @@ PIPELINE = [
     "num_workers=0",
     "progress_bar=false",
     "accelerator=cpu",
-    "dr2.N=2",
-    "dr2.tau=2",
-    "dr2.omega=4",
 ]
+DR2_SETTING = ["dr2.N=2", "dr2.tau=2", "dr2.omega=4"]  # restore's; eval lists its own in `settings`
 
 
 class ProcessSpy:
@@ -124,7 +122,7 @@ def test_cosine_x0_process_in_every_stage(tmp_path: Path, testset: Path, monkeyp
     faces = tmp_path / "in"
     faces.mkdir()
     Image.fromarray(render_face(5, 40)).save(faces / "a.png")
-    restore = load_config(None, [f"unet_weights={unet}", *PIPELINE], RestoreConfig)
+    restore = load_config(None, [f"unet_weights={unet}", *PIPELINE, *DR2_SETTING], RestoreConfig)
     restore.input, restore.output = str(faces), str(tmp_path / "out")
     assert run_restore(restore).restored == 1
     processes, files = spy.take()
@@ -158,8 +156,12 @@ def test_cosine_x0_process_in_every_stage(tmp_path: Path, testset: Path, monkeyp
 
     # A config that contradicts the sidecar is an error naming both; agreeing or default values are not.
     with pytest.raises(ValueError, match=r"diffusion.predict='v' \(recorded: 'x0'\).*unet_ema.json"):
-        DR2E.from_config(load_config(None, [f"unet_weights={unet}", *PIPELINE, "diffusion.predict=v"], RestoreConfig))
-    agreeing = load_config(None, [f"unet_weights={unet}", *PIPELINE, "diffusion.schedule=cosine"], RestoreConfig)
+        DR2E.from_config(
+            load_config(None, [f"unet_weights={unet}", *PIPELINE, *DR2_SETTING, "diffusion.predict=v"], RestoreConfig)
+        )
+    agreeing = load_config(
+        None, [f"unet_weights={unet}", *PIPELINE, *DR2_SETTING, "diffusion.schedule=cosine"], RestoreConfig
+    )
     assert DR2E.from_config(agreeing).dr2.diffusion_config == result.module.diffusion_config
 
     # A flat flag file (written before exports carried the diffusion) means the published process.

@@ -4,42 +4,32 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import load_fixture
 from contract import FP32_ATOL, assert_fp32_close
 
 from lightning_dr2.dr2 import DR2, default_omega
 from lightning_dr2.nets.unet import UNet
 
 
-def zeros(like: torch.Tensor) -> torch.Tensor:
-    return torch.zeros_like(like)
-
-
 @pytest.fixture(scope="module")
-def remover_fixture() -> dict:
-    return load_fixture("dr2_remover_tiny.pt")
+def dr2(dr2_remover_tiny: dict) -> DR2:
+    unet = UNet.from_flags(dr2_remover_tiny["flags"])
+    unet.load_state_dict(dr2_remover_tiny["state_dict"])
+    return DR2(unet.eval(), respacing=dr2_remover_tiny["respacing"])
 
 
-@pytest.fixture(scope="module")
-def dr2(remover_fixture: dict) -> DR2:
-    unet = UNet.from_flags(remover_fixture["flags"])
-    unet.load_state_dict(remover_fixture["state_dict"])
-    return DR2(unet.eval(), respacing=remover_fixture["respacing"])
-
-
-def test_reproduces_every_official_case_with_zero_noise(dr2: DR2, remover_fixture: dict) -> None:
-    assert len(remover_fixture["cases"]) >= 4
-    for case in remover_fixture["cases"]:
+def test_reproduces_every_official_case_with_zero_noise(dr2: DR2, dr2_remover_tiny: dict) -> None:
+    assert len(dr2_remover_tiny["cases"]) >= 4
+    for case in dr2_remover_tiny["cases"]:
         N, tau, omega = case["N"], case["tau"], case["omega"]
         assert dr2.resolve_omega(N, tau, None) == omega  # the official default rule
-        out = dr2(remover_fixture["y"], N, tau, noise=zeros)
+        out = dr2(dr2_remover_tiny["y"], N, tau, noise=torch.zeros_like)
         err = (out - case["out"]).abs().max().item()
         assert err <= 1e-4, f"N={N} tau={tau} omega={omega}: max abs err {err}"
 
 
-def test_timestep_map_is_guided_diffusions(dr2: DR2, remover_fixture: dict) -> None:
+def test_timestep_map_is_guided_diffusions(dr2: DR2, dr2_remover_tiny: dict) -> None:
     t = torch.arange(dr2.num_steps)
-    assert dr2.diffusion.model_timesteps(t).tolist() == remover_fixture["timestep_map"]
+    assert dr2.diffusion.model_timesteps(t).tolist() == dr2_remover_tiny["timestep_map"]
 
 
 @pytest.mark.parametrize(
@@ -61,7 +51,7 @@ def test_unet_calls_per_image(dr2: DR2) -> None:
     counted = DR2(unet, respacing=100)
     counted._model = counting  # type: ignore[method-assign]
     y = torch.zeros(2, 3, 64, 64)
-    counted(y, 8, 35, noise=zeros)
+    counted(y, 8, 35, noise=torch.zeros_like)
     assert len(calls) == counted.unet_calls(8, 35) == 26
 
 
@@ -86,18 +76,18 @@ def test_k_samples_and_std_map(dr2: DR2) -> None:
     assert samples.shape == (2, 2, 3, 64, 64) and mean.shape == std.shape == (2, 3, 64, 64)
     assert std.mean() > 0
     # Zero noise: the k copies are the same computation at different batch positions, equal to fp32 rounding.
-    _, _, std0 = dr2.sample_k(y, 4, 10, k=2, omega=12, noise=zeros)
+    _, _, std0 = dr2.sample_k(y, 4, 10, k=2, omega=12, noise=torch.zeros_like)
     assert std0.abs().max() <= FP32_ATOL
 
 
 def test_trajectory_has_one_estimate_per_step(dr2: DR2) -> None:
     y = torch.zeros(1, 3, 64, 64)
-    out = dr2.run(y, 4, 10, omega=14, noise=zeros, return_trajectory=True)
+    out = dr2.run(y, 4, 10, omega=14, noise=torch.zeros_like, return_trajectory=True)
     assert len(out.trajectory) == 5
     torch.testing.assert_close(out.trajectory[-1], out.x0)
 
 
-def test_ddim_variant_is_deterministic_for_eta0(remover_fixture: dict, dr2: DR2) -> None:
+def test_ddim_variant_is_deterministic_for_eta0(dr2_remover_tiny: dict, dr2: DR2) -> None:
     ddim = DR2(dr2.unet, respacing=50, sampler="ddim", eta=0.0)
     y = torch.rand(1, 3, 64, 64) * 2 - 1
     a = ddim(y, 4, 5, seeds=[0])
@@ -122,7 +112,7 @@ def test_ddim_variant_is_deterministic_for_eta0(remover_fixture: dict, dr2: DR2)
 def test_bad_settings_are_explained(dr2: DR2, kwargs: dict, match: str) -> None:
     args = {"N": 4, "tau": 10, **kwargs}
     with pytest.raises(ValueError, match=match):
-        dr2(torch.zeros(1, 3, 64, 64), args["N"], args["tau"], args.get("omega"), noise=zeros)
+        dr2(torch.zeros(1, 3, 64, 64), args["N"], args["tau"], args.get("omega"), noise=torch.zeros_like)
 
 
 @pytest.mark.parametrize(
@@ -136,4 +126,4 @@ def test_bad_settings_are_explained(dr2: DR2, kwargs: dict, match: str) -> None:
 )
 def test_bad_inputs_are_explained(dr2: DR2, y: torch.Tensor, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        dr2(y, 4, 10, noise=zeros)
+        dr2(y, 4, 10, noise=torch.zeros_like)

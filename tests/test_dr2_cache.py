@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import TINY_UNET_FLAGS, tiny_unet
 from contract import assert_uint8_close
 from PIL import Image
 
@@ -25,17 +23,6 @@ from lightning_dr2.provenance import ReuseRefused
 
 TINY_SETTINGS = "settings=[{N: 4, tau: 6, omega: 8},{N: 8, tau: 5, omega: 7},{N: 2, tau: 4, omega: 6}]"
 ALLOWED = {(4, 6, 8), (8, 5, 7), (2, 4, 6)}
-
-
-@pytest.fixture(scope="module")
-def unets(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("unets")
-    paths = {}
-    for key, seed in (("a", 0), ("b", 1)):
-        paths[key] = root / f"unet{seed}.pt"
-        torch.save(tiny_unet(seed=seed).state_dict(), paths[key])
-        paths[key].with_suffix(".json").write_text(json.dumps(TINY_UNET_FLAGS))
-    return paths
 
 
 def _cfg(unet: Path, hq: Path, out: Path, *extra: str):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_SPARNET_CONFIG, load_fixture, tiny_sparnet
+from conftest import TINY_SPARNET_CONFIG, tiny_sparnet
 from contract import assert_fp32_close
 
 from lightning_dr2.dr2.pipeline import DR2E
@@ -20,20 +20,11 @@ from lightning_dr2.dr2.pipeline import DR2E
 ENHANCER_CONFIG = {**TINY_SPARNET_CONFIG, "size": 128, "min_feat_size": 32}  # 64 px DR2 -> 128 px enhancer
 
 
-def zeros(like: torch.Tensor) -> torch.Tensor:
-    return torch.zeros_like(like)
-
-
 @pytest.fixture(scope="module")
-def remover() -> dict:
-    return load_fixture("dr2_remover_tiny.pt")
-
-
-@pytest.fixture(scope="module")
-def pipe_and_enhancer(remover: dict, tmp_path_factory) -> tuple[DR2E, torch.nn.Module]:
+def pipe_and_enhancer(dr2_remover_tiny: dict, tmp_path_factory) -> tuple[DR2E, torch.nn.Module]:
     root = tmp_path_factory.mktemp("dr2e")
-    torch.save(remover["state_dict"], root / "unet.pt")
-    (root / "unet.json").write_text(json.dumps(remover["flags"]))
+    torch.save(dr2_remover_tiny["state_dict"], root / "unet.pt")
+    (root / "unet.json").write_text(json.dumps(dr2_remover_tiny["flags"]))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(3)
         from lightning_dr2.nets.sparnet import SPARNet
@@ -49,21 +40,21 @@ def pipe_and_enhancer(remover: dict, tmp_path_factory) -> tuple[DR2E, torch.nn.M
         enhancer="sparnethd",
         enhancer_weights=str(root / "enhancer.pth"),
         enhancer_options=ENHANCER_CONFIG,
-        respacing=remover["respacing"],
+        respacing=dr2_remover_tiny["respacing"],
     )
     return pipe, enhancer
 
 
-def _cheapest_cases(remover: dict) -> list[dict]:
-    return sorted(remover["cases"], key=lambda c: c["omega"] - c["tau"])[:2]
+def _cheapest_cases(dr2_remover_tiny: dict) -> list[dict]:
+    return sorted(dr2_remover_tiny["cases"], key=lambda c: c["omega"] - c["tau"])[:2]
 
 
-def test_restore_equals_official_dr2_then_the_enhancer_on_its_resize(remover: dict, pipe_and_enhancer) -> None:
+def test_restore_equals_official_dr2_then_the_enhancer_on_its_resize(dr2_remover_tiny: dict, pipe_and_enhancer) -> None:
     pipe, enhancer = pipe_and_enhancer
     assert pipe.enhancer_size == 128
-    for case in _cheapest_cases(remover):
+    for case in _cheapest_cases(dr2_remover_tiny):
         pipe.N, pipe.tau, pipe.omega = case["N"], case["tau"], case["omega"]
-        out = pipe.restore_tensors(remover["y"], noise=zeros)
+        out = pipe.restore_tensors(dr2_remover_tiny["y"], noise=torch.zeros_like)
         err = (out["dr2"] - case["out"]).abs().max().item()
         assert err <= 1e-4, f"DR2 stage, case {case['N'], case['tau'], case['omega']}: max abs err {err}"
         up = F.interpolate(out["dr2"], size=(128, 128), mode="bicubic", align_corners=False).clamp(-1, 1)

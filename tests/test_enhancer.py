@@ -259,7 +259,8 @@ def test_tiny_run_learns_exports_and_the_export_is_an_enhancer(tmp_path: Path) -
 
 
 def _folder_dr2(tmp: Path) -> None:
-    """DR2 stand-ins for folder mode: the HQ faces at 16 px (what matters here is the data path)."""
+    """DR2 stand-ins for folder mode: the HQ faces blurred by a 16 px round trip, at the recipe UNet's 32 px (what
+    matters here is the data path)."""
     from lightning_dr2.datasets.synthetic import generate_faces
 
     generate_faces(tmp / "faces", n=12, size=32)
@@ -267,7 +268,8 @@ def _folder_dr2(tmp: Path) -> None:
         from PIL import Image
 
         (tmp / "dr2").mkdir(exist_ok=True)
-        Image.open(path).convert("RGB").resize((16, 16), Image.BICUBIC).save(tmp / "dr2" / path.name)
+        small = Image.open(path).convert("RGB").resize((16, 16), Image.BICUBIC)
+        small.resize((32, 32), Image.BICUBIC).save(tmp / "dr2" / path.name)
 
 
 def test_resume_equals_the_uninterrupted_run(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from lightning_dr2.datasets.synthetic import generate_faces
 from lightning_dr2.diffusion.noise import image_seed
 from lightning_dr2.dr2.pipeline import DR2E
 from lightning_dr2.dr2.remover import DR2
-from lightning_dr2.dr2.sidecar import published_process
+from lightning_dr2.exports.unet import published_process
 from lightning_dr2.image_io import resize
 from lightning_dr2.jobs.train_enhancer import train_enhancer
 from lightning_dr2.metrics.scoring import group_by_size
@@ -37,12 +37,13 @@ def testset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _folder_pairs(tmp: Path) -> None:
-    """Folder-mode training pairs (HQ faces and 16 px stand-ins for their DR2 outputs): no DR2 runs in training,
-    so every DR2 call of the run is the evaluator's."""
+    """Folder-mode training pairs (HQ faces and blurred stand-ins for their DR2 outputs at the UNet's 32 px): no
+    DR2 runs in training, so every DR2 call of the run is the evaluator's."""
     generate_faces(tmp / "faces", n=6, size=32)
     (tmp / "dr2").mkdir()
     for path in sorted((tmp / "faces").glob("*.png")):
-        Image.open(path).convert("RGB").resize((16, 16), Image.BICUBIC).save(tmp / "dr2" / path.name)
+        small = Image.open(path).convert("RGB").resize((16, 16), Image.BICUBIC)
+        small.resize((32, 32), Image.BICUBIC).save(tmp / "dr2" / path.name)
 
 
 def _cfg(tmp: Path, testset: Path, *extra: str):

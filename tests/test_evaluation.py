@@ -48,6 +48,9 @@ class TinyFeatures(torch.nn.Module):
 
 def eval_cfg(testset: Path, unet_file: Path, runs: Path, *extra: str, splits: str = "x4_mild, x8_severe", fid=""):
     fid_reference = f", fid_reference: {fid}" if fid else ""
+    # one DR2 setting, unless the test gives its own settings or a sweep (both together are an error)
+    own = any(e.startswith(("settings=", "sweep.")) for e in extra)
+    settings = [] if own else ["settings=[{N: 4, tau: 4, omega: 6}]"]
     return load_config(
         None,
         [
@@ -56,7 +59,7 @@ def eval_cfg(testset: Path, unet_file: Path, runs: Path, *extra: str, splits: st
             "enhancer.size=64",
             f"sets=[{{name: tiny, root: {testset}, splits: [{splits}], limit: 3{fid_reference}}}]",
             "metrics=[psnr, ssim]",
-            "settings=[{N: 4, tau: 4, omega: 6}]",
+            *settings,
             "random_metric_networks=true",
             f"runs_dir={runs}",
             "run=r",
@@ -403,3 +406,29 @@ def test_report_shows_the_worst_images_per_metric(testset: Path, unet_file: Path
         assert f"1. {first}" in section and f"2. {second}" in section
     parsed = parse_page(result.report_html.read_text())
     assert "Worst 2 by PSNR" in parsed.text and len(parsed.png_images()) >= 2
+
+
+def test_eval_loads_each_network_once_for_every_split_and_setting(
+    testset: Path, unet_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2 splits x 2 settings: the UNet (and the enhancer) are loaded once and shared by the 4 restore jobs."""
+    from lightning_dr2.dr2 import pipeline
+
+    loads = {"unet": 0, "enhancer": 0}
+
+    def counted(name: str, load):
+        def wrapper(*args, **kwargs):
+            loads[name] += 1
+            return load(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(pipeline, "load_unet", counted("unet", pipeline.load_unet))
+    monkeypatch.setattr(pipeline, "load_restorer", counted("enhancer", pipeline.load_restorer))
+    settings = "settings=[{N: 4, tau: 4, omega: 6}, {N: 2, tau: 3, omega: 5}]"
+    result = run_eval(eval_cfg(testset, unet_file, tmp_path, settings, "metrics=[psnr]", "report_images=0"))
+    assert sorted((r["split"], r["setting"]) for r in result.rows) == [
+        (split, setting) for split in ("x4_mild", "x8_severe") for setting in ("N2_tau3_omega5", "N4_tau4_omega6")
+    ]
+    assert loads == {"unet": 1, "enhancer": 1}
+    assert {r["provenance"]["unet_sha256"] for r in result.rows} == {sha256sum(unet_file)}  # what was loaded

@@ -17,7 +17,7 @@ from gpen_rules import TINY_CASES, gpen_std, input_images
 from keyed_weights import keyed_random_state_dict
 from scipy.signal import convolve2d
 
-from lightning_dr2.dr2.pipeline import build_enhancer
+from lightning_dr2.exports import load_restorer
 from lightning_dr2.nets.gpen import BFR_512, GPEN, blur_kernel, scaled_leaky_relu, upfirdn2d
 from lightning_dr2.nets.loading import WeightsError, load_into
 from lightning_dr2.nets.restorers import RESTORERS
@@ -121,7 +121,7 @@ def test_a_file_of_another_gpen_configuration_names_the_shape_mismatch(tmp_path)
     path = tmp_path / "narrow.pth"
     torch.save(GPEN(**{**config, "narrow": 0.0625}).state_dict(), path)
     with pytest.raises(WeightsError, match="shape mismatches") as err:
-        build_enhancer("gpen_512", str(path), options=config)
+        load_restorer("gpen_512", str(path), options=config)
     assert "narrow.pth" in str(err.value)
 
 
@@ -150,22 +150,22 @@ def test_script_feed_is_rgb_in_minus_one_one_at_512():
     assert -1 <= scripted.min() and scripted.max() <= 1
 
 
-def test_build_enhancer_random_and_from_a_file(tmp_path):
+def test_load_restorer_random_and_from_a_file(tmp_path):
     config, seed, input_seed, batch = TINY_CASES["concat"]
-    random_net = build_enhancer("gpen_512", "random", options=config)
+    random_net = load_restorer("gpen_512", "random", options=config).module
     x = input_images(batch, config["size"], input_seed)
     with torch.no_grad():
         assert random_net(x).shape == x.shape
     path = tmp_path / "gpen_tiny.pth"
     torch.save({"params_ema": seeded_gpen(config, seed).state_dict()}, path)  # a wrapped layout loads too
-    loaded = build_enhancer("gpen_512", str(path), options=config)
+    loaded = load_restorer("gpen_512", str(path), options=config).module
     with torch.no_grad():
-        assert_fp32_close(loaded(x), seeded_gpen(config, seed)(x), "loaded through build_enhancer")
+        assert_fp32_close(loaded(x), seeded_gpen(config, seed)(x), "loaded through load_restorer")
 
 
 def test_missing_released_file_names_it_and_how_to_fetch():
     with pytest.raises(MissingWeightsError, match=r"GPEN-BFR-512\.pth") as err:
-        build_enhancer("gpen_512")
+        load_restorer("gpen_512")
     assert "weights --fetch" in str(err.value)
 
 
@@ -246,7 +246,7 @@ def test_released_file_loads_strictly_when_present():
         find_weight("GPEN-BFR-512.pth")
     except MissingWeightsError:
         pytest.skip("GPEN-BFR-512.pth not present (see `python -m lightning_dr2 weights`)")
-    net = build_enhancer("gpen_512")
+    net = load_restorer("gpen_512").module
     kernels = {k: v for k, v in net.state_dict().items() if k.endswith(".kernel")}
     assert len(kernels) == 14
     for key, kernel in kernels.items():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_dr2.dr2.pipeline import DR2E, build_enhancer
+from lightning_dr2.dr2.pipeline import DR2E
+from lightning_dr2.exports.restorer import load_restorer
 from lightning_dr2.jobs.bench import psnr_db
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS, UNet
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.gpu
 @pytest.fixture(scope="module")
 def networks():
     torch.manual_seed(0)
-    return UNet.from_flags(DR2_FFHQ256_FLAGS).eval().cuda(), build_enhancer("sparnethd", "random").cuda()
+    return UNet.from_flags(DR2_FFHQ256_FLAGS).eval().cuda(), load_restorer("sparnethd", "random").module.cuda()
 
 
 @pytest.mark.parametrize("compile", [False, True])

@@ -148,8 +148,8 @@ def test_layout_and_names_are_checked(testset: Path, tmp_path: Path) -> None:
         f.rename(folder / f.name)
     with pytest.raises(FileNotFoundError, match=r"expected .*flat/x4_mild/000\.png.*DIR/<split>/<name>"):
         run_eval(_cfg(testset, tmp_path, folder))
-    with pytest.raises(ConfigError, match="predictions.DR2"):
-        run_eval(eval_cfg(testset, Path("random"), tmp_path, "settings=[]", f"predictions.DR2={folder}"))
+    with pytest.raises(ConfigError, match="predictions.DR2"):  # the name of DR2's own rows
+        run_eval(eval_cfg(testset, Path("random"), tmp_path, f"predictions.DR2={folder}"))
     with pytest.raises(ConfigError, match="nothing to evaluate"):
         eval_cfg(testset, Path("random"), tmp_path, "settings=[]")
     with pytest.raises(ConfigError, match="method name"):

@@ -21,9 +21,10 @@ def weight(name: str):
 @pytest.mark.parametrize("name", ["DR2_FFHQ.pkl", "ffhq_10m.pt", "ffhq_p2.pt"])
 def test_published_unets_load_strictly(name: str) -> None:
     from lightning_dr2.diffusion import PUBLISHED_DIFFUSION
-    from lightning_dr2.dr2.pipeline import load_unet
+    from lightning_dr2.exports.unet import load_unet
 
-    net, diffusion = load_unet(weight(name))
+    loaded = load_unet(weight(name))
+    net, diffusion = loaded.module, loaded.diffusion
     assert sum(p.numel() for p in net.parameters()) == 93_563_910
     assert diffusion == PUBLISHED_DIFFUSION  # no sidecar: linear/1000/eps, learned sigma
 

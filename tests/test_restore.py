@@ -14,7 +14,8 @@ from PIL import Image
 
 from lightning_dr2.datasets.synthetic import render_face
 from lightning_dr2.diffusion.noise import image_seed
-from lightning_dr2.dr2.pipeline import DR2E, build_enhancer
+from lightning_dr2.dr2.pipeline import DR2E
+from lightning_dr2.exports.restorer import load_restorer
 from lightning_dr2.jobs.restore import run_restore
 
 
@@ -68,7 +69,7 @@ def test_bad_settings_fail_at_construction(weights: dict) -> None:
     with pytest.raises(ValueError, match="beyond the respaced grid"):
         tiny_pipe(weights, tau=10, omega=100)
     with pytest.raises(ValueError, match="unknown restoration network"):
-        build_enhancer("gfpgan-typo")
+        load_restorer("gfpgan-typo")
 
 
 def test_missing_unet_weights_name_the_file(tmp_path: Path, monkeypatch) -> None:

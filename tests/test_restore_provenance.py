@@ -17,6 +17,7 @@ from lightning_dr2.config.loader import ConfigError
 from lightning_dr2.datasets.synthetic import render_face
 from lightning_dr2.image_io import fit_square
 from lightning_dr2.jobs.restore import run_restore
+from lightning_dr2.outputs import OutputError
 from lightning_dr2.provenance import ReuseRefused
 
 
@@ -154,25 +155,25 @@ def test_unusable_output_folder_is_named(unets, tmp_path):
     _faces(inputs, n=1)
     a_file = tmp_path / "out.txt"
     a_file.write_text("not a folder")
-    with pytest.raises(ConfigError, match="out.txt is a file"):
+    with pytest.raises(OutputError, match="--output .*out.txt is a file, not a folder"):
         run_restore(_cfg(unets["a"], inputs, a_file))
     with pytest.raises(ConfigError, match="input_policy"):
         run_restore(_cfg(unets["a"], inputs, tmp_path / "o", "input_policy=squash"))
 
 
 def test_read_only_output_folder_is_named(unets, tmp_path, monkeypatch):
-    """A read-only disk (simulated: the suite runs as root, which chmod does not stop)."""
+    """A folder the job may not write (simulated: the suite runs as root, which chmod does not stop; real
+    read-only and full mounts: test_reliability_outputs.py)."""
+    from lightning_dr2 import outputs
+
     inputs = tmp_path / "in"
     _faces(inputs, n=1)
-    write_bytes = Path.write_bytes
 
-    def read_only(self, data):
-        if self.name.startswith(".write-test"):
-            raise PermissionError(13, "Permission denied", str(self))
-        return write_bytes(self, data)
+    def refused(folder: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(folder / ".write-test"))
 
-    monkeypatch.setattr(Path, "write_bytes", read_only)
-    with pytest.raises(ConfigError, match=r"--output .*ro is not writable \(Permission denied\)"):
+    monkeypatch.setattr(outputs, "probe_write", refused)
+    with pytest.raises(OutputError, match=r"--output .*ro/.write-test: permission denied \(\[Errno 13\]"):
         run_restore(_cfg(unets["a"], inputs, tmp_path / "ro"))
 
 

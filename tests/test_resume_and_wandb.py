@@ -47,7 +47,13 @@ def test_auto_starts_fresh_without_a_checkpoint(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", ["false", False, "none", ""])
 def test_off_never_resumes(tmp_path: Path, value) -> None:
-    assert resolve_resume(_resume(value), _run_path(tmp_path, with_last=True)) is None
+    assert resolve_resume(_resume(value), _run_path(tmp_path, with_last=False)) is None
+
+
+@pytest.mark.parametrize("value", ["false", False])
+def test_off_refuses_to_overwrite_a_run_with_checkpoints(tmp_path: Path, value) -> None:
+    with pytest.raises(ConfigError, match=r"(?s)already holds 1 checkpoint.*run=NAME.*resume=auto"):
+        resolve_resume(_resume(value), _run_path(tmp_path, with_last=True))
 
 
 def test_true_requires_the_checkpoint(tmp_path: Path) -> None:
@@ -62,7 +68,7 @@ def test_true_requires_the_checkpoint(tmp_path: Path) -> None:
 def test_explicit_path(tmp_path: Path) -> None:
     run = _run_path(tmp_path, with_last=True)
     other = tmp_path / "elsewhere.ckpt"
-    other.write_bytes(b"ckpt")
+    _write_ckpt(other)
     assert resolve_resume(_resume(str(other)), run) == str(other)  # wins over last.ckpt
     with pytest.raises(ConfigError, match="no such checkpoint"):
         resolve_resume(_resume(str(tmp_path / "missing.ckpt")), run)

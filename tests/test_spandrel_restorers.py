@@ -2,7 +2,7 @@
 
 Each entry builds with exactly the released key layout (manifests recorded from the original code), reproduces
 the original code's output on keyed random weights (tests/fixtures/README.md), loads a released-layout file
-through `build_enhancer`, and names what is wrong: a missing or extra key, a missing file, a missing extra.
+through `load_restorer`, and names what is wrong: a missing or extra key, a missing file, a missing extra.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from contract import assert_fp32_close
 from keyed_weights import keyed_random_state_dict
 
-from lightning_dr2.dr2.pipeline import build_enhancer
+from lightning_dr2.exports import load_restorer
 from lightning_dr2.image_io import images_to_tensor
 from lightning_dr2.nets.loading import WeightsError, load_into
 from lightning_dr2.nets.restorers import RESTORERS, MissingExtraError, build_restorer
@@ -112,7 +112,7 @@ def test_missing_and_extra_keys_are_named(tmp_path):
     path = tmp_path / "GFPGANv1.4.pth"
     torch.save({"params_ema": state}, path)
     with pytest.raises(WeightsError) as err:
-        build_enhancer("gfpgan_v1.4", str(path), fixture["options"])
+        load_restorer("gfpgan_v1.4", str(path), fixture["options"])
     message = str(err.value)
     assert str(path) in message
     assert "stylegan_decoder.to_rgbs.0.bias" in message and "stylegan_decoder.extra_layer.weight" in message
@@ -122,7 +122,7 @@ def test_missing_and_extra_keys_are_named(tmp_path):
 def test_missing_released_file_names_it_and_where_to_get_it(name):
     spec = RESTORERS[name]
     with pytest.raises(MissingWeightsError) as err:
-        build_enhancer(name, None)
+        load_restorer(name, None)
     message = str(err.value)
     assert spec.weights in message and WEIGHTS[spec.weights].urls[0] in message
 
@@ -134,7 +134,7 @@ def test_released_layout_loads_params_ema_as_the_scripts_do(tmp_path):
     decoy = keyed_random_state_dict(net.state_dict(), fixture["weights_seed"] + 1)
     path = tmp_path / "RestoreFormer.pth"
     torch.save({"params": decoy, "params_ema": net.state_dict()}, path)
-    loaded = build_enhancer("restoreformer", str(path), fixture["options"])
+    loaded = load_restorer("restoreformer", str(path), fixture["options"]).module
     x = seeded_input(fixture["input_seed"], fixture["input_shape"])
     with torch.no_grad():
         assert_fp32_close(loaded(x), net(x))
@@ -201,9 +201,9 @@ def test_codeformer_reproduces_the_original_code():
 
 
 @pytest.mark.parametrize("fixture_name", ["gfpgan_tiny.pt", "restoreformer_tiny.pt"])
-def test_build_enhancer_random_runs_at_tiny_size(fixture_name):
+def test_load_restorer_random_runs_at_tiny_size(fixture_name):
     fixture = load_recorded(fixture_name)
-    net = build_enhancer(fixture["entry"], "random", fixture["options"])
+    net = load_restorer(fixture["entry"], "random", fixture["options"]).module
     x = seeded_input(0, fixture["input_shape"])
     with torch.no_grad():
         out = net(x)
@@ -214,7 +214,7 @@ def test_build_enhancer_random_runs_at_tiny_size(fixture_name):
 
 def test_codeformer_random_and_its_fidelity_weight():
     pytest.importorskip("spandrel_extra_arches")
-    net = build_enhancer("codeformer", "random", {"w": 0.7})
+    net = load_restorer("codeformer", "random", {"w": 0.7}).module
     assert net.w == 0.7 and net.size == 512 and not net.training
     with torch.device("meta"), pytest.raises(ValueError, match="w must be in"):
         build_restorer("codeformer", {"w": 1.5})
@@ -224,7 +224,7 @@ def test_codeformer_without_the_extra_names_it_and_its_licence(monkeypatch):
     monkeypatch.setitem(sys.modules, "spandrel_extra_arches", None)  # what a missing package looks like
     monkeypatch.delitem(sys.modules, "lightning_dr2.nets.spandrel_codeformer", raising=False)
     with pytest.raises(MissingExtraError) as err:
-        build_enhancer("codeformer", "random")
+        load_restorer("codeformer", "random")
     message = str(err.value)
     assert "pip install 'lightning_dr2[codeformer]'" in message
     assert "S-Lab License 1.0" in message and "non-commercial" in message

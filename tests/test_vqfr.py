@@ -15,7 +15,7 @@ import torch
 from contract import assert_fp32_close
 from keyed_weights import keyed_random_state_dict, unit_norm_std
 
-from lightning_dr2.dr2.pipeline import build_enhancer
+from lightning_dr2.exports import load_restorer
 from lightning_dr2.image_io import images_to_tensor, to_uint8
 from lightning_dr2.nets.loading import WeightsError, load_into
 from lightning_dr2.nets.restorers import RESTORERS, build_restorer
@@ -104,14 +104,14 @@ def test_released_configuration_on_gpu_reproduces_the_reference(version):
 
 
 @pytest.mark.parametrize(("name", "wrapper"), [("vqfr_v1", "params"), ("vqfr_v2", "params_ema")])
-def test_released_layout_loads_through_build_enhancer(tmp_path, name, wrapper):
+def test_released_layout_loads_through_load_restorer(tmp_path, name, wrapper):
     """A file in the release's BasicSR layout (state dict under `params` / `params_ema`) loads strictly."""
     version = int(name[-1])
     fixture = _fixture(version)
     state = _seeded(version, fixture).state_dict()
     path = tmp_path / RESTORERS[name].weights
     torch.save({wrapper: state}, path)
-    net = build_enhancer(name, str(path), options=fixture["config"])
+    net = load_restorer(name, str(path), options=fixture["config"]).module
     with torch.no_grad():
         if version == 2:
             net.fidelity_ratio = fixture["cases"][0]["fidelity_ratio"]
@@ -142,7 +142,7 @@ def test_missing_and_extra_keys_are_named():
 )
 def test_missing_weights_name_the_file_and_how_to_get_it(tmp_path, name, file, how):
     with pytest.raises(MissingWeightsError) as err:
-        build_enhancer(name, None, weights_dir=str(tmp_path))
+        load_restorer(name, None, weights_dir=str(tmp_path))
     assert file in str(err.value) and how in str(err.value) and str(tmp_path) in str(err.value)
 
 
@@ -184,7 +184,7 @@ def test_options_defaults_and_bad_inputs():
         VQFRv1(base_channels=48)
     with pytest.raises(ValueError, match="unknown_option"):
         build_restorer("vqfr_v1", {"unknown_option": 1})
-    net = build_enhancer("vqfr_v1", "random", options=_fixture(1)["config"])
+    net = load_restorer("vqfr_v1", "random", options=_fixture(1)["config"]).module
     assert net.size == 32
     with pytest.raises(ValueError, match=r"\(B, 3, 32, 32\)"):
         net(torch.zeros(1, 3, 64, 64))

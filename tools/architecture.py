@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         (
             "__init__",
             "files",
+            "outputs",
             "image_io",
             "registry",
             "provenance",

@@ -19,33 +19,14 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 
 from lightning_dr2.files import atomic_write, write_json, write_table
 from lightning_dr2.image_io import output_name, resize, to_uint8_images, write_png
-from lightning_dr2.provenance import read_jsonl
+from lightning_dr2.provenance import MANIFEST, merged_records, read_jsonl
 
 log = logging.getLogger(__name__)
-
-
-
-
-MANIFEST = "manifest.json"
 
 
 def rank_manifests(output_dir: Path) -> list[Path]:
     """Per-rank JSON-lines manifests not merged yet (this run's, or a crashed run's)."""
     return sorted(Path(output_dir).glob("manifest.rank*.jsonl"))
-
-
-def merged_records(output_dir: Path) -> dict[str, dict[str, Any]]:
-    """Records of the merged manifest, by name; an unreadable manifest is reported and counts as empty
-    (its images are then made again, never trusted)."""
-    path = Path(output_dir) / MANIFEST
-    if not path.is_file():
-        return {}
-    try:
-        images = json.loads(path.read_text()).get("images", [])
-    except (json.JSONDecodeError, AttributeError) as err:
-        log.warning("%s is not readable (%s); its images will be made again", path, err)
-        return {}
-    return {rec["name"]: rec for rec in images if isinstance(rec, dict) and "name" in rec}
 
 
 def all_records(output_dir: Path) -> dict[str, dict[str, Any]]:

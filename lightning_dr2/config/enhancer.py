@@ -14,7 +14,7 @@ from lightning_dr2.config.ddpm import NetConfig
 from lightning_dr2.config.loader import Checks, in_unit_interval
 from lightning_dr2.config.run import EMAConfig, RunConfig
 from lightning_dr2.config.sets import SettingConfig, check_settings_list, demo_settings
-from lightning_dr2.diffusion import DiffusionConfig
+from lightning_dr2.diffusion import DiffusionRequest
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS
 
 
@@ -85,7 +85,8 @@ class DR2SourceConfig:
 
     unet_weights: str | None = None  # file, registry name or "random"; default DR2_FFHQ.pkl; a sidecar wins
     net: NetConfig = field(default_factory=lambda: NetConfig(**DR2_FFHQ256_FLAGS))
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    # Only the fields given (None = not given): a UNet sidecar's process wins over the others, as for restore.
+    diffusion: DiffusionRequest = field(default_factory=DiffusionRequest)
     respacing: int = 100
     # OUR choice (not published): (N, tau) drawn uniformly per image from DR2's demo settings.
     settings: list[SettingConfig] = field(default_factory=demo_settings)

@@ -19,6 +19,8 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lightning_dr2.outputs import check_output_location, claim_output, is_first_process, unique_run_name
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"
 
@@ -94,9 +96,21 @@ def _merge(cfg: DictConfig, other: DictConfig | Mapping[str, Any], source: str) 
         return OmegaConf.merge(cfg, other)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
-        raise ConfigError(
-            f"invalid config from {source}: key '{key}': {err.msg if hasattr(err, 'msg') else err}"
-        ) from err
+        message = str(err.msg if hasattr(err, "msg") else err).splitlines()[0]
+        raise ConfigError(f"invalid config from {source}: key '{key}': {_expected_shape(cfg, key) or message}") from err
+
+
+def _expected_shape(cfg: DictConfig, key: str) -> str | None:
+    """'takes a list ...' when a scalar was given for a list key (OmegaConf's own words name its node classes)."""
+    try:
+        node = OmegaConf.select(cfg, key, throw_on_missing=False)
+    except OmegaConfBaseException:
+        return None
+    if isinstance(node, ListConfig):
+        return f"takes a list, e.g. {key}=[4] or {key}=[4,8] (quote the whole override in the shell)"
+    if isinstance(node, DictConfig):
+        return f"takes a mapping, e.g. '{key}={{name: value}}' (quote the whole override in the shell)"
+    return None
 
 
 # -- value checks ----------------------------------------------------------------------------------------
@@ -162,15 +176,31 @@ def resolve_run_name(cfg: DictConfig) -> str:
     """The run id, chosen once: explicit > $DR2_RUN > $SLURM_JOB_ID > timestamp.
 
     It is exported as $DR2_RUN so processes Lightning launches for DDP (which re-run the command)
-    agree on it, and a SLURM requeue (same job id) lands in the same run directory and W&B run.
+    agree on it, and a SLURM requeue (same job id) lands in the same run directory and W&B run. A timestamp
+    is made unique by the first process (`outputs.unique_run_name`): two runs started in the same second
+    never share a directory.
     """
-    run = cfg.run or os.environ.get("DR2_RUN") or os.environ.get("SLURM_JOB_ID") or time.strftime("%Y%m%d-%H%M%S")
+    run = cfg.run or os.environ.get("DR2_RUN") or os.environ.get("SLURM_JOB_ID")
+    if not run:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run = unique_run_name(Path(cfg.runs_dir) / cfg.experiment, stamp) if is_first_process() else stamp
     os.environ["DR2_RUN"] = str(run)
     return str(run)
 
 
 def run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.runs_dir) / cfg.experiment / str(cfg.run)
+
+
+def open_run_dir(cfg: DictConfig) -> Path:
+    """Check `runs_dir`, name the run, create its directory and claim it (one job per run directory at a time).
+
+    Every job with a run directory (train, train-enhancer, eval) starts here, so none can forget the checks."""
+    check_output_location(cfg.runs_dir, "runs_dir")
+    cfg.run = resolve_run_name(cfg)
+    path = check_output_location(run_dir(cfg), "run directory")
+    claim_output(path, "run")
+    return path
 
 
 def save_config(cfg: DictConfig, path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from lightning_dr2.config.ddpm import NetConfig
 from lightning_dr2.config.loader import Checks
@@ -16,7 +16,7 @@ from lightning_dr2.config.sets import (
     check_settings_list,
     demo_settings,
 )
-from lightning_dr2.diffusion import DiffusionConfig
+from lightning_dr2.diffusion import DiffusionRequest
 from lightning_dr2.metrics.catalogue import default_metrics
 from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS
 
@@ -27,7 +27,9 @@ class EnhancerConfig:
 
     name: str = "sparnethd"
     weights: str | None = None  # default: the registry's file for this enhancer (e.g. SPARNetHD_FFHQ_DR2aug.pth)
-    size: int = 512  # the enhancer's input/output resolution; DR2's output is bicubic-upsampled to it
+    # The enhancer's input/output resolution; DR2's output is bicubic-upsampled to it. Unset: the network's own
+    # size (512 without one). A network runs only at its own size: another value is an error naming both.
+    size: int | None = None
     # Constructor arguments overriding the enhancer's defaults (e.g. a tiny SPARNet for tests).
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -46,16 +48,17 @@ class DR2Settings:
 class PipelineConfig:
     """DR2 (+ enhancer) networks, settings and how to run them; shared by restore and eval.
 
-    `net` and `diffusion` describe the UNet in `unet_weights` when it has no `<weights>.json` sidecar
-    (the defaults are the published DR2 FFHQ-256 network and its linear/1000/eps process). An exported
-    UNet's sidecar wins over both: it records the flags and the diffusion the network was trained
-    with. A `diffusion.*` value set away from its default that contradicts the sidecar is an error
-    naming both (see `dr2.sidecar.resolve_diffusion`), never a silently different process.
+    `net` describes the UNet in `unet_weights` when it has no `<weights>.json` sidecar (default: the published
+    DR2 FFHQ-256 network). `diffusion` holds only the fields given (`DiffusionRequest`, None = not given): an
+    exported UNet's sidecar records the flags and the process the network was trained with and wins over `net`
+    and the fields not given; a given field that contradicts it is an error naming both (see
+    `exports.unet.resolve_diffusion`), never a silently different process. Without a sidecar the given fields
+    replace those of the published linear/1000/eps process.
     """
 
     unet_weights: str | None = None  # file, registry name, or "random"; default DR2_FFHQ.pkl from the registry
     net: NetConfig = field(default_factory=lambda: NetConfig(**DR2_FFHQ256_FLAGS))  # a <weights>.json sidecar wins
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # ditto (see the docstring)
+    diffusion: DiffusionRequest = field(default_factory=DiffusionRequest)  # only what is given (see the docstring)
     dr2: DR2Settings = field(default_factory=DR2Settings)
     enhancer: EnhancerConfig = field(default_factory=EnhancerConfig)
     batch_size: int = 8
@@ -86,7 +89,11 @@ class PipelineConfig:
             check_sampler(c.value("dr2.sampler"), c.value("dr2.eta"))
         except SettingError as err:
             c.fail(f"dr2.{err.name}", err.value, err.reason)
-        c.at_least("enhancer.size", 1, ": the enhancer's input/output size in pixels (e.g. 512)")
+        c.require(
+            "enhancer.size",
+            lambda v: v is None or v >= 1,
+            "must be >= 1: the enhancer's input/output size in pixels (e.g. 512), or unset for the network's own",
+        )
         c.at_least("batch_size", 1)
         c.at_least("num_workers", 0)
         c.one_of("dtype", ("auto", "fp32", "bf16", "fp16"))
@@ -103,6 +110,9 @@ class RestoreConfig(PipelineConfig):
     limit: int = 0  # restore only the first `limit` images (sorted by path); 0 = all
     save_dr2: bool = True  # also write the DR2 intermediate (x0_hat at tau)
     comparison: bool = False  # also write input | DR2 | output side by side
+
+    # Keys a recipe or override must not set, and why (`config.recipes.load_config` refuses them).
+    IGNORED_KEYS: ClassVar[dict[str, str]] = {"input": "is given by --input", "output": "is given by --output"}
 
     @staticmethod
     def check(c: Checks) -> None:
@@ -153,6 +163,11 @@ class EvalConfig(PipelineConfig):
     random_metric_networks: bool = False  # smoke tests only: LPIPS/FID/ArcFace with random weights
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
+    IGNORED_KEYS: ClassVar[dict[str, str]] = {
+        f"dr2.{key}": "is not used by eval, which runs each of `settings` (or the sweep): list the (N, tau) there"
+        for key in ("N", "tau", "omega")
+    }
+
     @staticmethod
     def check(c: Checks) -> None:
         PipelineConfig.check(c)
@@ -188,6 +203,15 @@ class CacheConfig(PipelineConfig):
     settings: list[SettingConfig] = field(default_factory=demo_settings)
     samples_per_image: int = 1  # DR2 samples per face with different seeds: dr2/, dr2_s1/, dr2_s2/, ...
     enhancer: EnhancerConfig = field(default_factory=lambda: EnhancerConfig(name="none"))
+
+    IGNORED_KEYS: ClassVar[dict[str, str]] = {
+        "hq": "is given by --hq",
+        "out": "is given by --out",
+        **{
+            f"dr2.{key}": "is not used by dr2-cache: each output draws its (N, tau) from `settings`; list them there"
+            for key in ("N", "tau", "omega")
+        },
+    }
 
     @staticmethod
     def check(c: Checks) -> None:

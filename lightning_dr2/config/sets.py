@@ -34,17 +34,29 @@ def demo_settings() -> list[SettingConfig]:
     return [SettingConfig(4, 22), SettingConfig(8, 35), SettingConfig(16, 35)]
 
 
-def check_dr2_setting(c: Checks, prefix: str, N: int, tau: int, omega: int | None, respacing: int) -> None:  # noqa: N803
-    """One (N, tau, omega) against the respaced grid, the error naming `<prefix>N` / `tau` / `omega`."""
+def check_dr2_setting(c: Checks, prefix: str, N: int, tau: int, omega: int | None, respacing: int) -> int:  # noqa: N803
+    """One (N, tau, omega) against the respaced grid, the error naming `<prefix>N` / `tau` / `omega`; returns
+    omega (resolved by the official rule when None)."""
     from lightning_dr2.dr2.remover import SettingError, check_indices
 
     try:
-        check_indices(N, tau, omega, respacing)
+        return check_indices(N, tau, omega, respacing)
     except SettingError as err:
         c.fail(f"{prefix}{err.name}", err.value, err.reason)
+        raise  # unreachable: fail raises
 
 
 def check_settings_list(c: Checks, key: str, respacing_key: str) -> None:
-    """Every (N, tau, omega) of the list at `key` against the respaced grid of `respacing_key`."""
+    """Every (N, tau, omega) of the list at `key` against the respaced grid of `respacing_key`, each once: a
+    repeat (omega resolved, so {N: 8, tau: 35} and its official omega are one setting) would be restored and
+    scored twice, as two rows of one setting."""
+    seen: dict[tuple[int, int, int], int] = {}
     for i, s in enumerate(c.value(key)):
-        check_dr2_setting(c, f"{key}[{i}].", s["N"], s["tau"], s["omega"], c.value(respacing_key))
+        omega = check_dr2_setting(c, f"{key}[{i}].", s["N"], s["tau"], s["omega"], c.value(respacing_key))
+        first = seen.setdefault((s["N"], s["tau"], omega), i)
+        if first != i:
+            c.fail(
+                f"{key}[{i}]",
+                s,
+                f"repeats {key}[{first}] (N={s['N']}, tau={s['tau']}, omega={omega}): list each setting once",
+            )

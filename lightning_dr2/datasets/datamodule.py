@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_dr2.image_io import list_images
 
-from .images import ImageFolder
+from .images import ImageFolder, NoReadableImagesError
 from .synthetic import MANIFEST, generate_faces
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ class FaceDataModule(pl.LightningDataModule):
             return False
         try:
             list_images(self.root)
-        except (FileNotFoundError, ValueError):
+        except (OSError, ValueError):
             return False
         return True
 
@@ -203,7 +203,7 @@ class FaceDataModule(pl.LightningDataModule):
                 "synthetic faces"
             )
         log.info("synthetic faces in %s (%s)", self.root, self.synthetic)
-        generate_faces(self.root, **self.synthetic)
+        generate_faces(self.root, **self.synthetic, flag="data.root")
 
     def _list_images(self) -> list[Path]:
         hint = (
@@ -212,6 +212,8 @@ class FaceDataModule(pl.LightningDataModule):
         )
         try:
             return list_images(self.root)
+        except NotADirectoryError:
+            raise NotADirectoryError(f"data.root={self.root} is a file, not a folder of images. {hint}") from None
         except FileNotFoundError:
             raise FileNotFoundError(f"training data folder data.root={self.root} does not exist. {hint}") from None
         except ValueError as err:
@@ -239,18 +241,27 @@ class FaceDataModule(pl.LightningDataModule):
     def _loader(self, dataset: ImageFolder, train: bool) -> DataLoader:
         world, rank = trainer_geometry(self)
         if train:
-            sampler: Sampler = self._train_sampler(len(dataset), world, rank)
+            sampler: Sampler = self._train_sampler(dataset, world, rank)
         else:
             sampler = ShardSampler(len(dataset), world, rank)
         return sampled_loader(dataset, sampler, self.batch_size, train, self.num_workers, self.pin_memory)
 
-    def _train_sampler(self, size: int, world: int, rank: int) -> StreamSampler:
+    def _train_sampler(self, dataset: ImageFolder, world: int, rank: int) -> StreamSampler:
         trainer = getattr(self, "trainer", None)
+        size = len(dataset)
         per_epoch = size // world
         if self.batch_size > per_epoch:
+            # Few images: decode them all now, so the message says when they, not the batch size, are the problem.
+            bad = dataset.validate(progress=False)
+            unreadable = f"; {len(bad)} of them cannot be decoded ({_first(bad)})" if bad else ""
+            if bad and len(bad) == size:
+                raise NoReadableImagesError(
+                    f"none of the {size} training images in data.root={self.root} can be decoded ({_first(bad)}); "
+                    "replace or remove them"
+                )
             raise ValueError(
-                f"batch size {self.batch_size} is larger than the {per_epoch} training images per process in "
-                f"{self.root}; lower data.batch_size or add images"
+                f"data.batch_size={self.batch_size} is larger than the {per_epoch} training images per process in "
+                f"data.root={self.root}{unreadable}; lower data.batch_size or add images"
             )
         if trainer is None or trainer.max_steps <= 0:
             return StreamSampler(size, per_epoch - per_epoch % self.batch_size, world, rank, self.seed, self.flip)
@@ -274,3 +285,8 @@ class FaceDataModule(pl.LightningDataModule):
         if self.val_set is None:
             self.setup("validate")
         return self._loader(self.val_set, train=False)
+
+
+def _first(bad: dict[str, str], shown: int = 3) -> str:
+    """`path: reason; ...` for the first few undecodable files of a `scan`."""
+    return "; ".join(f"{path}: {reason}" for path, reason in list(bad.items())[:shown])

@@ -28,8 +28,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_dr2.datasets.datamodule import ShardSampler, StreamSampler, sampled_loader, trainer_geometry
+from lightning_dr2.datasets.images import first_readable
 from lightning_dr2.datasets.synthetic import MANIFEST, generate_faces
 from lightning_dr2.image_io import (
+    BadImageError,
     center_crop_resize,
     image_to_tensor,
     list_images,
@@ -38,6 +40,8 @@ from lightning_dr2.image_io import (
     resize,
     to_uint8_images,
 )
+from lightning_dr2.provenance import MANIFEST as OUTPUTS_MANIFEST
+from lightning_dr2.provenance import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +102,49 @@ def dr2_at_enhancer_size(dr2: torch.Tensor, size: int) -> list[np.ndarray]:
     return to_uint8_images(resize(dr2.float().clamp(-1, 1), size).clamp(-1, 1))
 
 
+@dataclass(frozen=True)
+class DR2Folder:
+    """`data.dr2_root` and, when the restore/dr2-cache manifest beside it exists, the record of each of its files.
+
+    `records`: file under `root` (e.g. "sub/a.png") -> its manifest record, for the outputs the manifest lists as
+    finished (None without a manifest). Pairing goes through it, so an HQ face is never paired with another
+    file's DR2 output (`a.jpg` and `a.png` share the output name a.png) or with a file the manifest does not list
+    (a stale output of an earlier run, a stray): the folder's files are what its manifest says.
+    """
+
+    root: Path
+    manifest: Path
+    records: dict[str, dict[str, Any]] | None
+
+    @classmethod
+    def read(cls, root: str | Path) -> DR2Folder:
+        root = Path(root)
+        manifest = read_manifest(root.parent)
+        if manifest is None:
+            return cls(root, root.parent / OUTPUTS_MANIFEST, None)
+        records: dict[str, dict[str, Any]] = {}
+        for record in manifest["images"]:
+            if not isinstance(record, dict) or record.get("status") != "ok":
+                continue
+            for key in ("file", "dr2"):  # dr2-cache: file = "dr2_s1/a.png"; restore: dr2 = "dr2/a.png"
+                made = record.get(key)
+                if made and Path(made).parts[0] == root.name:
+                    records[Path(made).relative_to(root.name).as_posix()] = record
+        return cls(root, root.parent / OUTPUTS_MANIFEST, records)
+
+    def problem(self, rel: str) -> tuple[str, str] | None:
+        """Why HQ face `rel` has no DR2 output to pair with, as ("missing" | "taken", reason); None: it has one."""
+        name = output_name(rel)
+        if self.records is None:
+            listed: str | None = rel
+        else:
+            record = self.records.get(name)
+            listed = None if record is None else record.get("source", record["name"])
+        if listed is None or not (self.root / name).is_file():
+            return "missing", f"not listed in {self.manifest}" if (self.root / name).is_file() else "no file"
+        return None if listed == rel else ("taken", f"{self.root / name} was made from {listed}, not from {rel}")
+
+
 def _stack(arrays: Sequence[np.ndarray]) -> torch.Tensor:
     return torch.stack([image_to_tensor(a) for a in arrays])
 
@@ -137,7 +184,8 @@ class EnhancerPairs(Dataset):
         self.seed = int(seed)
         self.mode = mode
         self.dr2_root = None if dr2_root is None else Path(dr2_root)
-        self.unet_size = unet_size
+        self.unet_size = unet_size  # folder mode: the size every DR2 output must have (None: not checked)
+        self.bad_files: set[str] = set()  # undecodable HQ or DR2 files met so far: their pairs are substituted
 
     def __len__(self) -> int:
         return len(self.files)
@@ -160,6 +208,13 @@ class EnhancerPairs(Dataset):
         img = np.array(load_pil(path))
         if img.shape[0] != img.shape[1]:
             raise ValueError(f"DR2 output {path} is {img.shape[1]}x{img.shape[0]}, not square: not a DR2 output")
+        if self.unet_size is not None and img.shape[0] != self.unet_size:
+            raise ValueError(
+                f"DR2 output {path} is {img.shape[0]} px but the recipe's DR2 UNet works at {self.unet_size} px: it "
+                f"was not made by that UNet, and the enhancer would learn from {self.size / img.shape[0]:g}x "
+                f"upsampled inputs while it sees {self.size / self.unet_size:g}x at inference. Rebuild data.dr2_root "
+                "with the recipe's UNet (dr2-cache), or set dr2.unet_weights / dr2.net to the one that made it"
+            )
         if img.shape[0] > self.size:
             raise ValueError(
                 f"DR2 output {path} is {img.shape[0]} px, larger than the enhancer size {self.size}: "
@@ -172,10 +227,13 @@ class EnhancerPairs(Dataset):
         rng = item_rng(self.seed, epoch, index)
         setting = self.settings[int(rng.integers(len(self.settings)))]
         dr2_seed, aug_seed = int(rng.integers(2**62)), int(rng.integers(2**31 - 2))
-        hq = load_pil(self.files[index])  # decoded once: x, and on_the_fly's DR2 input at the UNet size
+        # A pair whose HQ or DR2 file does not decode is replaced by the next one (counted, logged).
+        index, (hq, dr2) = first_readable(
+            len(self), index, self._load, lambda i: str(self.files[i]), self.bad_files, self.hq_root
+        )
         x = np.array(center_crop_resize(hq, self.size))
         if self.mode == "folder":
-            dr2 = dr2_at_enhancer_size(self._dr2(index), self.size)[0]
+            dr2 = dr2_at_enhancer_size(dr2, self.size)[0]
             y, dr2, x = self.augment(dr2, x, aug_seed)
             return {"y": image_to_tensor(y), "dr2": image_to_tensor(dr2), "x": image_to_tensor(x), "index": index}
         return {
@@ -188,6 +246,11 @@ class EnhancerPairs(Dataset):
             "aug_seed": aug_seed,
             "index": index,
         }
+
+    def _load(self, index: int) -> tuple[Any, torch.Tensor | None]:
+        """The HQ face (decoded once: x, and on_the_fly's DR2 input at the UNet size) and, in folder mode, its
+        DR2 output; `BadImageError` when either does not decode."""
+        return load_pil(self.files[index]), self._dr2(index) if self.mode == "folder" else None
 
 
 class OnTheFlyDR2:
@@ -270,7 +333,7 @@ class EnhancerDataModule(pl.LightningDataModule):
         if self.synthetic is None:
             return
         if (self.hq_root / MANIFEST).is_file() or not self.hq_root.is_dir() or not any(self.hq_root.iterdir()):
-            generate_faces(self.hq_root, **self.synthetic)
+            generate_faces(self.hq_root, **self.synthetic, flag="data.hq_root")
 
     def _pairs(self, files: Sequence[Path]) -> EnhancerPairs:
         return EnhancerPairs(
@@ -289,21 +352,45 @@ class EnhancerDataModule(pl.LightningDataModule):
         if self.train_set is not None:
             return
         files = list_images(self.hq_root)
+        if self.mode == "folder":
+            files = self._paired(files)
         n_val = min(self.val_n, max(0, len(files) - 1))
         order = np.random.default_rng(self.seed).permutation(len(files))
         val, train = sorted(order[:n_val]), sorted(order[n_val:])
         self.train_set = self._pairs([files[i] for i in train])
         self.val_set = self._pairs([files[i] for i in val])
         if self.mode == "folder":
-            missing = self.train_set.missing_dr2() + self.val_set.missing_dr2()
-            if missing:
-                raise FileNotFoundError(
-                    f"{len(missing)} of {len(files)} HQ faces in {self.hq_root} have no DR2 output in "
-                    f"{self.dr2_root} (expected <rel>.png), e.g. {missing[:5]}. Make them with `python -m "
-                    f"lightning_dr2 dr2-cache --hq {self.hq_root} --out OUT` and set data.dr2_root=OUT/dr2, "
-                    "or use data.mode=on_the_fly"
-                )
+            try:
+                self.train_set._dr2(0)  # the DR2 outputs' size, checked on the first before training starts
+            except BadImageError:
+                pass  # an undecodable file is skipped when its pair is drawn
         log.info("%s: %d train / %d val faces (%s DR2 outputs)", self.hq_root, len(train), len(val), self.mode)
+
+    def _paired(self, files: list[Path]) -> list[Path]:
+        """The HQ faces that have their own DR2 output in `dr2_root` (`DR2Folder`). One whose output name was
+        taken by another input (`a.jpg` made a.png, `a.png` has none) is skipped with a warning naming it; one
+        without an output listed is an error (the cache is incomplete)."""
+        folder = DR2Folder.read(self.dr2_root)
+        rels = [f.relative_to(self.hq_root).as_posix() for f in files]
+        problems = {rel: problem for rel in rels if (problem := folder.problem(rel)) is not None}
+        taken = {rel: why for rel, (kind, why) in problems.items() if kind == "taken"}
+        missing = {rel: why for rel, (kind, why) in problems.items() if kind == "missing"}
+        if missing:
+            examples = "; ".join(f"{rel}: {why}" for rel, why in list(missing.items())[:5])
+            raise FileNotFoundError(
+                f"{len(missing)} of {len(files)} HQ faces in {self.hq_root} have no DR2 output in {self.dr2_root} "
+                f"(expected <rel>.png), e.g. {examples}. Make them with `python -m lightning_dr2 dr2-cache --hq "
+                f"{self.hq_root} --out OUT` and set data.dr2_root=OUT/dr2, or use data.mode=on_the_fly"
+            )
+        if taken:
+            log.warning(
+                "%d HQ face(s) in %s skipped: their output name belongs to another input's DR2 output (%s); rename "
+                "them so each face has its own output name",
+                len(taken),
+                self.hq_root,
+                "; ".join(f"{rel}: {why}" for rel, why in list(taken.items())[:5]),
+            )
+        return [f for f, rel in zip(files, rels, strict=True) if rel not in taken]
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")

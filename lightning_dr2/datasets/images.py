@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import albumentations as A
 import numpy as np
@@ -21,10 +22,33 @@ from lightning_dr2.parallel import spawn_pool
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
 
+class NoReadableImagesError(ValueError):
+    """Every file a dataset could substitute for an undecodable one is undecodable too (one message argument, so
+    the error keeps its type when a DataLoader worker re-raises it)."""
 
 
+def first_readable(
+    count: int, start: int, load: Callable[[int], T], key: Callable[[int], str], bad: set[str], where: str
+) -> tuple[int, T]:
+    """`(i, load(i))` for the first item from `start` on (wrapping) that decodes: an item whose file raises
+    `BadImageError` is logged, remembered in `bad` (by `key(i)`) and replaced by the next one, so one broken
+    file costs a counted skip, the same substitute on every epoch and rank, instead of the run."""
+    for step in range(count):
+        i = (start + step) % count
+        if key(i) in bad:
+            continue
+        try:
+            return i, load(i)
+        except BadImageError as err:
+            bad.add(key(i))
+            log.warning("skipping %s (%d bad so far in this process)", err, len(bad))
+    raise NoReadableImagesError(
+        f"none of the {count} items of {where} could be decoded ({len(bad)} bad files, e.g. {sorted(bad)[:3]}); "
+        "run `lightning_dr2.datasets.scan` on the folder to list the reasons, and replace or remove the files"
+    )
 
 
 def _check(path: Path) -> str | None:
@@ -59,8 +83,8 @@ class ImageFolder(Dataset):
     """Square face images from a folder as {"image": (3, size, size) float in [-1, 1], "index", "path"}.
 
     A file that fails to decode is logged, remembered in `bad_files` and replaced by the next readable
-    file (index + 1, + 2, ... wrapping), so one broken file does not stop a long run and the substitute
-    is the same on every epoch and rank. `index`/`path` in the item name the file actually returned.
+    file (index + 1, + 2, ... wrapping; `first_readable`), so one broken file does not stop a long run and the
+    substitute is the same on every epoch and rank. `index`/`path` in the item name the file actually returned.
     `bad_files` is per process: with DataLoader workers each worker keeps its own set. Use `validate()`
     to find all bad files up front.
     """
@@ -97,23 +121,15 @@ class ImageFolder(Dataset):
             index, flip = int(key[0]), bool(key[1]) and self.flip
         else:
             index, flip = int(key), self.flip and bool(torch.randint(2, ()).item())
-        n = len(self.files)
-        for step in range(n):
-            i = (index + step) % n
-            path = str(self.files[i])
-            if path in self.bad_files:
-                continue
-            try:
-                arr = self._load(i, flip)
-            except BadImageError as err:
-                self.bad_files.add(path)
-                log.warning("skipping %s (%d bad so far in this process)", err, len(self.bad_files))
-                continue
-            return {"image": image_to_tensor(arr), "index": i, "path": path}
-        raise RuntimeError(
-            f"none of the {n} image files in {self.root} could be decoded; run "
-            "`lightning_dr2.datasets.scan` on the folder to list the reasons"
+        i, arr = first_readable(
+            len(self.files),
+            index,
+            lambda i: self._load(i, flip),
+            lambda i: str(self.files[i]),
+            self.bad_files,
+            self.root,
         )
+        return {"image": image_to_tensor(arr), "index": i, "path": str(self.files[i])}
 
     def validate(self, workers: int = 0, progress: bool = True) -> dict[str, str]:
         """Decode every file now; return {path: reason} for the bad ones and remember them in `bad_files`."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from lightning_dr2.datasets.eval_splits import EvalSplit, SplitFiles
-from lightning_dr2.image_io import list_images, load_pil
+from lightning_dr2.image_io import BadImageError, list_images, load_pil
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,13 @@ def find_predictions(
 
 
 def _check_sizes(where: str, found: dict[str, Path], part: EvalSplit) -> None:
-    wrong = []
+    wrong, unreadable = [], []
     for rel, path in found.items():
-        size = load_pil(path).size
+        try:
+            size = load_pil(path).size
+        except BadImageError as err:
+            unreadable.append(f"{path} ({err.reason})")
+            continue
         square = size[0] == size[1]
         if part.hq_dir is None:
             if not square:
@@ -106,6 +110,11 @@ def _check_sizes(where: str, found: dict[str, Path], part: EvalSplit) -> None:
         gt = load_pil(part.hq_dir / rel).size
         if size != gt and not (square and gt[0] == gt[1]):
             wrong.append(f"{path} is {size[0]}x{size[1]}, its ground truth {part.hq_dir / rel} {gt[0]}x{gt[1]}")
+    if unreadable:
+        raise ValueError(
+            f"{where}: {len(unreadable)} file(s) cannot be decoded: {_listing(unreadable)}. Replace them with the "
+            "method's restored images (or remove them and set allow_missing=true to score the rest)"
+        )
     if wrong:
         raise ValueError(
             f"{where}: {len(wrong)} file(s) of the wrong size: {_listing(wrong)}. A prediction must have its "

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from lightning_dr2.files import write_json
 from lightning_dr2.image_io import write_png
+from lightning_dr2.outputs import check_output_location
 from lightning_dr2.parallel import spawn_pool
 
 log = logging.getLogger(__name__)
@@ -584,6 +585,7 @@ def generate_faces(
     seed: int = 0,
     workers: int | None = None,
     progress: bool = False,
+    flag: str = "synthetic faces folder",
 ) -> list[Path]:
     """Write `n` synthetic faces as `out_dir/00000.png`, ... plus `manifest.json`; return all n paths.
 
@@ -591,8 +593,7 @@ def generate_faces(
     only writes what is missing. Image i is `render_face(face_seed(seed, i), size)`, independent of
     `workers` (None: one process per core, at most 8).
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_location(out_dir, flag)  # `flag`: how the user named the folder, for its errors
     _write_manifest(out, n, size, seed)
     paths = [out / f"{i:05d}.png" for i in range(n)]
     todo = [(face_seed(seed, i), size, str(p)) for i, p in enumerate(paths) if not _is_done(p, size)]

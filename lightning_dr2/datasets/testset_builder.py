@@ -33,6 +33,7 @@ from lightning_dr2.datasets.testset_spec import BUILDER_VERSION, TestSetSpec, lo
 from lightning_dr2.datasets.testsets import HQ_DIR, LQ_DIR, MANIFEST, audit_testset, folder_of, read_manifest
 from lightning_dr2.files import atomic_write
 from lightning_dr2.image_io import BadImageError, center_crop_resize, encode_png, list_images, load_pil
+from lightning_dr2.outputs import LOCK_NAME, check_output_location, claim_output
 from lightning_dr2.runinfo import record_run_info
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ def _prepare_out(out: Path, spec: TestSetSpec, overwrite: bool) -> dict | None:
         log.warning("overwriting test set %s built from spec '%s' (%s)", out, old_name, old_hash)
         old_splits = list((old.get("splits") or {}).keys())
         _remove_outputs(out, [*old_splits, *spec.splits])
-    elif out.is_dir() and any(out.iterdir()):
+    elif out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()):  # this build's own lock aside
         if not overwrite:
             raise ValueError(
                 f"{out} is not empty and has no {MANIFEST}, so it was not built by build_testset; "
@@ -300,8 +301,8 @@ def build_testset(
             raise ValueError(f"{hq_dir}: {first[out_rel]} and {rel} would both be written as {out_rel}; rename one")
         first[out_rel] = rel
 
+    claim_output(check_output_location(out, "--out"), "--out")  # one build per folder at a time
     old = _prepare_out(out, spec, overwrite) or {}
-    out.mkdir(parents=True, exist_ok=True)
     record_run_info(out)
     old_images: dict[str, dict] = dict(old.get("images") or {})
     old_splits = {name: dict((old.get("splits") or {}).get(name, {}).get("images") or {}) for name in spec.splits}

@@ -17,8 +17,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lightning_dr2.dr2.enhancer_export import read_enhancer_sidecar
-from lightning_dr2.dr2.sidecar import sidecar_path
+from lightning_dr2.exports.restorer import read_enhancer_sidecar
+from lightning_dr2.exports.sidecar import sidecar_path
 from lightning_dr2.nets.restorers import RESTORERS
 from lightning_dr2.weights import MissingWeightsError, find_weight, search_dirs
 
@@ -82,7 +82,7 @@ class QuickstartRun:
 
 def unet_export_flags(weights: Path) -> dict | None:
     """The network flags of an exported UNet, whose sidecar records {"net": flags, "diffusion": process}
-    (`dr2.sidecar`); None for any other file."""
+    (`exports.unet`); None for any other file."""
     try:
         record = json.loads(sidecar_path(weights).read_text())
     except (OSError, ValueError):
@@ -99,7 +99,7 @@ def newest_quickstart_run(runs: str | os.PathLike = QUICKSTART_RUNS) -> Quicksta
     """The quickstart run under `runs` (runs/quickstart) whose UNet was exported last, or None.
 
     Exports are recognised by their JSON, not their file names: a UNet's sidecar in `<run>/export/`, and an
-    enhancer's (train-enhancer's, `dr2.enhancer_export`) anywhere under the run, the newest one."""
+    enhancer's (train-enhancer's, `exports.restorer`) anywhere under the run, the newest one."""
     runs = Path(runs)
     unet = _newest([p for p in runs.glob("*/export/*.pt") if unet_export_flags(p)]) if runs.is_dir() else None
     if unet is None:

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from lightning_dr2.demo.models import DemoMethod
-from lightning_dr2.dr2.pipeline import DR2E, build_enhancer
+from lightning_dr2.dr2.pipeline import DR2E
+from lightning_dr2.exports import load_restorer
 from lightning_dr2.image_io import images_to_tensor, to_uint8_images
 from lightning_dr2.nets.restorers import RESTORERS, native_size
 
@@ -76,8 +77,8 @@ class LoadedMethod:
 def load_method(method: DemoMethod, device: str | torch.device = "cpu") -> LoadedMethod:
     """Load the files `method` names (errors name the file and what to do, as everywhere)."""
     if not method.is_dr2:
-        net = build_enhancer(method.network, None if method.weights is None else str(method.weights))
-        return LoadedMethod(method, network=net.to(device))
+        loaded = load_restorer(method.network, None if method.weights is None else str(method.weights))
+        return LoadedMethod(method, network=loaded.module.to(device))
     weights = None if method.weights is None else str(method.weights)
     # DR2 alone (no enhancer) is shown at the UNet's size: `crop_size` and `setting` skip the bicubic upscaling.
     pipe = DR2E.from_weights(method.unet, enhancer=method.network, enhancer_weights=weights, device=device)

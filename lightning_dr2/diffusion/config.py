@@ -8,6 +8,9 @@ learn_sigma is a fact about the NETWORK (6 output channels: mean and variance) b
 the process, so the network's flag (`net.learn_sigma`, guided-diffusion's name) is where it is set. A
 config's `learn_sigma` is None ("as the network says") until `for_network` fills it in; set
 explicitly, it must agree with the network, or `for_network` raises naming both.
+
+Jobs that sample a trained network (restore, eval, dr2-cache) take a `DiffusionRequest` instead: only the
+fields the user gave, checked against the process the network's export records.
 """
 
 from __future__ import annotations
@@ -121,6 +124,53 @@ class DiffusionConfig:
                 "diffusion.learn_sigma is not resolved: call config.for_network(<the network's learn_sigma>) first"
             )
         return self.learn_sigma
+
+
+@dataclass
+class DiffusionRequest:
+    """The `diffusion.*` keys of the jobs that SAMPLE a trained UNet (restore, eval, dr2-cache, the DR2 of
+    train-enhancer): only what the user gave. None means "not given", never "the default".
+
+    A UNet export records the process it was trained with; a given field must agree with that record (the
+    loader raises naming both), a field not given follows it. Weights that record no process get the given
+    fields over the published one (`DiffusionConfig()`). Training a DDPM defines a process and keeps the
+    full `DiffusionConfig`. The fields are `DiffusionConfig`'s (a test keeps the two lists equal).
+    """
+
+    steps: int | None = None
+    schedule: str | None = None
+    predict: str | None = None
+    learn_sigma: bool | None = None
+    loss: str | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The fields the user set, by name."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def over(self, base: DiffusionConfig) -> DiffusionConfig:
+        """`base` with the given fields replaced (validated: a process that cannot exist raises ValueError)."""
+        return replace(base, **self.given())
+
+    @classmethod
+    def of(cls, config: DiffusionConfig) -> DiffusionRequest:
+        """A whole `DiffusionConfig` as a request: every field given (learn_sigma None stays "as the network")."""
+        return cls(**config.to_dict())
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str | None = None) -> DiffusionRequest:
+        """From a config section; unknown keys fail, and the given values must describe a process over the
+        published defaults (`source`, e.g. the config file, prefixes the errors)."""
+        where = f"{source}: " if source else ""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"{where}unknown diffusion keys {unknown}; valid keys: {known}")
+        request = cls(**dict(values))
+        try:
+            request.over(DiffusionConfig())
+        except ValueError as err:
+            raise ValueError(f"{where}{err}") from err
+        return request
 
 
 #: The process of the published FFHQ-256 DDPMs (DR2's DR2_FFHQ.pkl, ILVR's ffhq_10m.pt, P2-weighting's

@@ -39,6 +39,14 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
+def _step_noise(noise: Tensor | None, generator: torch.Generator | None, x: Tensor) -> Tensor:
+    """The noise of one sampling step: the caller's tensor (checked against x), else drawn from `generator`."""
+    if noise is None:
+        return _randn_like(x, generator)
+    _check_same_shape(noise, x, "noise")
+    return noise
+
+
 def _randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     """Standard normal noise shaped like `x`; a generator may live on another device (e.g. CPU)."""
     if generator is None:
@@ -280,9 +288,7 @@ class GaussianDiffusion:
         inject their own draws. Returns p_mean_variance's dict plus "sample".
         """
         out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs)
-        if noise is None:
-            noise = _randn_like(x, generator)
-        _check_same_shape(noise, x, "noise")
+        noise = _step_noise(noise, generator, x)
         nonzero = (t != 0).to(out["mean"].dtype).view(-1, *([1] * (x.ndim - 1)))
         sample = out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise
         return {"sample": sample, **out}
@@ -295,22 +301,20 @@ class GaussianDiffusion:
         eta: float = 0.0,
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
-        clip_denoised: bool = True,
-        denoised_fn: Callable[[Tensor], Tensor] | None = None,
-        model_kwargs: dict[str, Any] | None = None,
+        **mean_options: Any,
     ) -> dict[str, Tensor]:
         """One DDIM step x_t -> x_{t-1} on this process's grid (eta = 0: deterministic; eta = 1: DDPM-like).
 
-        The noise estimate is recomputed from the (clipped) pred_xstart, as guided-diffusion does.
+        The noise estimate is recomputed from the (clipped) pred_xstart, as guided-diffusion does. `noise` and
+        `generator` as in `p_sample`; `mean_options` go to `p_mean_variance` (clip_denoised, denoised_fn,
+        model_kwargs).
         """
-        out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs)
+        out = self.p_mean_variance(model, x, t, **mean_options)
         eps = self._predict_eps_from_xstart(x, t, out["pred_xstart"])
         alpha_bar = self._extract("alphas_cumprod", t, x)
         alpha_bar_prev = self._extract("alphas_cumprod_prev", t, x)
         sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
-        if noise is None:
-            noise = _randn_like(x, generator)
-        _check_same_shape(noise, x, "noise")
+        noise = _step_noise(noise, generator, x)
         mean_pred = out["pred_xstart"] * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps
         nonzero = (t != 0).to(mean_pred.dtype).view(-1, *([1] * (x.ndim - 1)))
         return {"sample": mean_pred + nonzero * sigma * noise, **out}

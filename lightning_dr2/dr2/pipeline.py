@@ -6,11 +6,16 @@
 
 Steps: resize to the UNet size (bicubic, antialiased) -> DR2 (x0_hat at tau) -> clamp -> bicubic up to
 the enhancer size -> enhancer (SPARNetHD by default) -> clamp.
+
+DR2E takes modules and reads no files: `from_weights`/`from_config` load through `lightning_dr2.exports`
+(`load_networks`), and a job that runs many settings loads the `Networks` once and builds a DR2E per setting
+(`from_networks`, sharing the modules).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,80 +23,37 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lightning_dr2.diffusion import DiffusionConfig
-from lightning_dr2.dr2.enhancer_export import load_exported_enhancer, read_enhancer_sidecar
+from lightning_dr2.diffusion import DiffusionConfig, DiffusionRequest
 from lightning_dr2.dr2.remover import DR2, NoiseFn, SettingError
-from lightning_dr2.dr2.sidecar import (
-    net_learns_sigma,
-    published_process,
-    read_sidecar,
-    resolve_diffusion,
-    sidecar_path,
-)
-from lightning_dr2.exports.locate import locate_weights
+from lightning_dr2.exports.restorer import LoadedRestorer, load_restorer
+from lightning_dr2.exports.unet import LoadedUNet, load_unet
 from lightning_dr2.image_io import images_to_tensor, resize, to_uint8_images
-from lightning_dr2.nets.loading import WeightsError, load_into, read_state_dict
-from lightning_dr2.nets.restorers import RESTORERS, build_restorer
-from lightning_dr2.nets.unet import DR2_FFHQ256_FLAGS, UNet
 
-DEFAULT_UNET_FILE = "DR2_FFHQ.pkl"
-RANDOM = "random"  # weights="random": random initialisation (tests, benchmarks), never a silent default
+# Without an enhancer (or with one that states no size): DR2's output is upsampled to 512, as released.
+DEFAULT_ENHANCER_SIZE = 512
 
 
-def build_enhancer(
-    name: str, weights: str | None = None, options: Mapping[str, Any] | None = None, weights_dir: str | None = None
-) -> nn.Module | None:
-    """The enhancer after DR2: `none`; a train-enhancer export (its JSON names the network); or a registered
-    restoration network with random weights (`weights="random"`), its released file (`weights=None`) or a file."""
-    if name == "none":
-        return None
-    if read_enhancer_sidecar(weights) is not None:
-        return load_exported_enhancer(weights, options)
-    spec = RESTORERS[name]
-    if weights == RANDOM:
-        return spec.finalize(build_restorer(name, options).eval())
-    if weights is None and spec.weights is None:
-        raise WeightsError(
-            f"restoration network {name!r} has no released weights: give enhancer.weights=FILE "
-            "(e.g. a train-enhancer export) or enhancer.weights=random for tests"
-        )
-    path = locate_weights(weights, spec.weights, weights_dir)  # type: ignore[arg-type]
-    state = read_state_dict(path)
-    net = build_restorer(name, {**dict(options or {}), **spec.options_for_file(state)})
-    return spec.finalize(load_into(net, state, path).eval())
+@dataclass(frozen=True)
+class Networks:
+    """The networks a DR2E runs, as loaded (see `lightning_dr2.exports`): loaded once, shared by every DR2E of a job."""
+
+    unet: LoadedUNet
+    enhancer: LoadedRestorer | None
 
 
-def load_unet(
-    weights: str | Path | None = None,
-    flags: Mapping[str, Any] | None = None,
-    weights_dir: str | None = None,
-    diffusion: DiffusionConfig | None = None,
-) -> tuple[UNet, DiffusionConfig]:
-    """The DR2 UNet and the diffusion it runs: `weights` = a file, a registry name, None (DR2_FFHQ.pkl), or "random".
+def load_networks(cfg: Any, weights_dir: str | None = None) -> Networks:
+    """The UNet and enhancer a `RestoreConfig`/`EvalConfig`/`CacheConfig` names (a UNet sidecar wins over net and
+    the diffusion fields not given)."""
+    from omegaconf import OmegaConf
 
-    A `<file>.json` sidecar next to the weights (written by our exports, see `dr2.sidecar`) wins: its
-    flags over `flags`, its process over `diffusion` (a `diffusion` that sets a field away from its
-    default and contradicts the sidecar is an error). Without one: `flags` (default: the DR2 FFHQ-256
-    flags) and `diffusion` (default: the published linear/1000/eps process). learn_sigma always
-    follows the network's flags.
-    """
-    if weights == RANDOM:
-        net = UNet.from_flags(dict(flags or DR2_FFHQ256_FLAGS)).eval()
-        return net, _given_process(net.flags, diffusion)
-    path = locate_weights(None if weights is None else str(weights), DEFAULT_UNET_FILE, weights_dir)
-    recorded = read_sidecar(path)
-    if recorded is None:
-        net = UNet.from_flags(dict(flags or DR2_FFHQ256_FLAGS))
-        process = _given_process(net.flags, diffusion)
-    else:
-        net = UNet.from_flags(recorded[0])
-        process = resolve_diffusion(recorded[1], diffusion, sidecar_path(path))
-    return load_into(net, read_state_dict(path), path).eval(), process
-
-
-def _given_process(flags: Mapping[str, Any], diffusion: DiffusionConfig | None) -> DiffusionConfig:
-    """The caller's process (or the published one) for weights that record none."""
-    return published_process(flags) if diffusion is None else diffusion.for_network(net_learns_sigma(flags))
+    unet = load_unet(
+        cfg.unet_weights,
+        OmegaConf.to_container(cfg.net),
+        weights_dir,
+        DiffusionRequest(**OmegaConf.to_container(cfg.diffusion, resolve=True)),
+    )
+    options = OmegaConf.to_container(cfg.enhancer.options, resolve=True)
+    return Networks(unet, load_restorer(cfg.enhancer.name, cfg.enhancer.weights, options, weights_dir))
 
 
 class DR2E:
@@ -108,7 +70,7 @@ class DR2E:
         diffusion: DiffusionConfig | None = None,
         sampler: str = "ddpm",
         eta: float = 0.0,
-        enhancer_size: int = 512,
+        enhancer_size: int = DEFAULT_ENHANCER_SIZE,
         dtype: torch.dtype | None = None,
     ) -> None:
         if not isinstance(enhancer_size, int) or enhancer_size < 1:
@@ -119,6 +81,9 @@ class DR2E:
         self.enhancer_size = enhancer_size
         self.dtype = dtype
         self.image_size = int(getattr(unet, "image_size", 256))
+        # What was loaded, when built from files (`from_networks`): the jobs record these, not the settings.
+        self.loaded_unet: LoadedUNet | None = None
+        self.loaded_enhancer: LoadedRestorer | None = None
         # Fail now, not after loading a folder: the settings must fit the UNet and the grid.
         self.dr2.check_setting(N, tau, omega, self.image_size)
 
@@ -135,6 +100,32 @@ class DR2E:
         return next(self.unet.parameters()).device
 
     @classmethod
+    def from_networks(cls, networks: Networks, **settings: Any) -> DR2E:
+        """From loaded networks (shared, not copied); `settings` go to `DR2E(...)`. The UNet runs the process it
+        was loaded with; the enhancer runs at its own size (an `enhancer_size` that differs is an error naming
+        both). The loaded records stay on the pipe (`loaded_unet`, `loaded_enhancer`) for the jobs' manifests."""
+        enhancer = networks.enhancer
+        native = None if enhancer is None else enhancer.size
+        if native is not None:
+            asked = settings.get("enhancer_size")
+            if asked is not None and asked != native:
+                raise ValueError(
+                    f"enhancer '{enhancer.name}' works at {native}x{native}, not enhancer.size={asked}; "
+                    "leave enhancer.size unset (it follows the network)"
+                )
+            settings["enhancer_size"] = native
+        elif settings.get("enhancer_size") is None:
+            settings["enhancer_size"] = DEFAULT_ENHANCER_SIZE
+        pipe = cls(
+            networks.unet.module,
+            None if enhancer is None else enhancer.module,
+            diffusion=networks.unet.diffusion,
+            **settings,
+        )
+        pipe.loaded_unet, pipe.loaded_enhancer = networks.unet, enhancer
+        return pipe
+
+    @classmethod
     def from_weights(
         cls,
         unet: str | Path | None = None,
@@ -144,49 +135,39 @@ class DR2E:
         unet_flags: Mapping[str, Any] | None = None,
         weights_dir: str | None = None,
         device: str | torch.device = "cpu",
-        diffusion: DiffusionConfig | None = None,
+        diffusion: DiffusionConfig | DiffusionRequest | None = None,
         **settings: Any,
     ) -> DR2E:
         """Build from weight files (paths, registry names, or "random"); `settings` go to `DR2E(...)`.
 
-        The UNet's flags and diffusion come from its sidecar when it has one (see `load_unet`).
+        The UNet's flags and diffusion come from its sidecar when it has one (see `exports.unet.load_unet`): a
+        `DiffusionConfig` gives every field, a `DiffusionRequest` only those it sets.
         """
-        net, process = load_unet(unet, unet_flags, weights_dir, diffusion)
-        enh = build_enhancer(enhancer, enhancer_weights, enhancer_options, weights_dir)
-        native = getattr(enh, "size", None)
-        if native is not None and settings.get("enhancer_size", native) != native:
-            raise ValueError(
-                f"enhancer '{enhancer}' works at {native}x{native}, not enhancer.size={settings['enhancer_size']}; "
-                "leave enhancer.size at the network's size"
-            )
-        if native is not None:
-            settings["enhancer_size"] = int(native)
-        return cls(net, enh, diffusion=process, **settings).to(device)
+        networks = Networks(
+            load_unet(unet, unet_flags, weights_dir, diffusion),
+            load_restorer(enhancer, enhancer_weights, enhancer_options, weights_dir),
+        )
+        return cls.from_networks(networks, **settings).to(device)
 
     @classmethod
-    def from_config(cls, cfg: Any, device: str | torch.device = "cpu", weights_dir: str | None = None) -> DR2E:
-        """From a `RestoreConfig`/`EvalConfig` (see lightning_dr2.config; a UNet sidecar wins over net/diffusion)."""
-        from omegaconf import OmegaConf
-
-        dtype = resolve_dtype(cfg.dtype, torch.device(device))
-        return cls.from_weights(
-            unet=cfg.unet_weights,
-            enhancer=cfg.enhancer.name,
-            enhancer_weights=cfg.enhancer.weights,
-            enhancer_options=OmegaConf.to_container(cfg.enhancer.options),
-            unet_flags=OmegaConf.to_container(cfg.net),
-            weights_dir=weights_dir,
-            device=device,
-            N=cfg.dr2.N,
-            tau=cfg.dr2.tau,
-            omega=cfg.dr2.omega,
-            respacing=cfg.dr2.respacing,
-            diffusion=DiffusionConfig.from_dict(OmegaConf.to_container(cfg.diffusion, resolve=True)),
-            sampler=cfg.dr2.sampler,
-            eta=cfg.dr2.eta,
-            dtype=dtype,
-            **({"enhancer_size": cfg.enhancer.size} if cfg.enhancer.name == "none" else {}),
+    def from_config(
+        cls,
+        cfg: Any,
+        device: str | torch.device = "cpu",
+        weights_dir: str | None = None,
+        networks: Networks | None = None,
+    ) -> DR2E:
+        """From a `RestoreConfig`/`EvalConfig` (see lightning_dr2.config); `networks` already loaded from the same
+        config (eval: once for every split and setting), else loaded now (`load_networks`)."""
+        if networks is None:
+            networks = load_networks(cfg, weights_dir)
+        pipe = cls.from_networks(
+            networks,
+            **dict(cfg.dr2),  # DR2Settings: N, tau, omega, respacing, sampler, eta
+            dtype=resolve_dtype(cfg.dtype, torch.device(device)),
+            enhancer_size=cfg.enhancer.size,
         )
+        return pipe.to(device)
 
     def to(self, device: str | torch.device) -> DR2E:
         self.unet.to(device)

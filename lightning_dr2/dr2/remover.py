@@ -224,22 +224,12 @@ class DR2:
                 x = sample - lowpass(sample, N) + lowpass(guide, N)
         raise AssertionError("unreachable: the loop always returns at i == tau")
 
-    def __call__(
-        self,
-        y: Tensor,
-        N: int,  # noqa: N803
-        tau: int,
-        omega: int | None = None,
-        noise: NoiseFn | None = None,
-        generator: torch.Generator | None = None,
-        seeds: Sequence[int] | None = None,
-    ) -> Tensor:
-        return self.run(y, N, tau, omega, noise=noise, generator=generator, seeds=seeds).x0
+    def __call__(self, y: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        """x0_hat alone: `run`'s arguments (N, tau, omega, noise, generator, seeds)."""
+        return self.run(y, *args, **kwargs).x0
 
     @torch.no_grad()
-    def by_setting(
-        self, y: Tensor, settings: Sequence[tuple[int, int, int | None]], seeds: Sequence[int]
-    ) -> Tensor:
+    def by_setting(self, y: Tensor, settings: Sequence[tuple[int, int, int | None]], seeds: Sequence[int]) -> Tensor:
         """x0_hat (clamped to [-1, 1]) of a batch whose rows each have their own (N, tau, omega) and seed.
 
         One DR2 loop runs per distinct setting (the loop's grid is shared by a call); per-image seeds keep

@@ -91,6 +91,38 @@ class EvalBenchOptions(RestoreBenchOptions):
     metrics: str = "psnr,ssim,lpips,fid,deg"  # comma-separated metric names (for_device: inherited)
 
 
+@dataclass
+class EvalJobBenchOptions:
+    """`bench eval-job`: the whole `eval` job over a generated tiny_synthetic set, `splits` x `settings` restore
+    jobs, networks saved as files (random weights) and loaded once (defaults: `for_device`)."""
+
+    DTYPES: ClassVar[tuple[str, ...]] = ("bf16", "fp32")
+    flags: str = "tiny"  # a UNET_PRESETS name: dr2 | tiny
+    enhancer: str = "tiny"  # an EVAL_JOB_ENHANCERS name: tiny (128 px SPARNet) | sparnethd (512) | none
+    splits: int = 2  # the first splits of tiny_synthetic (x4/x8 x mild/severe)
+    settings: int = 2  # the first of DR2's demo (N, tau) settings: (4, 22), (8, 35), (16, 35)
+    images: int = 2  # per split
+    batch: int = 2
+    metrics: str = "psnr,ssim"  # comma-separated (random-weight networks for LPIPS/FID/Deg)
+    dtype: str = "fp32"
+    device: str = "cpu"
+    load_only: bool = False  # time loading the networks from their files only (e.g. the DR2 sizes on a CPU)
+
+    @classmethod
+    def for_device(cls, cuda: bool) -> EvalJobBenchOptions:
+        if not cuda:
+            return cls()
+        return cls(flags="dr2", enhancer="sparnethd", splits=4, settings=3, images=32, batch=32, dtype="bf16")
+
+
+DEMO_SETTINGS = ((4, 22), (8, 35), (16, 35))  # DR2's demo (N, tau)
+EVAL_JOB_ENHANCERS: dict[str, tuple[str, dict[str, Any]] | None] = {
+    "tiny": ("sparnet", {"size": 128, "min_ch": 16, "max_ch": 64, "min_feat_size": 16, "res_depth": 3}),
+    "sparnethd": ("sparnethd", {}),
+    "none": None,
+}
+
+
 # `bench enhancer` networks: the released SPARNetHD recipe at 512, or a 32 px SPARNet that runs in seconds on CPU.
 TINY_SPARNET = {"size": 32, "min_ch": 8, "max_ch": 32, "min_feat_size": 8, "res_depth": 0, "bottleneck_size": 32}
 ENHANCER_PRESETS: dict[str, dict[str, Any]] = {
@@ -153,6 +185,11 @@ def load_options(schema: type, options: Sequence[str]) -> DictConfig:
         _choice(cfg, "flags", sorted(UNET_PRESETS))
     if "preset" in cfg:
         _choice(cfg, "preset", sorted(ENHANCER_PRESETS))
+    if schema is EvalJobBenchOptions:
+        _choice(cfg, "enhancer", sorted(EVAL_JOB_ENHANCERS))
+        for key, most in (("splits", 4), ("settings", len(DEMO_SETTINGS)), ("images", None), ("batch", None)):
+            if cfg[key] < 1 or (most is not None and cfg[key] > most):
+                raise ConfigError(f"bench option {key}={cfg[key]} must be in [1, {most or 'any'}]")
     _choice(cfg, "dtype", list(schema.DTYPES))
     return cfg
 
@@ -268,15 +305,17 @@ def bench_restore(opts: DictConfig) -> dict[str, Any]:
     UNet and SPARNet (64 px) so the benchmark finishes in seconds. The fast path (bf16 autocast,
     channels_last, optional torch.compile) is compared with the fp32 eager path under identical noise.
     """
-    from lightning_dr2.dr2.pipeline import DR2E, build_enhancer
+    from lightning_dr2.dr2.pipeline import DR2E
+    from lightning_dr2.exports.restorer import load_restorer
 
     device = torch.device(opts["device"])
     torch.manual_seed(0)
     unet = UNet.from_flags(UNET_PRESETS[opts["flags"]]).eval()
     tiny = opts["flags"] == "tiny"
     enhancer_options = {"size": 128, "min_ch": 16, "max_ch": 64, "min_feat_size": 16, "res_depth": 3} if tiny else {}
-    enhancer = build_enhancer(opts["enhancer"], "random", enhancer_options)
-    enhancer_size = int(getattr(enhancer, "size", 512 if not tiny else 128))
+    loaded = load_restorer(opts["enhancer"], "random", enhancer_options)
+    enhancer = None if loaded is None else loaded.module
+    enhancer_size = loaded.size if loaded is not None and loaded.size else (512 if not tiny else 128)
     size = unet.image_size
     lq = torch.rand(opts["batch"], 3, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1
     seeds = list(range(opts["batch"]))
@@ -366,6 +405,88 @@ def bench_eval(opts: DictConfig) -> dict[str, Any]:
             "restore": restore,
         },
     )
+
+
+def bench_eval_job(opts: DictConfig) -> dict[str, Any]:
+    """The `eval` job end to end (restore jobs, scoring, report) over `splits` x `settings`, with the UNet and the
+    enhancer saved as exports (random weights) and loaded once for the whole job; and one load of them alone.
+
+    `network_load_s` is one warm load (file cache and sha256 cache warm, as every load after an eval's first);
+    `per_job_loading_s` is what the job takes when every split x setting loads its own networks (before issue
+    14): the job plus (jobs - 1) such loads. `load_only=true` times the load alone (the DR2 sizes on a CPU)."""
+    from lightning_dr2.config.pipeline import EvalConfig
+    from lightning_dr2.config.recipes import load_config
+    from lightning_dr2.datasets.synthetic import generate_faces
+    from lightning_dr2.datasets.testset_builder import build_testset
+    from lightning_dr2.datasets.testset_spec import load_spec
+    from lightning_dr2.dr2.pipeline import load_networks
+    from lightning_dr2.exports import write_enhancer, write_unet
+    from lightning_dr2.jobs.evaluate import run_eval
+    from lightning_dr2.nets.restorers import build_restorer
+
+    device = torch.device(opts["device"])
+    flags = UNET_PRESETS[opts["flags"]]
+    spec = load_spec("tiny_synthetic")
+    splits = list(spec.splits)[: opts["splits"]]
+    settings = DEMO_SETTINGS[: opts["settings"]]
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        torch.manual_seed(0)
+        unet = write_unet(UNet.from_flags(flags), flags, PUBLISHED_DIFFUSION, root / "unet.pt")
+        overrides = [
+            f"unet_weights={unet}",
+            f"sets=[{{name: tiny, root: {root / 'set'}, splits: [{', '.join(splits)}], limit: {opts['images']}}}]",
+            "settings=[" + ", ".join(f"{{N: {n}, tau: {tau}}}" for n, tau in settings) + "]",
+            f"metrics=[{opts['metrics']}]",
+            "random_metric_networks=true",
+            f"runs_dir={root / 'runs'}",
+            "run=bench",
+            "wandb.mode=disabled",
+            "report_images=0",
+            "report_worst=0",
+            f"batch_size={opts['batch']}",
+            f"dtype={opts['dtype']}",
+            f"accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
+            "devices=1",
+            "num_workers=0",
+            "progress_bar=false",
+        ]
+        enhancer = EVAL_JOB_ENHANCERS[opts["enhancer"]]
+        if enhancer is None:
+            overrides.append("enhancer.name=none")
+        else:
+            name, options = enhancer
+            export = write_enhancer(build_restorer(name, options), name, options, root / "enhancer.pt")
+            overrides.append(f"enhancer.weights={export}")
+        cfg = load_config(None, overrides, EvalConfig)
+        load_networks(cfg)  # warm: the sha256 cache and the OS file cache, as every load after an eval's first
+        start = time.perf_counter()
+        load_networks(cfg)
+        load_s = time.perf_counter() - start
+        fields: dict[str, Any] = {"unet_flags": opts["flags"], "enhancer": opts["enhancer"]}
+        fields["network_load_s"] = round(load_s, 3)
+        if not opts["load_only"]:
+            hq = root / "hq"
+            generate_faces(hq, n=opts["images"], size=spec.hq_size, seed=0, workers=1)
+            build_testset(hq, root / "set", spec, progress=False)
+            start = time.perf_counter()
+            rows = run_eval(cfg).rows
+            job_s = time.perf_counter() - start
+            jobs = len(splits) * len(settings)
+            fields |= {
+                "splits": len(splits),
+                "settings": len(settings),
+                "images_per_split": opts["images"],
+                "rows": len(rows),
+                "metrics": opts["metrics"],
+                "dtype": opts["dtype"],
+                "batch": opts["batch"],
+                "job_s": round(job_s, 3),
+                "network_loads": 1,
+                "per_job_loading_s": round(job_s + (jobs - 1) * load_s, 3),
+                "saved_fraction": round((jobs - 1) * load_s / (job_s + (jobs - 1) * load_s), 4),
+            }
+    return result_of("eval-job", device, fields)
 
 
 def bench_enhancer(opts: DictConfig) -> dict[str, Any]:
@@ -489,6 +610,7 @@ BENCHMARKS: dict[str, tuple[type, Callable[[DictConfig], dict[str, Any]]]] = {
     "train": (TrainBenchOptions, bench_train),
     "restore": (RestoreBenchOptions, bench_restore),
     "eval": (EvalBenchOptions, bench_eval),
+    "eval-job": (EvalJobBenchOptions, bench_eval_job),
     "enhancer": (EnhancerBenchOptions, bench_enhancer),
     "dr2-cache": (CacheBenchOptions, bench_dr2_cache),
 }

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_dr2.metrics.catalogue import METRICS, header, metric_of, parse_metric_key
+from lightning_dr2.outputs import check_output_location
 from lightning_dr2.published import load_published, published_path
 from lightning_dr2.report import (
     REFERENCE_SETTING,
@@ -434,8 +435,7 @@ def compare(
     if not columns:
         raise CompareError("no metric values in the given runs: " + ", ".join(r.source for r in runs))
 
-    out_dir = Path(out if out is not None else DEFAULT_OUT)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_output_location(out if out is not None else DEFAULT_OUT, "--out")
     files = [write_csv(rows, columns, out_dir / "comparison.csv")]
     figures = []
     if plot:

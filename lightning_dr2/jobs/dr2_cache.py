@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,10 +52,6 @@ def work_items(rels: list[str], settings: list[tuple[int, int, int]], samples: i
     return work
 
 
-
-
-
-
 @dataclass
 class CacheSummary:
     """What one `run_cache` did (the CLI prints it)."""
@@ -66,6 +62,7 @@ class CacheSummary:
     recomputed: int
     bad: list[tuple[str, str]]
     seconds: float  # the whole job (planning, hashing, loading and DR2)
+    earlier_outputs: list[Path] = field(default_factory=list)  # folders of an earlier job's outputs: skipped
 
     @property
     def images_per_second(self) -> float:
@@ -80,7 +77,7 @@ def cache_settings(cfg: DictConfig, pipe: DR2E) -> list[tuple[int, int, int]]:
 def run_cache(cfg: DictConfig, weights_dir: str | None = None) -> CacheSummary:
     start = time.perf_counter()
     hq, out = checked_folders("dr2-cache", ("--hq", cfg.hq), ("--out", cfg.out))
-    rels, clashes = list_inputs(hq, out, cfg.limit)
+    inputs = list_inputs(hq, out, cfg.limit)
 
     accelerator = resolve_accelerator(cfg.accelerator)
     first = cfg.settings[0]
@@ -89,16 +86,16 @@ def run_cache(cfg: DictConfig, weights_dir: str | None = None) -> CacheSummary:
     pipe = DR2E.from_config(built, device="cpu", weights_dir=weights_dir)
     settings = cache_settings(cfg, pipe)
     # Per-output N/tau/omega live in each record; the run's list is part of every fingerprint (the draw uses it).
-    shared = {k: v for k, v in restore_settings(cfg, pipe, weights_dir).items() if k not in ("N", "tau", "omega")}
+    shared = {k: v for k, v in restore_settings(cfg, pipe).items() if k not in ("N", "tau", "omega")}
     shared["settings"] = [list(s) for s in settings]
-    work = work_items(rels, settings, cfg.samples_per_image, cfg.seed)
+    work = work_items(inputs.rels, settings, cfg.samples_per_image, cfg.seed)
     module = CacheModule(pipe, compile=cfg.compile, channels_last=cfg.channels_last and accelerator == "gpu")
     result = run_predict(
         cfg,
         hq,
         out,
         work,
-        clashes,
+        inputs.unusable,
         shared,
         module,
         lambda todo: CacheInputs(hq, todo, work, pipe.image_size, cfg.input_policy),
@@ -108,7 +105,9 @@ def run_cache(cfg: DictConfig, weights_dir: str | None = None) -> CacheSummary:
     )
     made = len(result.made())
     seconds = time.perf_counter() - start
-    summary = CacheSummary(out, made, len(result.reused), len(result.recomputed), result.bad, seconds)
+    summary = CacheSummary(
+        out, made, len(result.reused), len(result.recomputed), result.bad, seconds, inputs.output_folders
+    )
     if result.records is not None:
         log.info(
             "DR2 cache: made %d, reused %d, %d bad or flagged, %.2f images/s -> %s (settings %s)",

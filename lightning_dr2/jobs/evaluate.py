@@ -33,13 +33,14 @@ from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_dr2.callbacks.writer import MANIFEST as RESTORE_MANIFEST
-from lightning_dr2.config.loader import ConfigError, resolve_run_name, run_dir, save_config
+from lightning_dr2.config.loader import ConfigError, open_run_dir, run_dir, save_config
 from lightning_dr2.config.pipeline import RestoreConfig
 from lightning_dr2.datasets.datamodule import ShardedData
 from lightning_dr2.datasets.eval_splits import EvalSplit, SplitFiles, eval_splits, split_files
 from lightning_dr2.datasets.method_outputs import find_predictions
 from lightning_dr2.datasets.scored_images import ScoredImages
-from lightning_dr2.dr2.enhancer_export import read_enhancer_sidecar
+from lightning_dr2.dr2.pipeline import Networks, load_networks
+from lightning_dr2.exports.restorer import restorer_name
 from lightning_dr2.files import write_json, write_table
 from lightning_dr2.image_io import output_name, read_image_tensor, resize
 from lightning_dr2.jobs.predict_engine import resolve_accelerator
@@ -208,12 +209,14 @@ def verified_outputs(out: Path, rels: list[str]) -> tuple[dict[str, Path], dict[
 
 
 def default_method(cfg: DictConfig) -> str:
-    """What the run evaluates, as W&B's `method` field and the results' label: DR2 + its enhancer, named by
-    a train-enhancer export's JSON when `enhancer.weights` is one (it, not `enhancer.name`, picks the network)."""
+    """What the run evaluates, as W&B's `method` field and the results' label: DR2 + the enhancer that runs (the
+    one the settings name: a train-enhancer export's JSON picks it, as `load_restorer` does).
+    Without DR2 settings nothing of DR2 runs: the run's own rows (reference=true) are the inputs, "Input"."""
+    if "settings" in cfg and len(cfg.settings) == 0:
+        return "Input"
     if cfg.enhancer.name == "none":
         return "DR2"
-    exported = read_enhancer_sidecar(cfg.enhancer.weights)
-    return f"DR2+{exported['generator'] if exported is not None else cfg.enhancer.name}"
+    return f"DR2+{restorer_name(cfg.enhancer.name, cfg.enhancer.weights)}"
 
 
 @dataclass
@@ -282,8 +285,11 @@ def _score_job(cfg: DictConfig, part: EvalSplit, job: _Job, accelerator: str, pa
     log.info("%s/%s/%s: %s", part.set, part.name, job.setting or job.method, _fmt_metrics(results))
 
 
-def _dr2_jobs(cfg: DictConfig, part: EvalSplit, files: SplitFiles, path: Path, scoring: dict) -> Iterator[_Job]:
-    """The input reference row (reference=true) and one row per DR2 (N, tau) setting, restoring as needed."""
+def _dr2_jobs(
+    cfg: DictConfig, part: EvalSplit, files: SplitFiles, path: Path, scoring: dict, networks: Networks | None
+) -> Iterator[_Job]:
+    """The input reference row (reference=true) and one row per DR2 (N, tau) setting, restoring as needed with
+    the networks the run loaded once."""
     jobs = [(REFERENCE_SETTING, None)] if cfg.reference else []
     jobs += [(setting_name(s.N, s.tau, s.omega), s) for s in cfg.settings]
     for name, setting in jobs:
@@ -293,7 +299,7 @@ def _dr2_jobs(cfg: DictConfig, part: EvalSplit, files: SplitFiles, path: Path, s
             inputs = {r: sha256sum(p) for r, p in preds.items()}
             settings, omega = None, None
         else:
-            run_restore(restore_config(cfg, part.lq_dir, out, setting, files.input_limit))
+            run_restore(restore_config(cfg, part.lq_dir, out, setting, files.input_limit), networks=networks)
             _after_rank_zero()
             preds, settings, inputs = verified_outputs(out, files.rels)
             omega = settings["omega"]
@@ -340,14 +346,15 @@ def _prediction_jobs(
 
 def run_eval(cfg: DictConfig) -> EvalResult:
     start = time.perf_counter()
-    cfg.run = resolve_run_name(cfg)
     cfg.method = cfg.method or default_method(cfg)
     if cfg.method in cfg.predictions:
         raise ConfigError(
             f"predictions.{cfg.method} has the name of this run's own rows (method={cfg.method}): rename one"
         )
-    path = run_dir(cfg)
+    path = open_run_dir(cfg)
     if rank_zero_only.rank == 0:
+        if (path / "results.json").is_file():
+            log.warning("%s holds an earlier evaluation: its results are replaced (restored images are reused)", path)
         save_config(cfg, path / "config.yaml")
         record_run_info(path)
     accelerator = resolve_accelerator(cfg.accelerator)
@@ -376,8 +383,11 @@ def run_eval(cfg: DictConfig) -> EvalResult:
                 continue
             # every method's folder is checked before DR2 restores anything: a bad layout fails in seconds
             splits.append((part, files, list(_prediction_jobs(cfg, part, files, path, scoring, gaps))))
+    # The UNet and enhancer, loaded once for every split and setting (none when DR2 restores nothing), after the
+    # output location and every method's folder were checked.
+    networks = load_networks(cfg) if cfg.settings and splits else None
     for part, files, predicted in splits:
-        for job in itertools.chain(_dr2_jobs(cfg, part, files, path, scoring), predicted):
+        for job in itertools.chain(_dr2_jobs(cfg, part, files, path, scoring, networks), predicted):
             _score_job(cfg, part, job, accelerator, path, got)
     result = EvalResult(path, got.rows, got.notes, missing)
     if rank_zero_only.rank == 0:  # under DDP every rank runs this function; one writes the results

@@ -5,9 +5,8 @@ written batch by batch, atomically), merge the per-rank manifests on rank 0.
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,9 @@ from lightning_dr2.callbacks.writer import RestoreWriter, all_records
 from lightning_dr2.config.loader import ConfigError, save_config
 from lightning_dr2.datasets.datamodule import ShardedData
 from lightning_dr2.datasets.predict_inputs import WorkItems, collate
-from lightning_dr2.image_io import list_images, output_name
-from lightning_dr2.provenance import REUSE_MODES, ReuseRefused, changed_keys, fingerprint
+from lightning_dr2.image_io import IMAGE_EXTENSIONS, not_an_image_reason, output_name, walk_folder
+from lightning_dr2.outputs import check_output_location, claim_output
+from lightning_dr2.provenance import MANIFEST, REUSE_MODES, ReuseRefused, changed_keys, fingerprint, read_manifest
 from lightning_dr2.runinfo import record_run_info
 from lightning_dr2.weights import sha256sum
 
@@ -35,37 +35,56 @@ def resolve_accelerator(name: str) -> str:
     return name if name != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
 
 
-@functools.lru_cache(maxsize=16)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    return sha256sum(path)
+# Folders a predict job writes in its output folder: the final outputs, DR2's, the comparisons, extra samples.
+OUTPUT_SUBFOLDERS = re.compile(r"restored|dr2|dr2_s\d+|comparison")
 
 
-def weights_identity(path: Path) -> str:
-    """The sha256 recorded in manifests; cached per (file, size, mtime): an eval over many splits reads
-    a 400 MB checkpoint's hash once, not once per split."""
-    stat = Path(path).stat()
-    return _sha256_cached(str(path), stat.st_size, stat.st_mtime_ns)
+@dataclass
+class Inputs:
+    """What a predict job found under its input folder."""
+
+    rels: list[str]  # relative input paths to process (sorted; the first `limit`)
+    unusable: list[tuple[str, str]]  # (rel, reason): name clashes and files that are not images, counted and listed
+    output_folders: list[Path]  # folders holding an earlier job's outputs (their manifest): skipped, said so
 
 
-def list_inputs(input_dir: Path, output_dir: Path, limit: int = 0) -> tuple[list[str], list[tuple[str, str]]]:
-    """Relative input paths (sorted; the first `limit`), never files under `output_dir` (outputs never become
-    inputs), and inputs whose output name another input already takes (`a.jpg`, `a.png` -> `a.png`)."""
+def list_inputs(input_dir: Path, output_dir: Path, limit: int = 0) -> Inputs:
+    """The inputs of a predict job: images under `input_dir`, never outputs (files under `output_dir` when it
+    lies inside the input, and folders holding a restore/dr2-cache manifest: an earlier job's outputs), with
+    the files it cannot use listed: inputs whose output name another input already takes (`a.jpg`, `a.png` ->
+    `a.png`) and files that are not images (an animated GIF, a text file)."""
     out = output_dir.resolve()
-    files = [f for f in list_images(input_dir) if not f.resolve().is_relative_to(out)]
-    if limit:
-        files = files[:limit]
-    rels, clashes, owner = [], [], {}
+    inside = out.is_relative_to(input_dir.resolve())
+
+    def skip(folder: Path) -> bool:
+        return (inside and folder.resolve() == out) or read_manifest(folder) is not None
+
+    listing = walk_folder(input_dir, skip)
+    earlier = [f for f in listing.skipped if not (inside and f.resolve() == out)]
+    if Path(input_dir) in earlier:
+        raise ConfigError(
+            f"--input {input_dir} is the output folder of an earlier job ({input_dir / MANIFEST}); to process its "
+            f"results again, give the folder of those images (e.g. {input_dir / 'restored'})"
+        )
+    for folder in earlier:
+        log.warning("%s holds an earlier job's outputs (%s): skipped, not taken as inputs", folder, MANIFEST)
+    files = listing.images[:limit] if limit else listing.images
+    rels, unusable, owner = [], [], {}
     for f in files:
         rel = str(f.relative_to(input_dir))
         name = output_name(rel)
         if name in owner:
-            clashes.append((rel, f"its output {name} is already the output of {owner[name]}; rename one of them"))
+            unusable.append((rel, f"its output {name} is already the output of {owner[name]}; rename one of them"))
             continue
         owner[name] = rel
         rels.append(rel)
-    return rels, clashes
-
-
+    unusable += [(str(f.relative_to(input_dir)), not_an_image_reason(f)) for f in listing.others]
+    if not rels:
+        found = f"{len(unusable)} unusable file(s), e.g. {unusable[0][0]}: {unusable[0][1]}" if unusable else "no files"
+        skipped = f"; {len(earlier)} folder(s) of earlier outputs skipped" if earlier else ""
+        reads = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise ConfigError(f"no input image under {input_dir} (it reads {reads}): {found}{skipped}")
+    return Inputs(rels, unusable, earlier)
 
 
 def plan_restore(
@@ -109,31 +128,29 @@ def plan_restore(
 
 
 def checked_folders(command: str, source: tuple[str, str | None], target: tuple[str, str | None]) -> tuple[Path, Path]:
-    """The (input, output) folders of a job, each given as (option, value): the input must exist, the output
-    be a writable folder other than it (see `check_output_dir`)."""
+    """The (input, output) folders of a job, each given as (option, value): the input must be a folder, the
+    output a usable location (`outputs.check_output_location`) other than the input and none of the folders the
+    job writes in it, claimed by this job (`outputs.claim_output`) so that no second job writes into it."""
     (src_flag, src), (dst_flag, dst) = source, target
     if not src or not dst:
         raise ConfigError(f"{command} needs {src_flag} DIR and {dst_flag} DIR")
     src_dir, dst_dir = Path(src), Path(dst)
+    if src_dir.is_file():
+        raise ConfigError(f"{src_flag} {src_dir} is a file; give the folder of faces it is in")
     if not src_dir.is_dir():
         raise FileNotFoundError(f"{src_flag} {src_dir} does not exist (it should be a folder of faces)")
-    check_output_dir(dst_dir, src_dir)
+    if src_dir.resolve() == dst_dir.resolve():
+        raise ConfigError(f"{dst_flag} must differ from {src_flag} ({src_dir}): inputs are never overwritten")
+    if src_dir.resolve().is_relative_to(dst_dir.resolve()):
+        first = src_dir.resolve().relative_to(dst_dir.resolve()).parts[0]
+        if OUTPUT_SUBFOLDERS.fullmatch(first):
+            raise ConfigError(
+                f"{src_flag} {src_dir} lies in {dst_flag} {dst_dir}/{first}, where {command} writes its outputs: "
+                f"they would overwrite the inputs. Choose another {dst_flag}"
+            )
+    check_output_location(dst_dir, dst_flag)
+    claim_output(dst_dir, dst_flag)
     return src_dir, dst_dir
-
-
-def check_output_dir(output_dir: Path, input_dir: Path) -> None:
-    """The output folder must be a writable folder other than the input; say which and why if not."""
-    if input_dir.resolve() == output_dir.resolve():
-        raise ConfigError(f"--output must differ from --input ({input_dir}): inputs are never overwritten")
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ConfigError(f"--output {output_dir} is a file, not a folder: choose a folder path")
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(f"--output {output_dir} is not writable ({err.strerror}): choose a writable folder") from err
 
 
 @dataclass
@@ -157,7 +174,7 @@ def run_predict(
     input_dir: Path,
     output_dir: Path,
     work: WorkItems,
-    clashes: list[tuple[str, str]],
+    unusable: list[tuple[str, str]],
     settings: dict[str, Any],
     module: pl.LightningModule,
     dataset_of: Callable[[list[str]], Dataset],
@@ -193,5 +210,5 @@ def run_predict(
         trainer.predict(module, datamodule=data, return_predictions=False)
         if not trainer.is_global_zero:
             return PredictResult(todo, reused, recomputed, None, [])
-    records, bad = writer.merge_manifests(clashes, current=set(work) | {rel for rel, _ in clashes})
+    records, bad = writer.merge_manifests(unusable, current=set(work) | {rel for rel, _ in unusable})
     return PredictResult(todo, reused, recomputed, records, bad)

@@ -15,45 +15,23 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from lightning_dr2.config.loader import ConfigError
 from lightning_dr2.datasets.predict_inputs import RestoreInputs
-from lightning_dr2.dr2.pipeline import (
-    DEFAULT_UNET_FILE,
-    DR2E,
-    RANDOM,
-)
-from lightning_dr2.exports.locate import locate_weights
+from lightning_dr2.dr2.pipeline import DR2E, Networks
 from lightning_dr2.image_io import SQUARE_POLICIES
-from lightning_dr2.jobs.predict_engine import (
-    checked_folders,
-    list_inputs,
-    resolve_accelerator,
-    run_predict,
-    weights_identity,
-)
+from lightning_dr2.jobs.predict_engine import checked_folders, list_inputs, resolve_accelerator, run_predict
 from lightning_dr2.modules.predict import RestoreModule
-from lightning_dr2.nets.restorers import RESTORERS
 
 log = logging.getLogger(__name__)
 
 
-
-
 TINY_INPUT = 32  # inputs below this many pixels a side are upscaled > 8x to the UNet size: warned about
-
-
-
-
-
-
-
-
 
 
 @dataclass
@@ -68,21 +46,17 @@ class RestoreSummary:
     recomputed: int = 0  # finished earlier with other inputs/weights/settings: made again
     reshaped: int = 0  # non-square inputs made square by `input_policy`
     tiny: int = 0  # inputs smaller than TINY_INPUT pixels a side
+    earlier_outputs: list[Path] = field(default_factory=list)  # folders of an earlier job's outputs: skipped
 
 
+def restore_settings(cfg: DictConfig, pipe: DR2E) -> dict[str, Any]:
+    """Everything besides the input file that determines an output: recorded per image, fingerprinted.
 
-
-
-
-
-
-
-
-
-
-def restore_settings(cfg: DictConfig, pipe: DR2E, weights_dir: str | None) -> dict[str, Any]:
-    """Everything besides the input file that determines an output: recorded per image, fingerprinted."""
-    unet_id, enhancer_id = _weights_ids(cfg, pipe, weights_dir)
+    The networks are recorded as loaded (`pipe.loaded_unet`, `pipe.loaded_enhancer`: sha256, the network that
+    ran, its options) and the enhancer size as it runs, never re-derived from the settings."""
+    unet, enhancer = pipe.loaded_unet, pipe.loaded_enhancer
+    if unet is None:
+        raise ValueError("restore_settings needs a DR2E built from files (DR2E.from_config / from_networks)")
     return {
         "N": cfg.dr2.N,
         "tau": cfg.dr2.tau,
@@ -93,37 +67,35 @@ def restore_settings(cfg: DictConfig, pipe: DR2E, weights_dir: str | None) -> di
         "base_seed": cfg.seed,  # each image's own seed is derived from it and the image name
         "image_size": pipe.image_size,
         "diffusion": pipe.dr2.diffusion_config.to_dict(),  # the process it runs (a sidecar wins over cfg)
-        "enhancer": cfg.enhancer.name,
-        "enhancer_size": cfg.enhancer.size,
-        "enhancer_options": OmegaConf.to_container(cfg.enhancer.options, resolve=True),
-        "unet_sha256": unet_id,
-        "enhancer_sha256": enhancer_id,
+        "enhancer": "none" if enhancer is None else enhancer.name,
+        "enhancer_size": pipe.enhancer_size,
+        "enhancer_options": {} if enhancer is None else enhancer.options,
+        "unet_sha256": unet.sha256,
+        "enhancer_sha256": "none" if enhancer is None else enhancer.sha256,
         "dtype": cfg.dtype,
         "input_policy": cfg.input_policy,
     }
 
 
-
-
-
-
-def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSummary:
+def run_restore(cfg: DictConfig, weights_dir: str | None = None, networks: Networks | None = None) -> RestoreSummary:
+    """Restore `cfg.input` into `cfg.output`; `networks` loaded once by a caller that runs many jobs (eval), else
+    loaded from `cfg` here."""
     start = time.perf_counter()
     if cfg.input_policy not in SQUARE_POLICIES:
         raise ConfigError(f"input_policy must be one of {SQUARE_POLICIES}, got {cfg.input_policy!r}")
     input_dir, output_dir = checked_folders("restore", ("--input", cfg.input), ("--output", cfg.output))
-    rels, clashes = list_inputs(input_dir, output_dir, cfg.limit)
+    inputs = list_inputs(input_dir, output_dir, cfg.limit)
 
     accelerator = resolve_accelerator(cfg.accelerator)
-    pipe = DR2E.from_config(cfg, device="cpu", weights_dir=weights_dir)
+    pipe = DR2E.from_config(cfg, device="cpu", weights_dir=weights_dir, networks=networks)
     module = RestoreModule(pipe, compile=cfg.compile, channels_last=cfg.channels_last and accelerator == "gpu")
     result = run_predict(
         cfg,
         input_dir,
         output_dir,
-        {rel: (rel, {}) for rel in rels},
-        clashes,
-        restore_settings(cfg, pipe, weights_dir),
+        {rel: (rel, {}) for rel in inputs.rels},
+        inputs.unusable,
+        restore_settings(cfg, pipe),
         module,
         lambda todo: RestoreInputs(input_dir, todo, pipe.image_size, cfg.seed, cfg.input_policy),
         "restore_config.yaml",
@@ -148,23 +120,7 @@ def run_restore(cfg: DictConfig, weights_dir: str | None = None) -> RestoreSumma
         recomputed=len(result.recomputed),
         reshaped=reshaped,
         tiny=tiny,
+        earlier_outputs=inputs.output_folders,
     )
     log.info("restored %d, reused %d, %d bad or flagged -> %s", len(made), summary.skipped, len(result.bad), output_dir)
     return summary
-
-
-def unet_identity(weights: str | None, weights_dir: str | None = None) -> str:
-    """The sha256 manifests record for a UNet given as file, registry name or None (DR2_FFHQ.pkl); "random"."""
-    return RANDOM if weights == RANDOM else weights_identity(locate_weights(weights, DEFAULT_UNET_FILE, weights_dir))
-
-
-def _weights_ids(cfg: DictConfig, pipe: DR2E, weights_dir: str | None) -> tuple[str, str]:
-    """sha256 of the UNet and enhancer files actually used ("random" / "none" when no file)."""
-    unet = unet_identity(cfg.unet_weights, weights_dir)
-    if pipe.enhancer is None:
-        return unet, "none"
-    if cfg.enhancer.weights == RANDOM:
-        return unet, RANDOM
-    return unet, weights_identity(
-        locate_weights(cfg.enhancer.weights, RESTORERS[cfg.enhancer.name].weights, weights_dir)
-    )

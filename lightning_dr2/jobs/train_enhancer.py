@@ -7,7 +7,6 @@ restore/eval/`DR2E.from_weights` take as `enhancer.weights=<file>`.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +20,17 @@ from lightning_dr2.callbacks.ema import EMA
 from lightning_dr2.callbacks.enhancer_grid import EnhancerValidationGrid
 from lightning_dr2.callbacks.evaluator import EnhancerEvaluator, evaluator_options
 from lightning_dr2.config.loader import ConfigError
-from lightning_dr2.datasets.enhancer_data import MODES, EnhancerDataModule, OnTheFlyDR2, PairAugment, Setting
-from lightning_dr2.diffusion import DiffusionConfig
-from lightning_dr2.dr2.enhancer_export import write_enhancer
+from lightning_dr2.datasets.enhancer_data import (
+    MODES,
+    DR2Folder,
+    EnhancerDataModule,
+    OnTheFlyDR2,
+    PairAugment,
+    Setting,
+)
+from lightning_dr2.diffusion import DiffusionConfig, DiffusionRequest
+from lightning_dr2.exports.restorer import write_enhancer
+from lightning_dr2.exports.unet import load_unet, recorded_unet_flags, unet_identity
 from lightning_dr2.jobs.training_run import (
     build_trainer,
     checkpoint_callbacks,
@@ -34,7 +41,7 @@ from lightning_dr2.jobs.training_run import (
 from lightning_dr2.loggers import build_loggers
 from lightning_dr2.modules.averaged import ema_or_live
 from lightning_dr2.modules.enhancer import ITERATION_STEPS, EnhancerModule
-from lightning_dr2.modules.guards import check_finite_weights
+from lightning_dr2.modules.guards import ENHANCER_HINT, check_finite_weights
 from lightning_dr2.nets.restorers import native_size
 
 log = logging.getLogger(__name__)
@@ -48,41 +55,61 @@ def _container(node: Any) -> Any:
 
 def load_dr2_unet(cfg: DictConfig) -> tuple[torch.nn.Module, DiffusionConfig]:
     """The frozen UNet of `cfg.dr2` (and its process) that makes the training inputs and the eval DR2 outputs."""
-    from lightning_dr2.dr2.pipeline import load_unet
-
-    unet, process = load_unet(
-        cfg.dr2.unet_weights,
-        _container(cfg.dr2.net),
-        diffusion=DiffusionConfig.from_dict(_container(cfg.dr2.diffusion)),
+    loaded = load_unet(
+        cfg.dr2.unet_weights, _container(cfg.dr2.net), diffusion=DiffusionRequest(**_container(cfg.dr2.diffusion))
     )
-    return unet.requires_grad_(False), process
+    return loaded.module.requires_grad_(False), loaded.diffusion
 
 
 def check_cache_unet(cfg: DictConfig) -> None:
-    """Folder mode with `dr2.unet_weights` set: the cached DR2 outputs must come from that UNet.
+    """Folder mode: the cached DR2 outputs in `data.dr2_root` must come from the recipe's DR2 UNet.
 
-    The dr2-cache / restore manifest beside `data.dr2_root` records the sha256 of the UNet that made them;
-    training an enhancer on another UNet's outputs than the one it will follow at inference (or be
-    evaluated with) silently learns the wrong input distribution, so a mismatch is an error.
+    The dr2-cache / restore manifest beside `data.dr2_root` records, per output, the sha256 of the UNet that
+    made it and its image size; the outputs of that folder (`dr2`, `dr2_s1`, ...: each its own records) are
+    checked, never the manifest's latest settings alone. Training an enhancer on another UNet's outputs than the
+    one it will follow at inference (or be evaluated with) silently learns the wrong input distribution, so a
+    mismatch is an error. "random" weights say nothing about the network: their image size is still compared.
     """
-    if cfg.data.mode != "folder" or cfg.dr2.unet_weights is None or cfg.data.dr2_root is None:
+    if cfg.data.mode != "folder" or cfg.data.dr2_root is None:
         return
-    from lightning_dr2.callbacks.writer import MANIFEST
-    from lightning_dr2.jobs.restore import unet_identity
-
-    manifest = Path(cfg.data.dr2_root).parent / MANIFEST
-    if not manifest.is_file():
-        log.warning("%s not found: cannot check that data.dr2_root was made by dr2.unet_weights", manifest)
+    folder = DR2Folder.read(cfg.data.dr2_root)
+    where = folder.manifest
+    if folder.records is None:
+        log.warning("%s not found: cannot check that data.dr2_root was made by dr2.unet_weights", where)
         return
-    recorded = json.loads(manifest.read_text())["settings"].get("unet_sha256")
+    records = list(folder.records.values())
+    if not records:
+        raise ConfigError(
+            f"data.dr2_root={folder.root}: {where} lists no finished DR2 output in it (a folder left from an "
+            "earlier run with other settings is listed under 'stale'). Rebuild it with dr2-cache, or point "
+            "data.dr2_root at a folder the manifest lists"
+        )
+    sizes = sorted({r.get("image_size") for r in records}, key=str)
+    if sizes != [dr2_unet_size(cfg)]:
+        raise ConfigError(
+            f"data.dr2_root={folder.root} holds DR2 outputs of {sizes} px ({where}), but the recipe's DR2 UNet "
+            f"(dr2.unet_weights={cfg.dr2.unet_weights}, dr2.net) works at {dr2_unet_size(cfg)} px: the enhancer would "
+            "learn from inputs it never sees at inference. Rebuild the cache with the recipe's UNet, or set dr2.* to "
+            "the UNet that made it"
+        )
+    if cfg.dr2.unet_weights is None:
+        return
+    recorded = sorted({r.get("unet_sha256") for r in records}, key=str)
     weights = cfg.dr2.unet_weights
     configured = unet_identity(weights)
-    if recorded != configured:
+    if recorded != [configured]:
         raise ConfigError(
-            f"data.dr2_root={cfg.data.dr2_root} was made by the UNet with sha256 {recorded} ({manifest}), but "
-            f"dr2.unet_weights={weights} has sha256 {configured}. Rebuild the cache with this UNet "
+            f"data.dr2_root={cfg.data.dr2_root} was made by the UNet with sha256 {', '.join(map(str, recorded))} "
+            f"({where}), but dr2.unet_weights={weights} has sha256 {configured}. Rebuild the cache with this UNet "
             "(`python -m lightning_dr2 dr2-cache ... unet_weights=...`) or set dr2.unet_weights to the one that made it"
         )
+
+
+def dr2_unet_size(cfg: DictConfig) -> int:
+    """The image size of the recipe's DR2 UNet, without loading it: its sidecar's flags, else `dr2.net`."""
+    weights = cfg.dr2.unet_weights
+    recorded = recorded_unet_flags(weights) if weights and weights != "random" and Path(weights).is_file() else None
+    return int((recorded or cfg.dr2.net)["image_size"])
 
 
 def build_pair_maker(
@@ -138,7 +165,7 @@ def build_datamodule(cfg: DictConfig, pair_maker: OnTheFlyDR2 | None) -> Enhance
         settings=settings_of(cfg),
         mode=d.mode,
         dr2_root=d.dr2_root,
-        unet_size=None if pair_maker is None else int(pair_maker.dr2.unet.image_size),
+        unet_size=dr2_unet_size(cfg) if pair_maker is None else int(pair_maker.dr2.unet.image_size),
         num_workers=d.num_workers,
         val_n=d.val_n,
         seed=cfg.seed,
@@ -216,7 +243,7 @@ def train_enhancer(cfg: DictConfig) -> EnhancerTrainResult:
     export_path = None
     if trainer.is_global_zero:
         generator = ema_or_live(trainer, module, "generator")
-        check_finite_weights(generator.state_dict(), f"export to {path / 'export' / EXPORT_NAME}")
+        check_finite_weights(generator.state_dict(), f"export to {path / 'export' / EXPORT_NAME}", ENHANCER_HINT)
         options = _container(cfg.generator.options)
         export_path = write_enhancer(generator, cfg.generator.name, options, path / "export" / EXPORT_NAME)
         log.info("exported EMA generator -> %s", export_path)

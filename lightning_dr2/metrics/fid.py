@@ -29,11 +29,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torchmetrics import Metric
 from tqdm.auto import tqdm
 
 from lightning_dr2.image_io import BadImageError, checked_value_range, list_images, read_image, to_uint8
 from lightning_dr2.metrics.frechet import FeatureStats, FIDStats, frechet_distance, load_stats, save_stats
+from lightning_dr2.metrics.network_metric import NetworkMetric
 from lightning_dr2.nets.inception import FEATURE_DIM, load_fid_inception
 from lightning_dr2.weights import find_weight
 
@@ -75,7 +75,7 @@ def _resolve_reference(
     )
 
 
-class FID(Metric):
+class FID(NetworkMetric):
     """Frechet Inception Distance of the images passed to `update` against reference statistics.
 
     Args:
@@ -123,12 +123,6 @@ class FID(Metric):
         self.add_state("feature_sum", default=torch.zeros(d, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("feature_outer", default=torch.zeros(d, d, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def train(self, mode: bool = True) -> FID:
-        """Keep the network in eval mode (BatchNorm running statistics) whatever the parent module does."""
-        super().train(mode)
-        self.net.eval()
-        return self
 
     def _network_input(self, images: Tensor) -> Tensor:
         if images.dim() != 4 or images.shape[1] != 3:

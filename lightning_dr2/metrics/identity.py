@@ -33,9 +33,9 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import Metric
 
 from lightning_dr2.image_io import checked_value_range
+from lightning_dr2.metrics.network_metric import NetworkMetric
 from lightning_dr2.nets.arcface import arcface_input_from_gray, arcface_preprocess, load_arcface
 
 __all__ = ["ARCFACE_WEIGHTS_NAME", "IdentityDistance", "pair_degrees"]
@@ -50,7 +50,7 @@ def pair_degrees(emb_a: Tensor, emb_b: Tensor) -> Tensor:
     return torch.arccos(cos.clamp(-1.0, 1.0)) / math.pi * 180.0
 
 
-class IdentityDistance(Metric):
+class IdentityDistance(NetworkMetric):
     """Mean identity angle (degrees) between restored and ground-truth faces, excluding identical pairs.
 
     Args:
@@ -91,12 +91,6 @@ class IdentityDistance(Metric):
         self.net = network.eval().requires_grad_(False)
         for name in ("sum_deg", "count", "identical"):
             self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def train(self, mode: bool = True) -> IdentityDistance:
-        """Keep the network in eval mode (BatchNorm statistics, no dropout) whatever the parent does."""
-        super().train(mode)
-        self.net.eval()
-        return self
 
     def _preprocess(self, images: Tensor, gray: Tensor | None = None) -> Tensor:
         if gray is not None:

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import Metric
 
 from lightning_dr2.image_io import checked_value_range, to_uint8
+from lightning_dr2.metrics.network_metric import NetworkMetric
 from lightning_dr2.nets.loading import load_into, read_state_dict
 from lightning_dr2.weights import find_weight
 
@@ -75,7 +75,7 @@ def _load_backbone(backbone: nn.Module, path: Path) -> None:
     load_into(backbone, mapped, source=f"{path} (torchvision features.* mapped to lpips slices)")
 
 
-class LPIPSMetric(Metric):
+class LPIPSMetric(NetworkMetric):
     """Mean per-image LPIPS of images in `value_range` (default [-1, 1]); float64 sum/count states.
 
     Args:
@@ -105,12 +105,6 @@ class LPIPSMetric(Metric):
         self.net = build_lpips(net, weights_dir, pretrained_backbone)
         self.add_state("sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def train(self, mode: bool = True) -> LPIPSMetric:
-        """Keep the network in eval mode (its lin heads have dropout) whatever the parent module does."""
-        super().train(mode)
-        self.net.eval()
-        return self
 
     def _to_unit_range(self, images: Tensor) -> Tensor:
         if self.quantize:  # BasicSR: uint8 / 255, then normalize(mean=0.5, std=0.5)

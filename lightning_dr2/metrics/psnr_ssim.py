@@ -26,6 +26,7 @@ BasicSR's behaviour (an inf mean).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import torch
@@ -194,16 +195,9 @@ class PSNR(_PerImageMean):
 
     higher_is_better = True
 
-    def __init__(
-        self,
-        value_range: Sequence[float] = (-1.0, 1.0),
-        crop_border: int = 0,
-        y_channel: bool = False,
-        max_psnr: float | None = 100.0,
-        protocol: str = "basicsr",
-        **kwargs,
-    ) -> None:
-        super().__init__(value_range, crop_border, y_channel, protocol, **kwargs)
+    def __init__(self, max_psnr: float | None = 100.0, **kwargs: Any) -> None:
+        """`kwargs`: value_range, crop_border, y_channel, protocol (as every per-image mean) and Metric's."""
+        super().__init__(**kwargs)
         self.max_psnr = None if max_psnr is None else float(max_psnr)
         self.add_state("identical", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from lightning_dr2 import losses
 from lightning_dr2.modules.averaged import ema_or_live
-from lightning_dr2.modules.guards import NonFiniteGuard, check_finite_weights, guarded_step
+from lightning_dr2.modules.guards import ENHANCER_HINT, NonFiniteGuard, check_finite_weights, guarded_step
 from lightning_dr2.nets.discriminator import MultiScaleDiscriminator
 from lightning_dr2.nets.loading import load_into, read_state_dict
 from lightning_dr2.nets.restorers import build_restorer
@@ -50,8 +50,8 @@ class EnhancerModule(pl.LightningModule):
         self.discriminator = MultiScaleDiscriminator(**discriminator)
         # A NaN/Inf step is skipped and counted (see modules.guards), with one guard per network so that
         # good D steps do not hide a G that is NaN every time; the EMA callback reads the G guard.
-        self.nonfinite_guard = NonFiniteGuard(max_bad_steps)
-        self.d_nonfinite_guard = NonFiniteGuard(max_bad_steps)
+        self.nonfinite_guard = NonFiniteGuard(max_bad_steps, ENHANCER_HINT)
+        self.d_nonfinite_guard = NonFiniteGuard(max_bad_steps, ENHANCER_HINT)
         self.weights = losses.LossWeights(**loss)
         perceptual = losses.load_perceptual(vgg_weights) if self.weights.vgg > 0 else None
         object.__setattr__(self, "perceptual", perceptual)  # frozen: not saved, not in the module tree
@@ -139,7 +139,7 @@ class EnhancerModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         for name, net in (("generator", self.generator), ("discriminator", self.discriminator)):
-            check_finite_weights(net.state_dict(), f"checkpoint at step {self.global_step} ({name})")
+            check_finite_weights(net.state_dict(), f"checkpoint at step {self.global_step} ({name})", ENHANCER_HINT)
         checkpoint["nonfinite_guard"] = self.nonfinite_guard.state_dict()
         checkpoint["d_nonfinite_guard"] = self.d_nonfinite_guard.state_dict()
 

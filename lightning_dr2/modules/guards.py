@@ -2,8 +2,8 @@
 
 Shared by every LightningModule that trains a network (the DDPM, the enhancer). A module owns one
 `NonFiniteGuard`, runs its optimizer steps through `guarded_step`, and checks its weights with
-`check_finite_weights` before a checkpoint is written; the EMA callback asks `step_was_skipped` so a
-skipped step is not averaged either.
+`check_finite_weights` (NaN/Inf, or exploded beyond `MAX_WEIGHT_MAGNITUDE`) before a checkpoint is written;
+the EMA callback asks `step_was_skipped` so a skipped step is not averaged either.
 """
 
 from __future__ import annotations
@@ -25,19 +25,49 @@ def all_finite(tensors: Iterable[Tensor | None]) -> bool:
     return bool(torch.stack(flags).all()) if flags else True
 
 
+# Weights beyond this magnitude are a diverged run, not a trained network (trained weights are O(1); 1e6 times
+# an activation already overflows bf16 sums): refused like NaN/Inf, at checkpoints and exports.
+MAX_WEIGHT_MAGNITUDE = 1e6
+
+# What to try when a DDPM run diverges (the enhancer's module passes its own keys: `ENHANCER_HINT`).
+DDPM_HINT = "a lower optim.lr (or more optim.warmup_steps, optim.grad_clip)"
+ENHANCER_HINT = "lower optim.lr_g and optim.lr_d"
+
+
 def non_finite_names(state: Mapping[str, Tensor]) -> list[str]:
     """The entries of a state dict holding NaN/Inf values."""
     return [name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
-def check_finite_weights(state: Mapping[str, Tensor], what: str) -> None:
-    """Raise when `state` holds NaN/Inf values: such weights are never checkpointed or exported."""
+def exploded_names(state: Mapping[str, Tensor], limit: float = MAX_WEIGHT_MAGNITUDE) -> dict[str, float]:
+    """The finite floating-point entries of a state dict with values beyond `limit` in magnitude: {name: max |w|}."""
+    found = {}
+    for name, t in state.items():
+        if t.is_floating_point() and t.numel() and bool(torch.isfinite(t).all()):
+            peak = float(t.detach().abs().max())
+            if peak > limit:
+                found[name] = peak
+    return found
+
+
+def check_finite_weights(state: Mapping[str, Tensor], what: str, hint: str = DDPM_HINT) -> None:
+    """Raise when `state` holds NaN/Inf values or exploded ones (beyond `MAX_WEIGHT_MAGNITUDE`): such weights
+    are never checkpointed or exported."""
     bad = non_finite_names(state)
     if bad:
         preview = ", ".join(bad[:5]) + (f", ... ({len(bad)} in all)" if len(bad) > 5 else "")
         raise NonFiniteTrainingError(
             f"{what}: {len(bad)} of {len(state)} weight tensors hold NaN/Inf values ({preview}); refusing to "
-            "write them. Resume from an earlier checkpoint with a lower optim.lr (and check the data)"
+            f"write them. Resume from an earlier checkpoint with {hint} (and check the data)"
+        )
+    exploded = exploded_names(state)
+    if exploded:
+        worst = sorted(exploded.items(), key=lambda item: -item[1])
+        preview = ", ".join(f"{name} (|w| up to {peak:.3g})" for name, peak in worst[:3])
+        raise NonFiniteTrainingError(
+            f"{what}: {len(exploded)} of {len(state)} weight tensors hold values beyond {MAX_WEIGHT_MAGNITUDE:.0e} "
+            f"({preview}): the training diverged; refusing to write them. Use an earlier checkpoint, or resume "
+            f"from one with {hint}"
         )
 
 
@@ -48,10 +78,11 @@ class NonFiniteGuard:
     kept in the module's checkpoint so `train/skipped_steps` continues across resumes.
     """
 
-    def __init__(self, max_bad_steps: int) -> None:
+    def __init__(self, max_bad_steps: int, hint: str = DDPM_HINT) -> None:
         if max_bad_steps < 1:
             raise ValueError(f"max_bad_steps must be >= 1, got {max_bad_steps}")
         self.max_bad_steps = max_bad_steps
+        self.hint = hint  # what to try, in the config keys of the module that owns the guard
         self.skipped = 0
         self.in_a_row = 0
         self.last_step_skipped = False
@@ -68,9 +99,8 @@ class NonFiniteGuard:
         if self.in_a_row >= self.max_bad_steps:
             raise NonFiniteTrainingError(
                 f"training stopped at step {step}: the loss or gradients were NaN/Inf for {self.in_a_row} steps in "
-                f"a row (trainer.max_bad_steps={self.max_bad_steps}; {self.skipped} skipped in all). Try a lower "
-                "optim.lr (or more optim.warmup_steps, optim.grad_clip), check the training images, and resume "
-                "from the last checkpoint"
+                f"a row (trainer.max_bad_steps={self.max_bad_steps}; {self.skipped} skipped in all). Try "
+                f"{self.hint}, check the training images, and resume from the last checkpoint"
             )
         return False
 

@@ -260,20 +260,6 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return out.transpose(-1, -2).reshape(b, heads * ch, length)
 
 
-class QKVAttentionLegacy(nn.Module):
-    """Multi-head attention on a fused qkv of layout (B, heads * [q|k|v] * ch, T) (the original ADM order)."""
-
-    def __init__(self, n_heads: int) -> None:
-        super().__init__()
-        self.n_heads = n_heads
-
-    def forward(self, qkv: torch.Tensor) -> torch.Tensor:
-        b, width, length = qkv.shape
-        ch = width // (3 * self.n_heads)
-        q, k, v = qkv.reshape(b, self.n_heads, 3 * ch, length).split(ch, dim=2)
-        return _sdpa(q, k, v)
-
-
 class QKVAttention(nn.Module):
     """Multi-head attention on a fused qkv of layout (B, [q|k|v] * heads * ch, T) (the "new order")."""
 
@@ -281,11 +267,20 @@ class QKVAttention(nn.Module):
         super().__init__()
         self.n_heads = n_heads
 
+    def split(self, qkv: torch.Tensor, ch: int) -> tuple[torch.Tensor, ...]:
+        """q, k, v of shape (B, heads, ch, T)."""
+        return qkv.reshape(qkv.shape[0], 3, self.n_heads, ch, qkv.shape[-1]).unbind(1)
+
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
-        b, width, length = qkv.shape
-        ch = width // (3 * self.n_heads)
-        q, k, v = qkv.reshape(b, 3, self.n_heads, ch, length).unbind(1)
+        q, k, v = self.split(qkv, qkv.shape[1] // (3 * self.n_heads))
         return _sdpa(q, k, v)
+
+
+class QKVAttentionLegacy(QKVAttention):
+    """Multi-head attention on a fused qkv of layout (B, heads * [q|k|v] * ch, T) (the original ADM order)."""
+
+    def split(self, qkv: torch.Tensor, ch: int) -> tuple[torch.Tensor, ...]:
+        return qkv.reshape(qkv.shape[0], self.n_heads, 3 * ch, qkv.shape[-1]).split(ch, dim=2)
 
 
 class AttentionBlock(nn.Module):
