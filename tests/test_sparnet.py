@@ -122,9 +122,7 @@ def test_load_sparnet_wrong_file(tiny, tmp_path):
     assert "head.weight" in str(err.value) and str(path) in str(err.value)
 
 
-@pytest.mark.parametrize(
-    "shape", [(1, 1, 64, 64), (1, 4, 64, 64), (1, 3, 32, 32), (1, 3, 64, 48), (3, 64, 64)]
-)
+@pytest.mark.parametrize("shape", [(1, 1, 64, 64), (1, 4, 64, 64), (1, 3, 32, 32), (1, 3, 64, 48), (3, 64, 64)])
 def test_bad_input_shape(tiny, shape):
     model = SPARNet(**tiny["config"])
     with pytest.raises(ValueError, match=r"expects images of shape \(B, 3, 64, 64\)"):
@@ -201,7 +199,7 @@ def test_residual_adds_one_key_and_keeps_the_released_layout():
 
 def test_residual_export_round_trip(tmp_path):
     """A residual generator exported like train-enhancer does loads back with its gain and folds to the same output."""
-    from lightning_dr2.dr2.enhancer_export import load_exported_enhancer, write_enhancer
+    from lightning_dr2.exports.restorer import load_restorer, write_enhancer
 
     options = {**SMALL, "residual": True}
     model = SPARNet(**options)
@@ -211,7 +209,8 @@ def test_residual_export_round_trip(tmp_path):
         for _ in range(2):
             model(x)  # train-mode power iterations
         expected = model.eval()(x)
-    loaded = load_exported_enhancer(write_enhancer(model, "sparnet", options, tmp_path / "enhancer_ema.pt"))
+    path = write_enhancer(model, "sparnet", options, tmp_path / "enhancer_ema.pt")
+    loaded = load_restorer("sparnet", str(path)).module
     assert loaded.residual_gain.item() == 0.5
     with torch.no_grad():
         assert (loaded(x) - expected).abs().max().item() <= 1e-5
