@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
+from lightning_dr2.datasets.synthetic import generate_faces
+from lightning_dr2.image_io import list_images, load_pil
 from lightning_dr2.jobs import quickstart
-from lightning_dr2.jobs.quickstart import run_quickstart, split_overrides
+from lightning_dr2.jobs.quickstart import degraded_copies, improvement_table, run_quickstart, split_overrides
 
 # The DDPM stage (experiments/quickstart.yaml) and the enhancer stage (`enhance.` prefix) cut to a few steps.
 TINY_QUICKSTART = [
@@ -62,3 +66,48 @@ def test_quickstart_trains_the_enhancer_and_reports_both_rows(monkeypatch) -> No
     html = result.outputs["comparison (both rows)"]
     assert html.endswith(".html") and "dr2_enhancer" in open(html, encoding="utf-8").read()
     assert result.enhanced.report_html.is_file()
+
+    # What holds at any size and seed: the residual enhancer starts as the identity on DR2's output, so a short
+    # run leaves DR2+enhancer at DR2's numbers on every held-out split (never the "enhanced is worse" of a
+    # randomly initialised net). The ordering input < DR2 < DR2+enhancer needs the full recipe's budget: it is
+    # measured by `make quickstart` and recorded in docs/benchmarks.md, not asserted here.
+    assert json.loads(export.with_suffix(".json").read_text())["options"]["residual"] is True
+    dr2 = {r["split"]: r["metrics"] for r in result.evaluation.rows if r["setting"] != "input"}
+    enhanced = {r["split"]: r["metrics"] for r in result.enhanced.rows}
+    assert set(enhanced) == set(dr2) == {"x4_mild", "x4_severe", "x8_mild", "x8_severe"}
+    for split, metrics in enhanced.items():
+        assert abs(metrics["psnr"] - dr2[split]["psnr"]) < 0.1, (split, metrics, dr2[split])
+    assert "enhancer vs DR2" in summary and summary.splitlines()[-1].startswith("x8_severe")
+
+
+def _rows(setting: str, values: dict[str, tuple[float, float]]) -> list[dict]:
+    return [{"split": s, "setting": setting, "metrics": {"psnr": p, "ssim": q}} for s, (p, q) in values.items()]
+
+
+def test_the_closing_table_shows_each_stage_change_per_split_as_measured() -> None:
+    dr2_eval = SimpleNamespace(
+        rows=_rows("input", {"x4_mild": (22.0, 0.60), "x8_mild": (19.0, 0.40)})
+        + _rows("N4_tau10", {"x4_mild": (21.5, 0.65), "x8_mild": (19.5, 0.45)})
+    )
+    enhanced = SimpleNamespace(rows=_rows("N4_tau10", {"x4_mild": (21.8, 0.66), "x8_mild": (19.4, 0.46)}))
+    lines = improvement_table(dr2_eval, enhanced).splitlines()
+
+    assert lines[0].split()[:2] == ["split", "input"] and len(lines) == 3
+    x4, x8 = lines[1], lines[2]
+    assert x4.startswith("x4_mild") and "22.00 / 0.600" in x4 and "21.50 / 0.650" in x4 and "21.80 / 0.660" in x4
+    assert "-0.50 dB, +0.050 mixed" in x4 and "+0.30 dB, +0.010 better" in x4
+    assert "+0.50 dB, +0.050 better" in x8 and "-0.10 dB, +0.010 mixed" in x8
+
+
+def test_the_enhancer_learns_from_degraded_copies_named_like_their_faces(tmp_path) -> None:
+    hq = tmp_path / "hq"
+    generate_faces(hq, n=3, size=32, seed=0, workers=1)
+    first = degraded_copies(hq, tmp_path / "a", quickstart.enhancer_degradations())
+    again = degraded_copies(hq, tmp_path / "b", quickstart.enhancer_degradations())
+
+    names = [p.name for p in list_images(hq)]
+    assert [p.name for p in list_images(first)] == names  # the DR2 cache pairs each output with its HQ face
+    for name in names:
+        clean, lq = (np.asarray(load_pil(d / name), dtype=np.float32) for d in (hq, first))
+        assert lq.shape == clean.shape and np.abs(lq - clean).mean() > 1.0  # degraded, at the face's size
+        assert np.array_equal(np.asarray(load_pil(again / name)), lq.astype(np.uint8))  # seeded per face

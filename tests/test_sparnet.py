@@ -122,9 +122,7 @@ def test_load_sparnet_wrong_file(tiny, tmp_path):
     assert "head.weight" in str(err.value) and str(path) in str(err.value)
 
 
-@pytest.mark.parametrize(
-    "shape", [(1, 1, 64, 64), (1, 4, 64, 64), (1, 3, 32, 32), (1, 3, 64, 48), (3, 64, 64)]
-)
+@pytest.mark.parametrize("shape", [(1, 1, 64, 64), (1, 4, 64, 64), (1, 3, 32, 32), (1, 3, 64, 48), (3, 64, 64)])
 def test_bad_input_shape(tiny, shape):
     model = SPARNet(**tiny["config"])
     with pytest.raises(ValueError, match=r"expects images of shape \(B, 3, 64, 64\)"):
@@ -171,6 +169,51 @@ def test_backward_reaches_every_parameter():
     model = SPARNet(**SMALL).train()
     model(torch.rand(1, 3, 16, 16) * 2 - 1).square().mean().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("spectral_norm", [True, False])
+def test_residual_starts_as_identity_and_learns_a_correction(spectral_norm):
+    """residual=True: output = input + gain * net(input) with the gain at 0, so training starts from the identity."""
+    torch.manual_seed(0)
+    model = SPARNet(**SMALL, spectral_norm=spectral_norm, residual=True).train()
+    x, target = torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1
+    assert torch.equal(model(x), x)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(5):
+        loss = (model(x) - target).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert model.residual_gain.item() != 0.0 and losses[-1] < losses[0]
+
+
+def test_residual_adds_one_key_and_keeps_the_released_layout():
+    plain = SPARNet(**SMALL).state_dict()
+    residual = SPARNet(**SMALL, residual=True)
+    assert set(residual.state_dict()) == set(plain) | {"residual_gain"}
+    assert residual.config == {**SPARNet(**SMALL).config, "residual": True}
+    assert "residual" not in SPARNet.hd().config  # off: the config (and the keys, see above) of the release
+
+
+def test_residual_export_round_trip(tmp_path):
+    """A residual generator exported like train-enhancer does loads back with its gain and folds to the same output."""
+    from lightning_dr2.exports.restorer import load_restorer, write_enhancer
+
+    options = {**SMALL, "residual": True}
+    model = SPARNet(**options)
+    with torch.no_grad():
+        model.residual_gain.fill_(0.5)
+        x = torch.rand(2, 3, 16, 16) * 2 - 1
+        for _ in range(2):
+            model(x)  # train-mode power iterations
+        expected = model.eval()(x)
+    path = write_enhancer(model, "sparnet", options, tmp_path / "enhancer_ema.pt")
+    loaded = load_restorer("sparnet", str(path)).module
+    assert loaded.residual_gain.item() == 0.5
+    with torch.no_grad():
+        assert (loaded(x) - expected).abs().max().item() <= 1e-5
 
 
 def _reference_widths(size: int, min_ch: int, max_ch: int, min_feat_size: int) -> list[int]:

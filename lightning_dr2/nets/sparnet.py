@@ -169,6 +169,8 @@ class SPARNet(nn.Module):
     `res_depth + 3 - D` blocks at `min_feat_size` (9 for SPARNetHD).
     `bottleneck_size` sets the attention hourglass depth (see `_ATT_TOP_RES`). The output is not
     squashed (no tanh), as in the releases: clamp it to [-1, 1] when saving images.
+    `residual=True` (ours, not in the releases): output = input + gain * network(input), the gain a learned
+    scalar starting at 0, so a short training run starts from the identity instead of a random image.
     """
 
     def __init__(
@@ -182,6 +184,7 @@ class SPARNet(nn.Module):
         att_name: str = "spar",
         bottleneck_size: int = 4,
         spectral_norm: bool = True,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         if norm_type not in NORM_TYPES:
@@ -207,8 +210,10 @@ class SPARNet(nn.Module):
             att_name=att_name,
             bottleneck_size=bottleneck_size,
             spectral_norm=spectral_norm,
+            **({"residual": True} if residual else {}),  # recorded only when on: released configs stay as they are
         )
         self.size = size
+        self.residual = residual
 
         steps = int(math.log2(size // min_feat_size))
         n_res = max(0, res_depth + 3 - steps)
@@ -255,6 +260,11 @@ class SPARNet(nn.Module):
             for module in self.modules():
                 if isinstance(module, nn.Conv2d):
                     nn.utils.spectral_norm(module)
+        if residual:
+            # ReZero-style gain, zero at init: the network starts as the identity on its input and learns a
+            # correction (spectral norm rules out zero-initialising `out_conv` instead). Its one extra key,
+            # `residual_gain`, exists only with residual=True: the released layout is unchanged.
+            self.residual_gain = nn.Parameter(torch.zeros(()))
 
     @classmethod
     def hd(cls, **overrides: Any) -> SPARNet:
@@ -267,7 +277,8 @@ class SPARNet(nn.Module):
                 f"SPARNet expects images of shape (B, 3, {self.size}, {self.size}) in [-1, 1], "
                 f"got {tuple(x.shape)}; resize the input to {self.size}x{self.size} first"
             )
-        return self.out_conv(self.decoder(self.res_layers(self.encoder(x))))
+        out = self.out_conv(self.decoder(self.res_layers(self.encoder(x))))
+        return x + self.residual_gain * out if self.residual else out
 
 
 def _clip(width: int, min_ch: int, max_ch: int) -> int:
