@@ -281,6 +281,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_overrides(parser: argparse.ArgumentParser, help: str) -> None:
+    """The `key=value` overrides every config-driven command takes (before, between or after its flags)."""
+    parser.add_argument("overrides", nargs="*", help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lightning_dr2", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -299,11 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "quickstart", help="synthetic faces -> tiny DDPM -> DR2 -> tiny enhancer -> DR2 vs DR2+enhancer report, on CPU"
     )
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        help="overrides of experiments/quickstart.yaml; enhance.<key>=value: of the enhancer stage",
-    )
+    _add_overrides(p, "overrides of experiments/quickstart.yaml; enhance.<key>=value: of the enhancer stage")
     p.set_defaults(func=_cmd_quickstart)
 
     p = sub.add_parser("restore", help="restore a folder of faces with DR2 + enhancer (multi-GPU, resumable)")
@@ -314,10 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config", default=None, help="optional YAML with RestoreConfig keys (see experiments/restore_*.yaml)"
     )
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        help="e.g. dr2.N=8 dr2.tau=35 enhancer.name=none batch_size=16 unet_weights=FILE; mode=photos faces.upscale=2",
+    _add_overrides(
+        p, "e.g. dr2.N=8 dr2.tau=35 enhancer.name=none batch_size=16 unet_weights=FILE; mode=photos faces.upscale=2"
     )
     p.set_defaults(func=_cmd_restore)
 
@@ -399,10 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks with JSON output (device, dtype, batch, img/s, peak memory)")
     benchmarks = ["train", "restore", "eval", "eval-job", "enhancer", "dr2-cache", "restorers"]
     p.add_argument("what", choices=benchmarks, help="what to measure")
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        help="key=value (bench.TrainBenchOptions, RestoreBenchOptions, EvalBenchOptions, EvalJobBenchOptions, "
+    _add_overrides(
+        p,
+        "key=value (bench.TrainBenchOptions, RestoreBenchOptions, EvalBenchOptions, EvalJobBenchOptions, "
         "EnhancerBenchOptions, CacheBenchOptions, RestorersBenchOptions): batch=16 flags=dr2|tiny "
         "preset=sparnethd|tiny compile=true "
         "dtype=bf16 steps=20",

@@ -40,48 +40,19 @@ MANIFEST = "manifest.json"
 
 _SHIFT = 4  # cv2 sub-pixel bits: coordinates are passed as fixed point with 1/16 pixel precision
 
+
+def _rgb_table(text: str) -> np.ndarray:
+    """ "r g b, r g b, ..." -> (n, 3) float32: a palette written on one line."""
+    return np.array([[float(v) for v in colour.split()] for colour in text.split(",")], np.float32)
+
+
 # Skin anchors from very light to very dark (sRGB); a face picks a point between two neighbours.
-_SKIN = np.array(
-    [
-        (255, 226, 204),
-        (241, 198, 170),
-        (226, 176, 140),
-        (200, 140, 104),
-        (168, 110, 76),
-        (132, 86, 58),
-        (100, 64, 44),
-        (70, 46, 34),
-    ],
-    np.float32,
-)
-_HAIR = np.array(
-    [
-        (22, 18, 16),
-        (45, 30, 22),
-        (70, 45, 30),
-        (110, 72, 45),
-        (160, 118, 72),
-        (215, 180, 120),
-        (135, 60, 30),
-        (165, 75, 40),
-        (150, 150, 150),
-        (220, 218, 212),
-    ],
-    np.float32,
+_SKIN = _rgb_table("255 226 204, 241 198 170, 226 176 140, 200 140 104, 168 110 76, 132 86 58, 100 64 44, 70 46 34")
+_HAIR = _rgb_table(
+    "22 18 16, 45 30 22, 70 45 30, 110 72 45, 160 118 72, 215 180 120, 135 60 30, 165 75 40, 150 150 150, 220 218 212"
 )
 _HAIR_P = np.array([0.2, 0.2, 0.15, 0.12, 0.08, 0.08, 0.05, 0.04, 0.05, 0.03])
-_IRIS = np.array(
-    [
-        (60, 35, 20),
-        (95, 60, 30),
-        (120, 85, 45),
-        (70, 110, 150),
-        (90, 140, 180),
-        (80, 120, 70),
-        (110, 110, 105),
-    ],
-    np.float32,
-)
+_IRIS = _rgb_table("60 35 20, 95 60 30, 120 85 45, 70 110 150, 90 140 180, 80 120 70, 110 110 105")
 _IRIS_P = np.array([0.3, 0.25, 0.12, 0.12, 0.08, 0.08, 0.05])
 _HAIR_STYLES = ("short", "long", "bob", "bangs", "curly", "bun", "buzz", "bald")
 _HAIR_STYLE_P = np.array([0.2, 0.2, 0.14, 0.12, 0.1, 0.08, 0.08, 0.08])

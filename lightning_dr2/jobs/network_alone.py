@@ -20,14 +20,7 @@ from lightning_dr2.config.methods import Method, restorer_choice
 from lightning_dr2.datasets.predict_inputs import FEEDS, RestorerInputs
 from lightning_dr2.dr2.pipeline import Networks, draws_noise, load_config_unet, resolve_dtype
 from lightning_dr2.exports.restorer import LoadedRestorer, load_restorer
-from lightning_dr2.jobs.predict_engine import (
-    Inputs,
-    PredictResult,
-    checked_folders,
-    list_inputs,
-    resolve_accelerator,
-    run_predict,
-)
+from lightning_dr2.jobs import predict_engine as engine
 from lightning_dr2.modules.predict import RestorerModule
 from lightning_dr2.nets.loading import WeightsError
 from lightning_dr2.nets.restorers import RESTORERS, MissingExtraError
@@ -107,7 +100,7 @@ def network_settings(cfg: DictConfig, loaded: LoadedRestorer, feed: str) -> dict
 
 def run_network(
     cfg: DictConfig, loaded: LoadedRestorer, feed: str | None = None, rels: list[str] | None = None
-) -> tuple[PredictResult, Inputs]:
+) -> tuple[engine.PredictResult, engine.Inputs]:
     """Run `loaded` alone on `cfg.input` into `cfg.output`. `feed`: how inputs reach the network's size (default:
     its script's, `RestorerSpec.resize`); `rels`: these inputs only (default: the folder's, first `cfg.limit`).
     Returns what the predict job did and the inputs it found."""
@@ -116,14 +109,14 @@ def run_network(
         raise ValueError(f"feed must be one of {FEEDS}, got {feed!r}")
     if loaded.size is None:
         raise ValueError(f"network {loaded.name!r} states no size; it cannot be run alone")
-    input_dir, output_dir = checked_folders("restore", ("--input", cfg.input), ("--output", cfg.output))
-    inputs = list_inputs(input_dir, output_dir, cfg.limit)
+    input_dir, output_dir = engine.checked_folders("restore", ("--input", cfg.input), ("--output", cfg.output))
+    inputs = engine.list_inputs(input_dir, output_dir, cfg.limit)
     todo_rels = inputs.rels if rels is None else [r for r in rels if r in set(inputs.rels)]
-    accelerator = resolve_accelerator(cfg.accelerator)
+    accelerator = engine.resolve_accelerator(cfg.accelerator)
     dtype = resolve_dtype(cfg.dtype, torch.device("cuda" if accelerator == "gpu" else "cpu"))
     module = RestorerModule(loaded, dtype)
     size = loaded.size
-    result = run_predict(
+    result = engine.run_predict(
         cfg,
         input_dir,
         output_dir,
