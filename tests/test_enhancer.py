@@ -225,6 +225,22 @@ def test_generator_init_weights_load_strictly(tmp_path: Path) -> None:
 
 
 # -- a tiny run: L1 falls, export loads into DR2E, resume equals the uninterrupted run -------------
+def test_l1_only_run_leaves_the_discriminator_untrained_and_keeps_two_steps_per_batch(tmp_path: Path) -> None:
+    """Without GAN and feature-matching terms D is never run (an L1 recipe would only pay for it); the idle D
+    step keeps global_step = 2 x iterations, which the resume position and `iteration` rely on."""
+    cfg = _cfg(tmp_path, "trainer.max_steps=6", "trainer.val_check_interval=6", "loss.gan=0", "loss.fm=0")
+    run = train_enhancer(cfg)
+    module = run.trainer.lightning_module
+    assert not module.adversarial and run.trainer.global_step == 12 and module.iteration == 6
+    opt_g, opt_d = run.trainer.optimizers
+    assert len(opt_g.state) > 0 and len(opt_d.state) == 0  # Adam keeps state only for parameters it stepped
+    import csv
+
+    rows = list(csv.DictReader(open(run.run_dir / "csv" / "metrics.csv")))
+    l1 = [float(r["train/g_l1"]) for r in rows if r.get("train/g_l1")]
+    assert len(l1) == 6 and all(not r.get("train/d_loss") for r in rows)
+
+
 def test_tiny_run_learns_exports_and_the_export_is_an_enhancer(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, "trainer.max_steps=10", "trainer.val_check_interval=10", "run=full")
     tiny_run = train_enhancer(cfg)

@@ -114,20 +114,34 @@ class EnhancerModule(pl.LightningModule):
 
         guarded_step(guard, optimizer, backward, net.parameters(), self.trainer.global_step)
         if guard.last_step_skipped:
-            # Lightning counts a manual-optimisation step per optimizer.step() call. A skipped step still takes
-            # one, without gradients (Adam leaves the weights and state of gradient-less parameters untouched),
-            # so global_step stays ITERATION_STEPS per batch: the D/G pairing, `iteration` and the data
-            # position a resume starts from stay aligned.
-            optimizer.zero_grad(set_to_none=True)
-            optimizer.step()
+            self._idle_step(optimizer)
+
+    @staticmethod
+    def _idle_step(optimizer: Any) -> None:
+        """An optimizer step without gradients. Lightning counts a manual-optimisation step per
+        optimizer.step() call; a skipped or idle step still takes one (Adam leaves the weights and state of
+        gradient-less parameters untouched), so global_step stays ITERATION_STEPS per batch: the D/G
+        pairing, `iteration` and the data position a resume starts from stay aligned."""
+        optimizer.zero_grad(set_to_none=True)
+        optimizer.step()
+
+    @property
+    def adversarial(self) -> bool:
+        """Whether the generator's loss reads the discriminator; without a GAN or feature-matching term
+        (an L1-only recipe) D is not trained: its forward and backward passes would be wasted compute."""
+        return self.weights.gan > 0 or self.weights.fm > 0
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
         y, x = batch["y"], batch["x"]
-        self.toggle_optimizer(opt_d)
-        d = self.discriminator_losses(y, x)
-        self._step(opt_d, d["d_loss"], self.discriminator, self.d_nonfinite_guard)
-        self.untoggle_optimizer(opt_d)
+        d: dict[str, Tensor] = {}
+        if self.adversarial:
+            self.toggle_optimizer(opt_d)
+            d = self.discriminator_losses(y, x)
+            self._step(opt_d, d["d_loss"], self.discriminator, self.d_nonfinite_guard)
+            self.untoggle_optimizer(opt_d)
+        else:
+            self._idle_step(opt_d)
         self.toggle_optimizer(opt_g)
         g = self.generator_losses(y, x)
         self._step(opt_g, g["g_loss"], self.generator, self.nonfinite_guard)
