@@ -39,7 +39,7 @@ $(VENV)/.demo-installed: $(VENV)/.installed
 demo: install $(VENV)/.demo-installed ## web demo on http://127.0.0.1:7860 (released weights, else the quickstart's tiny models): make demo ARGS="--port 8000"
 	$(PY) -m lightning_dr2 demo $(ARGS)
 
-quickstart: install ## synthetic faces -> tiny DDPM -> DR2 -> tiny enhancer -> DR2 vs DR2+enhancer report, on CPU (minutes)
+quickstart: install ## train a tiny DDPM on synthetic faces, then DR2 and DR2+enhancer (shipped demo networks) on a held-out benchmark, on CPU (minutes); ARGS=--from-scratch trains both networks here
 	$(PY) -m lightning_dr2 quickstart $(ARGS)
 
 train-ddpm: install ## train a DDPM: make train-ddpm EXP=ddpm_ffhq256 ARGS="trainer.devices=8 data.root=/data/ffhq"

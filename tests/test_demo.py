@@ -120,7 +120,7 @@ def test_bad_uploads_and_unknown_methods_get_messages(session, tmp_path):
 
 
 def test_without_any_model_the_page_says_what_to_run_or_where_to_put_files(tmp_path):
-    models = resolve_models(runs=tmp_path / "runs" / "quickstart")
+    models = resolve_models(runs=tmp_path / "runs" / "quickstart", shipped=None)
     assert models.methods == []
     assert "make quickstart" in models.notice and "DR2_FFHQ.pkl" in models.notice
     assert str(Path(os.environ["DR2_WEIGHTS"])) in models.notice  # where it looked
@@ -131,14 +131,30 @@ def test_the_newest_quickstart_run_is_used_and_said_to_be_tiny(tmp_path):
     runs = tmp_path / "runs" / "quickstart"
     old, new = make_quickstart_run(runs, "old"), make_quickstart_run(runs, "new", enhancer=False)
     os.utime(old / "export" / "unet_ema.pt", (1, 1))
-    models = resolve_models(runs=runs)
+    models = resolve_models(runs=runs, shipped=None)
     assert [m.label for m in models.methods] == ["DR2 alone (quickstart run new)"]  # no enhancer trained yet
     assert "TINY" in models.notice and str(new) in models.notice and "at 32 px" in models.notice
     enhancer = new / "enhancer" / "export" / "enhancer_ema.pt"
     write_enhancer(tiny_sparnet(), "sparnet", TINY_SPARNET_CONFIG, enhancer)
-    (method,) = resolve_models(runs=runs).methods
+    (method,) = resolve_models(runs=runs, shipped=None).methods
     assert method.label == "DR2 + tiny sparnet (quickstart run new)" and method.weights == enhancer
     assert method.unet == new / "export" / "unet_ema.pt"
+
+
+def test_the_shipped_demo_networks_come_first_and_a_quickstart_run_after_them(tmp_path):
+    shipped = make_quickstart_run(tmp_path, "shipped")
+    pair = (shipped / "export" / "unet_ema.pt", shipped / "enhance_tiny" / "enhancer" / "export" / "e.pt")
+    runs = tmp_path / "runs" / "quickstart"
+    make_quickstart_run(runs, "mine", enhancer=False)
+    models = resolve_models(runs=runs, shipped=pair)
+    labels = [m.label for m in models.methods]
+    assert labels == ["DR2 + tiny sparnet (quickstart demo networks)", "DR2 alone (quickstart run mine)"]
+    assert (models.methods[0].unet, models.methods[0].weights) == pair
+    assert "TINY" in models.notice and str(pair[0]) in models.notice and str(runs / "mine") in models.notice
+    alone = resolve_models(runs=tmp_path / "none", shipped=pair)  # a fresh machine: no run, the shipped pair
+    assert [m.label for m in alone.methods] == labels[:1]
+    broken = resolve_models(runs=tmp_path / "none", shipped=(tmp_path / "gone.pt", pair[1]))
+    assert broken.methods == [] and "No models found" in broken.notice
 
 
 def test_released_weights_win_over_quickstart_runs_and_serve_as_baselines(tmp_path):

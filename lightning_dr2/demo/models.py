@@ -1,11 +1,12 @@
-"""Which models the demo offers: released weights when present, else the newest quickstart run's exports.
+"""Which models the demo offers: released weights when present, else the quickstart's tiny networks.
 
 The demo must start on a fresh machine, where no released weight file can be present (they cannot ship),
 and still say honestly what it runs. `resolve_models` looks, in order, for
 1. the released DR2 UNet (`DR2_FFHQ.pkl`) with every registered restoration network whose released file is
    present as its enhancer (`DR2 + sparnethd`, ...);
-2. without it, the newest `runs/quickstart/<run>` that holds an exported UNet (`make quickstart`), with the
-   tiny enhancer that run trained;
+2. without it, the quickstart's demo networks shipped in the repository (experiments/quickstart_weights: a
+   tiny UNet and enhancer, so the demo runs with no download and no training), then the newest
+   `runs/quickstart/<run>` that holds an exported UNet (`make quickstart`) with the tiny enhancer it trained;
 3. as baselines, every registered restoration network alone whose released file is present.
 What it found and where, or what to run / which files to put where, is `DemoModels.notice`.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from lightning_dr2.exports.restorer import read_enhancer_sidecar
 from lightning_dr2.exports.sidecar import sidecar_path
+from lightning_dr2.jobs.quickstart import SHIPPED_DIR, SHIPPED_ENHANCER, SHIPPED_UNET
 from lightning_dr2.nets.restorers import RESTORERS
 from lightning_dr2.weights import MissingWeightsError, find_weight, search_dirs
 
@@ -121,10 +123,29 @@ def _dr2_methods(unet: Path, enhancers: list[tuple[str, str, Path]], suffix: str
     return methods or [DemoMethod(f"DR2 alone{suffix}", unet)]
 
 
+def shipped_quickstart_run(unet: Path = SHIPPED_UNET, enhancer: Path = SHIPPED_ENHANCER) -> QuickstartRun | None:
+    """The quickstart's shipped demo networks as a run, or None when the UNet export is not there."""
+    if unet_export_flags(unet) is None:
+        return None
+    return QuickstartRun(unet.parent, unet, enhancer if read_enhancer_sidecar(enhancer) is not None else None)
+
+
+def _tiny_methods(run: QuickstartRun, suffix: str) -> list[DemoMethod]:
+    """DR2 + the run's tiny enhancer (DR2 alone when it has none), labelled with `suffix`."""
+    tiny = []
+    if run.enhancer is not None:
+        network = enhancer_network(run.enhancer)
+        tiny.append((f"tiny {network}", network, run.enhancer))
+    return _dr2_methods(run.unet, tiny, suffix)
+
+
 def resolve_models(
-    weights_dir: str | os.PathLike | None = None, runs: str | os.PathLike = QUICKSTART_RUNS
+    weights_dir: str | os.PathLike | None = None,
+    runs: str | os.PathLike = QUICKSTART_RUNS,
+    shipped: tuple[Path, Path] | None = (SHIPPED_UNET, SHIPPED_ENHANCER),
 ) -> DemoModels:
-    """The demo's methods and the notice the page shows (see the module docstring for the order)."""
+    """The demo's methods and the notice the page shows (see the module docstring for the order); `shipped`:
+    the quickstart's demo (UNet, enhancer) exports, used when present (None: not looked for)."""
     released = released_networks(weights_dir)
     baselines = [DemoMethod(f"{name} alone (released)", None, name, path) for name, path in sorted(released.items())]
     try:
@@ -137,25 +158,30 @@ def resolve_models(
         notice = f"Released weights: DR2 UNet {unet}" + "".join(f", {n} {p}" for n, p in sorted(released.items()))
         return DemoModels(methods + baselines, notice + ".")
     where = ", ".join(str(d) for d in search_dirs(weights_dir))
+    demo = shipped_quickstart_run(*shipped) if shipped else None
     run = newest_quickstart_run(runs)
-    if run is None:
+    if demo is None and run is None:
         missing = (
-            f"No models found: no released {RELEASED_UNET} (searched {where}) and no quickstart run under {runs}/. "
-            "Run `make quickstart` (tiny models trained on this CPU in minutes), or put DR2_FFHQ.pkl and an "
-            "enhancer's released file (e.g. SPARNetHD_FFHQ_DR2aug.pth) in data/weights/ or $DR2_WEIGHTS "
-            "(`python -m lightning_dr2 weights` lists them), then restart the demo."
+            f"No models found: no released {RELEASED_UNET} (searched {where}), no quickstart demo networks in "
+            f"{SHIPPED_DIR} and no quickstart run under {runs}/. Run `make quickstart` (tiny models trained on this "
+            "CPU in minutes), or put DR2_FFHQ.pkl and an enhancer's released file (e.g. SPARNetHD_FFHQ_DR2aug.pth) "
+            "in data/weights/ or $DR2_WEIGHTS (`python -m lightning_dr2 weights` lists them), then restart the demo."
         )
         return DemoModels(baselines, missing if not baselines else f"{missing} Only baselines are available.")
-    tiny = []
-    if run.enhancer is not None:
-        network = enhancer_network(run.enhancer)
-        tiny.append((f"tiny {network}", network, run.enhancer))
-    methods = _dr2_methods(run.unet, tiny, f" (quickstart run {run.root.name})")
-    size = unet_export_flags(run.unet).get("image_size", "?")
+    methods, used = [], []
+    if demo is not None:
+        methods += _tiny_methods(demo, " (quickstart demo networks)")
+        used.append(
+            f"the quickstart's demo networks shipped in {demo.root} (UNet {demo.unet}; enhancer {demo.enhancer})"
+        )
+    if run is not None:
+        methods += _tiny_methods(run, f" (quickstart run {run.root.name})")
+        enhancer = run.enhancer or "not trained yet: DR2 alone"
+        used.append(f"the quickstart run {run.root} (UNet {run.unet}; enhancer {enhancer})")
+    size = unet_export_flags((demo or run).unet).get("image_size", "?")  # type: ignore[union-attr]
     notice = (
-        f"No released {RELEASED_UNET} (searched {where}): using the TINY models of the quickstart run {run.root} "
-        f"(UNet {run.unet}; enhancer {run.enhancer or 'not trained yet: DR2 alone'}). They were trained for "
-        f"minutes on a CPU on generated cartoon faces at {size} px: expect blurry, cartoon-like faces, not the "
+        f"No released {RELEASED_UNET} (searched {where}): using the TINY models of {' and '.join(used)}. They were "
+        f"trained on a CPU on generated cartoon faces at {size} px: expect blurry, cartoon-like faces, not the "
         "paper's results. For those, put DR2_FFHQ.pkl and SPARNetHD_FFHQ_DR2aug.pth in data/weights/."
     )
     return DemoModels(methods + baselines, notice)
