@@ -18,7 +18,7 @@ from lightning_dr2.datasets.enhancer_data import EnhancerPairs, PairAugment, Set
 from lightning_dr2.dr2.pipeline import DR2E
 from lightning_dr2.image_io import write_png
 from lightning_dr2.jobs.train_enhancer import train_enhancer
-from lightning_dr2.losses import PerceptualLoss, feature_matching, hinge_d_losses, hinge_g_loss
+from lightning_dr2.losses import PerceptualLoss, feature_matching, hinge_d_losses, hinge_g_loss, ssim_loss
 from lightning_dr2.modules.enhancer import EnhancerModule
 from lightning_dr2.nets.discriminator import MultiScaleDiscriminator
 from lightning_dr2.nets.loading import WeightsError
@@ -97,6 +97,20 @@ def test_hinge_losses_by_hand() -> None:
     # scale 0: relu(1-2)=0, relu(1+0)=1 -> 0.5; scale 1: relu(1+3)=4 -> mean 2.25
     assert d_fake.item() == pytest.approx((0.5 + 4.0) / 2)
     assert hinge_g_loss(fake).item() == pytest.approx(-((-1.0) + 3.0) / 2)
+
+
+def test_ssim_loss_is_zero_for_the_target_and_pulls_a_smoothed_image_back(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert ssim_loss(x, x).item() == pytest.approx(0.0, abs=1e-5)
+    smooth = F.avg_pool2d(x, 3, stride=1, padding=1).requires_grad_(True)
+    loss = ssim_loss(smooth, x)
+    assert loss.item() > 0.1
+    loss.backward()
+    with torch.no_grad():
+        assert ssim_loss(smooth - 0.5 * smooth.grad / smooth.grad.abs().max(), x) < loss  # a step down the gradient
+    with pytest.raises(ConfigError, match="loss.ssim"):
+        _cfg(tmp_path, "loss.ssim=-1")
 
 
 def test_feature_matching_by_hand_and_real_features_detached() -> None:
@@ -228,7 +242,9 @@ def test_generator_init_weights_load_strictly(tmp_path: Path) -> None:
 def test_l1_only_run_leaves_the_discriminator_untrained_and_keeps_two_steps_per_batch(tmp_path: Path) -> None:
     """Without GAN and feature-matching terms D is never run (an L1 recipe would only pay for it); the idle D
     step keeps global_step = 2 x iterations, which the resume position and `iteration` rely on."""
-    cfg = _cfg(tmp_path, "trainer.max_steps=6", "trainer.val_check_interval=6", "loss.gan=0", "loss.fm=0")
+    cfg = _cfg(
+        tmp_path, "trainer.max_steps=6", "trainer.val_check_interval=6", "loss.gan=0", "loss.fm=0", "loss.ssim=1"
+    )
     run = train_enhancer(cfg)
     module = run.trainer.lightning_module
     assert not module.adversarial and run.trainer.global_step == 12 and module.iteration == 6
@@ -239,6 +255,7 @@ def test_l1_only_run_leaves_the_discriminator_untrained_and_keeps_two_steps_per_
     rows = list(csv.DictReader(open(run.run_dir / "csv" / "metrics.csv")))
     l1 = [float(r["train/g_l1"]) for r in rows if r.get("train/g_l1")]
     assert len(l1) == 6 and all(not r.get("train/d_loss") for r in rows)
+    assert len([r for r in rows if r.get("train/g_ssim")]) == 6  # the optional SSIM term is trained and logged
 
 
 def test_tiny_run_learns_exports_and_the_export_is_an_enhancer(tmp_path: Path) -> None:

@@ -48,6 +48,7 @@ class GanLossConfig:
     vgg: float = 1.0
     fm: float = 10.0
     gan: float = 1.0
+    ssim: float = 0.0  # ours (not published): weight of a 1 - SSIM term; 0 = off
     # None: vgg19-dcbb9e9d.pth through the weights registry; a path; or "random" (tests / tiny recipe only).
     vgg_weights: str | None = None
 
@@ -122,7 +123,7 @@ class EnhanceExperimentConfig(RunConfig):
             lambda v: len(v) == 2 and all(in_unit_interval(b) for b in v),
             "must be two values in [0, 1) (Adam's beta1, beta2), e.g. optim.betas=[0.5,0.99]",
         )
-        for key in ("loss.l1", "loss.vgg", "loss.fm", "loss.gan"):
+        for key in ("loss.l1", "loss.vgg", "loss.fm", "loss.gan", "loss.ssim"):
             c.require(key, lambda v: v >= 0, "must be >= 0 (0 turns that loss off)")
         c.unit_interval("ema.decay", " (e.g. 0.999)")
         c.one_of("data.mode", ("folder", "on_the_fly"))

@@ -8,6 +8,7 @@ from lightning_dr2.losses.enhancer import (
     hinge_g_loss,
     l1_loss,
     load_perceptual,
+    ssim_loss,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "hinge_g_loss",
     "l1_loss",
     "load_perceptual",
+    "ssim_loss",
 ]

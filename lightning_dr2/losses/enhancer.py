@@ -1,4 +1,4 @@
-"""The four losses of the SPARNetHD recipe: L1 pixel, VGG19 perceptual, feature matching, hinge GAN.
+"""The four losses of the SPARNetHD recipe: L1 pixel, VGG19 perceptual, feature matching, hinge GAN (+ our SSIM).
 
 Discriminator outputs are lists (one per scale) of feature lists whose last entry is the score map
 (`nets.discriminator.MultiScaleDiscriminator`). Scales are averaged; within a scale, feature-matching
@@ -27,10 +27,20 @@ class LossWeights:
     vgg: float = 1.0
     fm: float = 10.0
     gan: float = 1.0
+    ssim: float = 0.0  # ours, not the recipe's: the 1 - SSIM term (`ssim_loss`)
 
 
 def l1_loss(fake: Tensor, real: Tensor) -> Tensor:
     return F.l1_loss(fake.float(), real.float())
+
+
+def ssim_loss(fake: Tensor, real: Tensor) -> Tensor:
+    """1 - SSIM (torchmetrics' Gaussian 11x11 window, sigma 1.5) of images in [-1, 1]. Not in SPARNetHD's recipe:
+    an L1-only residual enhancer smooths the local structure SSIM scores, and this term asks for it directly."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    to_unit = ((t.float() + 1) / 2 for t in (fake, real))
+    return 1 - structural_similarity_index_measure(*to_unit, data_range=1.0)
 
 
 def hinge_d_losses(real: Scales, fake: Scales) -> tuple[Tensor, Tensor]:

@@ -100,7 +100,9 @@ class EnhancerModule(pl.LightningModule):
                 terms["g_fm"] = losses.feature_matching(fake_scales, real_scales)
         if w.vgg > 0:
             terms["g_vgg"] = self.perceptual(fake, x)  # type: ignore[misc]
-        weight = {"g_l1": w.l1, "g_gan": w.gan, "g_fm": w.fm, "g_vgg": w.vgg}
+        if w.ssim > 0:
+            terms["g_ssim"] = losses.ssim_loss(fake, x)
+        weight = {"g_l1": w.l1, "g_gan": w.gan, "g_fm": w.fm, "g_vgg": w.vgg, "g_ssim": w.ssim}
         terms["g_loss"] = sum(weight[k] * v for k, v in terms.items())
         return terms
 
