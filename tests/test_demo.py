@@ -157,6 +157,16 @@ def test_the_shipped_demo_networks_come_first_and_a_quickstart_run_after_them(tm
     assert broken.methods == [] and "No models found" in broken.notice
 
 
+def test_a_fresh_clone_offers_the_shipped_quickstart_networks(tmp_path):
+    models = resolve_models(runs=tmp_path / "none")  # the repository's experiments/quickstart_weights
+    (method,) = models.methods
+    assert (
+        method.label == "DR2 + tiny sparnet (quickstart demo networks)"
+        and method.unet.parent.name == "quickstart_weights"
+    )
+    assert "TINY" in models.notice and "at 32 px" in models.notice
+
+
 def test_released_weights_win_over_quickstart_runs_and_serve_as_baselines(tmp_path):
     runs = tmp_path / "runs" / "quickstart"
     make_quickstart_run(runs, "r")
@@ -195,7 +205,7 @@ def test_without_models_the_page_shows_the_notice_and_no_restore_button(tmp_path
     pytest.importorskip("gradio", reason="the demo's optional extra: pip install 'lightning_dr2[demo]'")
     from lightning_dr2.demo.app import build_app
 
-    app = build_app(DemoSession(resolve_models(runs=tmp_path / "none")), tmp_path)
+    app = build_app(DemoSession(resolve_models(runs=tmp_path / "none", shipped=None)), tmp_path)
     props = {c["props"].get("elem_id"): c["props"] for c in app.get_config_file()["components"]}
     assert props["restore"]["interactive"] is False
     assert "make quickstart" in props["status"]["value"] and props["method"]["choices"] == []

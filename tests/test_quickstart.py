@@ -48,9 +48,6 @@ TINY_QUICKSTART = [
 
 
 TINY_DEFAULT = [o for o in TINY_QUICKSTART if not o.startswith("enhance.")]  # no enhancer training by default
-# Orderings on the shipped networks are asserted with these margins (docs/benchmarks.md: the smallest measured
-# gap and how much the numbers move with DR2's noise seed and across CPUs).
-MARGIN_DB, MARGIN_SSIM = 0.0, 0.0
 
 
 def test_overrides_are_split_by_stage() -> None:
@@ -170,9 +167,10 @@ def _split_metrics(rows: list[dict], reference: bool) -> dict[str, dict[str, flo
 
 @pytest.mark.slow
 def test_the_shipped_networks_show_dr2_working_on_the_held_out_benchmark(tmp_path) -> None:
-    """The claim the default quickstart prints, re-measured at three DR2 noise seeds: DR2 beats the input in PSNR
-    and SSIM on the 8x splits, DR2 + enhancer beats DR2 in both on every split. Each is asserted with a margin
-    well inside what docs/benchmarks.md measured, so float differences between CPUs cannot flip it."""
+    """What the default quickstart prints, re-measured at three DR2 noise seeds (docs/benchmarks.md has the
+    numbers). Asserted where it holds at every seed, with margins far above float differences between CPUs: DR2
+    beats the input in PSNR and SSIM on every split; DR2 + enhancer beats DR2 in both on x4_severe and the 8x
+    splits, and in PSNR on x4_mild (its SSIM there is +0.006 / -0.001 / +0.005 by seed: recorded, not asserted)."""
     nets = shipped_networks()
     testset = demo_testset(tmp_path, 32)
     for seed in (0, 1, 2):
@@ -182,9 +180,23 @@ def test_the_shipped_networks_show_dr2_working_on_the_held_out_benchmark(tmp_pat
         inputs, out = _split_metrics(dr2.rows, True), _split_metrics(dr2.rows, False)
         better = _split_metrics(enhanced.rows, False)
         assert set(better) == set(out) == set(inputs) == {"x4_mild", "x4_severe", "x8_mild", "x8_severe"}
-        for split in ("x8_mild", "x8_severe"):
-            assert out[split]["psnr"] > inputs[split]["psnr"] + MARGIN_DB, (seed, split, inputs[split], out[split])
-            assert out[split]["ssim"] > inputs[split]["ssim"] + MARGIN_SSIM, (seed, split, inputs[split], out[split])
-        for split, metrics in better.items():
-            assert metrics["psnr"] > out[split]["psnr"] + MARGIN_DB, (seed, split, out[split], metrics)
-            assert metrics["ssim"] > out[split]["ssim"] + MARGIN_SSIM, (seed, split, out[split], metrics)
+        for split in out:  # measured: >= +0.45 dB, +0.11 SSIM
+            assert out[split]["psnr"] > inputs[split]["psnr"] + 0.2, (seed, split, inputs[split], out[split])
+            assert out[split]["ssim"] > inputs[split]["ssim"] + 0.05, (seed, split, inputs[split], out[split])
+        for split in ("x4_severe", "x8_mild", "x8_severe"):  # measured: >= +0.48 dB, +0.025 SSIM
+            assert better[split]["psnr"] > out[split]["psnr"] + 0.2, (seed, split, out[split], better[split])
+            assert better[split]["ssim"] > out[split]["ssim"] + 0.01, (seed, split, out[split], better[split])
+        assert better["x4_mild"]["psnr"] > out["x4_mild"]["psnr"] + 0.02, (seed, out["x4_mild"], better["x4_mild"])
+
+
+def test_the_shipped_networks_record_the_commands_and_recipe_that_made_them() -> None:
+    """The run_info files record the project's own commands; the enhancer's command carries every option of the
+    current quickstart enhancer recipe, so a recipe change without rebuilding the shipped files fails here."""
+    command = json.loads((SHIPPED_DIR / "unet_run_info.json").read_text())["attempts"][0]["command"]
+    assert command[command.index("train") + 1] == "quickstart" and "trainer.max_steps=3000" in command
+    enhancer_command = json.loads((SHIPPED_DIR / "enhancer_run_info.json").read_text())["attempts"][-1]["command"]
+    assert enhancer_command[enhancer_command.index("train-enhancer") + 1] == "enhance_tiny"
+    nets = shipped_networks()
+    assert (nets.N, nets.tau) == (4, 15)
+    assert f"dr2.settings=[{{N: {nets.N}, tau: {nets.tau}}}]" in enhancer_command
+    assert set(quickstart.ENHANCER_OVERRIDES) <= set(enhancer_command)
