@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-scratch",
         action="store_true",
         help="run DR2 and the benchmark with the networks trained here (DDPM + enhancer) instead of the shipped "
-        "demo networks of experiments/quickstart_weights (about 2 minutes more, weaker numbers)",
+        "demo networks of experiments/quickstart_weights (about 1 minute more, weaker numbers)",
     )
     _add_overrides(p, "overrides of experiments/quickstart.yaml; enhance.<key>=value: of the enhancer (--from-scratch)")
     p.set_defaults(func=_cmd_quickstart)

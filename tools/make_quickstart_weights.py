@@ -25,6 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from lightning_dr2.config.loader import PROJECT_ROOT
 from lightning_dr2.jobs import quickstart as qs
 from lightning_dr2.jobs.dr2_cache import SAMPLE_DIR
@@ -43,17 +45,14 @@ def run(*args: str) -> None:
 
 
 def evaluate(unet: Path, testset: Path, work: Path, run_name: str, settings: str, enhancer: Path | None) -> dict:
-    """`eval` on the validation set (a recipe written to `work`); returns results.json."""
+    """`eval` on the validation set, PSNR/SSIM (the quickstart's `eval_overrides` as a recipe in `work`); returns
+    results.json."""
     out = work / "eval" / run_name
     if not (out / "results.json").is_file():
         recipe = work / "eval_validation.yaml"
-        recipe.write_text(
-            f"sets: [{{name: validation, root: {testset}}}]\nenhancer: {{size: {SIZE}}}\nmetrics: [psnr, ssim]\n"
-            f"runs_dir: {work}\nexperiment: eval\nwandb: {{mode: disabled}}\nnum_workers: 0\n"
-            f"batch_size: {qs.VALIDATION_FACES}\nreport_images: 0\nprogress_bar: false\n"
-        )
-        network = ["enhancer.name=none", "--reference"] if enhancer is None else [f"enhancer.weights={enhancer}"]
-        run("eval", str(recipe), f"unet_weights={unet}", *network, f"settings={settings}", f"run={run_name}")
+        common = qs.eval_overrides(testset, SIZE, work, qs.VALIDATION_FACES, report_images=0)
+        OmegaConf.save(OmegaConf.from_dotlist([*common, "metrics=[psnr,ssim]"]), recipe)
+        run("eval", str(recipe), *qs.eval_networks(unet, enhancer), f"settings={settings}", f"run={run_name}")
     return json.loads((out / "results.json").read_text())
 
 

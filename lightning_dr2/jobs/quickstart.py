@@ -15,7 +15,7 @@ Which networks stages 2-4 run (`Networks`): by default the demo pair shipped in 
 (a UNet trained 3000 steps by the `train` command and an enhancer trained by `train-enhancer` on the DR2 cache
 of 3584 faces; tools/make_quickstart_weights.py made them, their run_info files record the commands): a few
 minutes of CPU cannot train a DDPM and an enhancer that show what DR2 does (docs/benchmarks.md). With
-`from_scratch` they are the two networks this run trains (about 2 minutes more; weaker numbers).
+`from_scratch` they are the two networks this run trains (about 1 minute more; weaker numbers).
 
 Overrides starting with `enhance.` go to the enhancer recipe (`enhance.trainer.max_steps=20`), the
 others to `experiments/quickstart.yaml` (the DDPM stage).
@@ -30,7 +30,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -133,10 +133,7 @@ class Networks:
     N: int  # noqa: N815
     tau: int
     origin: str  # one line for the summary: which networks the numbers come from
-
-    @property
-    def shipped(self) -> bool:
-        return self.enhancer is not None
+    shipped: bool  # the demo pair of experiments/quickstart_weights (else trained in this run)
 
 
 def shipped_networks(
@@ -164,7 +161,7 @@ def shipped_networks(
         f"the demo networks shipped in {SHIPPED_DIR.relative_to(PROJECT_ROOT)} (UNet trained by `train`, enhancer by "
         "`train-enhancer`: see its README.md); `--from-scratch` uses the ones this run trains"
     )
-    return Networks(unet, enhancer, N, tau, origin)
+    return Networks(unet, enhancer, N, tau, origin, shipped=True)
 
 
 def dr2_demo(
@@ -322,6 +319,32 @@ def validation_testset(root: Path, size: int, n: int = VALIDATION_FACES) -> Path
     return held_out_testset(root, size, n, VALIDATION_SEED, VALIDATION_DEGRADATION_SEED)
 
 
+def eval_networks(unet_path: Path, enhancer: Path | None = None) -> list[str]:
+    """The eval job's networks: DR2 alone with the Input row, or DR2 + an exported `enhancer` (its JSON names
+    the network and the method label)."""
+    network = ["enhancer.name=none"] if enhancer is None else [f"enhancer.weights={enhancer}"]
+    return [f"unet_weights={unet_path}", *network, f"reference={enhancer is None}"]
+
+
+def eval_overrides(testset: Path, size: int, run_dir: Path, n: int, seed: int = 0, report_images: int = 4) -> list[str]:
+    """How the quickstart runs the eval job on one of its tiny sets (the benchmark here, the validation faces in
+    tools/make_quickstart_weights.py), all but the networks, the settings and the run name: one batch of `n`
+    faces per split, no W&B, metrics whose weights are missing skipped; `seed`: of DR2's noise."""
+    return [
+        f"enhancer.size={size}",
+        f"sets=[{{name: synthetic, root: {testset}}}]",
+        "skip_missing_weights=true",
+        f"runs_dir={run_dir}",
+        "experiment=eval",
+        "wandb.mode=disabled",
+        "num_workers=0",
+        f"seed={seed}",
+        f"batch_size={n}",
+        f"report_images={report_images}",
+        "progress_bar=false",
+    ]
+
+
 def eval_demo(
     unet_path: Path,
     run_dir: Path,
@@ -333,30 +356,10 @@ def eval_demo(
     tau: int = DR2_TAU,
     seed: int = 0,
 ) -> EvalResult:
-    """The eval job on the `demo_testset`: DR2 alone (with the Input row) or, given an exported `enhancer`,
-    DR2 + that enhancer (its JSON names the network and the method label); `seed`: of DR2's noise."""
-    cfg = load_config(
-        None,
-        [
-            f"unet_weights={unet_path}",
-            *(["enhancer.name=none"] if enhancer is None else [f"enhancer.weights={enhancer}"]),
-            f"enhancer.size={size}",
-            f"sets=[{{name: synthetic, root: {testset}}}]",
-            f"settings=[{{N: {N}, tau: {tau}}}]",
-            "skip_missing_weights=true",
-            f"reference={enhancer is None}",
-            f"runs_dir={run_dir}",
-            "experiment=eval",
-            f"run={'dr2' if enhancer is None else 'dr2_enhancer'}",
-            "wandb.mode=disabled",
-            "num_workers=0",
-            f"seed={seed}",
-            f"batch_size={n}",
-            "report_images=4",
-            "progress_bar=false",
-        ],
-        schema=EvalConfig,
-    )
+    """The eval job on the `demo_testset`: DR2 alone (with the Input row) or DR2 + `enhancer` (`eval_networks`)."""
+    run = f"run={'dr2' if enhancer is None else 'dr2_enhancer'}"
+    overrides = [*eval_networks(unet_path, enhancer), f"settings={dr2_setting(N, tau)}", run]
+    cfg = load_config(None, [*overrides, *eval_overrides(testset, size, run_dir, n, seed)], schema=EvalConfig)
     return run_eval(cfg)
 
 
@@ -461,7 +464,7 @@ def run_quickstart(
     )
     result = train_ddpm(cfg)
     networks = shipped or Networks(
-        result.export_path, None, DR2_N, DR2_TAU, "the networks this run trained (--from-scratch)"
+        result.export_path, None, DR2_N, DR2_TAU, "the networks this run trained (--from-scratch)", shipped=False
     )
     N, tau = networks.N, networks.tau  # noqa: N806
     progress(
@@ -476,7 +479,7 @@ def run_quickstart(
             f"enhancer (experiments/enhance_tiny.yaml at {size} px, folder mode, residual over DR2) trained on them"
         )
         stage = enhancer_stage(networks.unet, result.run_dir, size, enhance_overrides, N=N, tau=tau)
-        networks = Networks(networks.unet, stage.export_path, N, tau, networks.origin)
+        networks = replace(networks, enhancer=stage.export_path)
     else:
         progress(f"[quickstart] 3/4 the shipped demo enhancer {networks.enhancer} (--from-scratch trains one here)")
     assert networks.enhancer is not None
